@@ -1,0 +1,26 @@
+// Typed errors. A command the SMMU refuses is a CommandError carrying its
+// CERROR code (CONS.ERR value, smmu-facts.md §2.3), never a bare string.
+
+/** CONS.ERR values (spec 6.3.28; Linux CMDQ_ERR_CERROR_*). */
+export const CERROR = { NONE: 0, ILL: 1, ABT: 2, ATC_INV_SYNC: 3 } as const;
+export type CerrorName = 'ILL' | 'ABT' | 'ATC_INV_SYNC';
+
+export function cerrorName(code: number): CerrorName {
+  switch (code) {
+    case CERROR.ILL: return 'ILL';
+    case CERROR.ABT: return 'ABT';
+    case CERROR.ATC_INV_SYNC: return 'ATC_INV_SYNC';
+    default: throw new RangeError(`CONS.ERR ${code} is not a CERROR code`);
+  }
+}
+
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+  readonly cerror: CerrorName;
+  readonly reason: string;
+  constructor(cerror: CerrorName, reason: string) {
+    super(`CERROR_${cerror}: ${reason}`);
+    this.cerror = cerror;
+    this.reason = reason;
+  }
+}

@@ -1,0 +1,3 @@
+export * from './fields.ts';
+export * from './features.ts';
+export * from './errors.ts';
