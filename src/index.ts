@@ -1,3 +1,4 @@
 export * from './fields.ts';
 export * from './features.ts';
 export * from './errors.ts';
+export * from './codec.ts';

@@ -1,0 +1,450 @@
+// The SMMUv3 command codec. Everything here is derived, at module load, from
+// the one table in fields.ts: per-opcode lists of (u32 index, shift, mask,
+// slot) parts and per-u32 RES0 masks. There is exactly one decoder
+// (decodeWords, allocation-free, for the consumer's hot path); the public
+// bigint face (decodeCommand) is a wrapper around it, and so is the encoder.
+
+import { COMMANDS, F, FIELD_COUNT, OP, illegalOpcodeReason, type FieldName, type FieldSpec, type Needs, type OpName } from './fields.ts';
+import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts';
+import { CommandError } from './errors.ts';
+
+/** A command as plain data: `op` plus the fields of that op (smmu-vectors.json names). */
+export type Command = { op: OpName; addr?: bigint; msiaddr?: bigint } & {
+  [K in Exclude<FieldName, 'addr' | 'msiaddr'>]?: number;
+};
+
+/**
+ * Why a command is CERROR_ILL: low byte = kind, bits [15:8] = detail (the
+ * 64-bit word index for RES0). 0 means legal. illReason() turns a code back
+ * into text, on the error path only.
+ */
+export const ILL_REASON = {
+  OPCODE: 1,
+  CAPABILITY: 2,
+  RES0: 3,
+  SSEC: 4,
+  RANGE_NO_RIL: 5,
+  RANGE_TG0: 6,
+  SCALE_DS: 7,
+  RANGE_RESERVED: 8,
+  CS_RESERVED: 9,
+  PRI_RESP: 10,
+  ATC_SIZE: 11,
+} as const;
+
+/** Linux's CMD_SYNC attributes (arm_smmu_cmdq_build_sync_cmd): Inner Shareable, Inner/Outer Write-Back. */
+export const SYNC_MSH_ISH = 3;
+export const SYNC_MSIATTR_OIWB = 0xf;
+/** ATC_INV Size meaning "the whole address space" (Linux ATC_INV_SIZE_ALL). */
+export const ATC_INV_SIZE_ALL = 52;
+
+// ---------------------------------------------------------------------------
+// Tables derived from COMMANDS.
+
+const NEEDS_ORDER: readonly Needs[] = ['S1P', 'S2P', 'HYP', 'ATS', 'MPAM', 'STALL', 'PRI'];
+
+const N_SPECS = COMMANDS.length;
+/** opcode -> index into COMMANDS, -1 for opcodes that are no command of the Non-secure queue. */
+const OPC_SPEC = new Int8Array(256).fill(-1);
+/** Parts of spec s are PART_*[PART_START[s] .. PART_START[s+1]). */
+const PART_START = new Uint16Array(N_SPECS + 1);
+const partU32: number[] = [];
+const partShift: number[] = [];
+const partMask: number[] = [];
+const partSlot: number[] = [];
+const partInPlace: number[] = [];
+/** Per spec, per u32 of the command: bits that no field (nor the opcode byte) covers. */
+const RES0 = new Uint32Array(N_SPECS * 4);
+/** Per spec, per F slot: the part holding it, or -1 when the op has no such field. */
+const SLOT_PART = new Int16Array(N_SPECS * FIELD_COUNT).fill(-1);
+/** Per spec: 1 + index in NEEDS_ORDER of the capability it needs, 0 for none. */
+const NEEDS_CODE = new Uint8Array(N_SPECS);
+/** Per spec: 1 when the op carries the TG/TTL/NUM/SCALE range fields. */
+const HAS_RANGE = new Uint8Array(N_SPECS);
+
+function slotOf(field: FieldSpec, half: number): number {
+  const key = field.inPlace ? `${field.name.toUpperCase()}_${half === 0 ? 'LO' : 'HI'}` : field.name.toUpperCase();
+  const slot = (F as Record<string, number>)[key];
+  if (slot === undefined) throw new Error(`fields.ts: field ${field.name} has no F slot ${key}`);
+  return slot;
+}
+
+COMMANDS.forEach((spec, s) => {
+  OPC_SPEC[spec.opcode] = s;
+  PART_START[s] = partU32.length;
+  const covered = [0xff, 0, 0, 0];
+  for (const field of spec.fields) {
+    const halves = [0, 1].filter((h) => field.lo <= 32 * h + 31 && field.hi >= 32 * h);
+    // Only in-place addresses may straddle two u32s; any other field is one (u32, shift, mask) part.
+    if (halves.length > 1 && !field.inPlace) throw new Error(`fields.ts: ${spec.op}.${field.name} straddles a u32`);
+    for (const h of halves) {
+      const lo = Math.max(field.lo, 32 * h) - 32 * h;
+      const hi = Math.min(field.hi, 32 * h + 31) - 32 * h;
+      const width = hi - lo + 1;
+      const mask = width === 32 ? 0xffffffff : (1 << width) - 1;
+      const inPlaceMask = (mask << lo) >>> 0;
+      const k = 2 * field.w + h;
+      const slot = slotOf(field, h);
+      SLOT_PART[s * FIELD_COUNT + slot] = partU32.length;
+      partU32.push(k);
+      partShift.push(field.inPlace ? 0 : lo);
+      partMask.push(field.inPlace ? inPlaceMask : mask);
+      partSlot.push(slot);
+      partInPlace.push(field.inPlace ? 1 : 0);
+      covered[k] = (covered[k]! | inPlaceMask) >>> 0;
+    }
+    if (field.name === 'tg') HAS_RANGE[s] = 1;
+  }
+  for (let k = 0; k < 4; k++) RES0[s * 4 + k] = ~covered[k]! >>> 0;
+  NEEDS_CODE[s] = spec.needs === undefined ? 0 : NEEDS_ORDER.indexOf(spec.needs) + 1;
+});
+PART_START[N_SPECS] = partU32.length;
+const PART_U32 = Uint8Array.from(partU32);
+const PART_SHIFT = Uint8Array.from(partShift);
+const PART_MASK = Uint32Array.from(partMask);
+const PART_SLOT = Uint8Array.from(partSlot);
+const PART_IN_PLACE = Uint8Array.from(partInPlace);
+
+const SPEC_BY_OP = new Map(COMMANDS.map((spec) => [spec.op, spec]));
+
+// ---------------------------------------------------------------------------
+// Hot face: typed arrays in, typed arrays out; no allocation, no bigint, no throw.
+
+/** Copy the 4 u32 of queue slot `slot`: the one read of guest-writable memory. */
+export function readSlot(q: Int32Array | Uint32Array, slot: number, u: Uint32Array): void {
+  const b = slot << 2;
+  u[0] = q[b]!;
+  u[1] = q[b + 1]!;
+  u[2] = q[b + 2]!;
+  u[3] = q[b + 3]!;
+}
+
+/** Store the 4 u32 of a built command into queue slot `slot`. */
+export function writeSlot(q: Int32Array | Uint32Array, slot: number, u: Uint32Array): void {
+  const b = slot << 2;
+  q[b] = u[0]!;
+  q[b + 1] = u[1]!;
+  q[b + 2] = u[2]!;
+  q[b + 3] = u[3]!;
+}
+
+function extract(u: Uint32Array, out: Uint32Array, s: number): void {
+  for (let p = PART_START[s]!, end = PART_START[s + 1]!; p < end; p++) {
+    const x = u[PART_U32[p]!]!;
+    out[PART_SLOT[p]!] = PART_IN_PLACE[p] ? x & PART_MASK[p]! : (x >>> PART_SHIFT[p]!) & PART_MASK[p]!;
+  }
+}
+
+function hasCapability(feat: SmmuFeatures, needs: number): boolean {
+  switch (needs) {
+    case 0: return true;
+    case 1: return feat.S1P;
+    case 2: return feat.S2P;
+    case 3: return feat.HYP;
+    case 4: return feat.ATS;
+    case 5: return feat.MPAM;
+    case 6: return feat.STALL_MODEL !== 1;
+    default: return feat.PRI;
+  }
+}
+
+/** The TG/TTL/NUM/SCALE rules of spec 4.4.1.1, on decoded fields. */
+function checkRange(f: Uint32Array, feat: SmmuFeatures): number {
+  const tg = f[F.TG]!, ttl = f[F.TTL]!, num = f[F.NUM]!, scale = f[F.SCALE]!;
+  if (!feat.RIL) return (tg | ttl | num | scale) !== 0 ? ILL_REASON.RANGE_NO_RIL : 0;
+  if (tg === 0) {
+    // Spec 4.4.1.1: with TG=0 the SCALE, NUM and TTL fields are RES0; like
+    // every other RES0 field here, non-zero is detected as CERROR_ILL (4.1.5).
+    return (ttl | num | scale) !== 0 ? ILL_REASON.RANGE_TG0 : 0;
+  }
+  if (scale > 31 && !feat.DS) return ILL_REASON.SCALE_DS;
+  // TTL=1 with a 16K granule is Reserved without DS and treated as TTL=0.
+  const effTtl = tg === 2 && ttl === 1 && !feat.DS ? 0 : ttl;
+  return num === 0 && scale === 0 && effTtl === 0 ? ILL_REASON.RANGE_RESERVED : 0;
+}
+
+/**
+ * Decode and validate the private copy `u` (4 u32) into the F record `out`.
+ * Returns 0 when the command is legal on this SMMU's Non-secure queue, else
+ * an ILL_REASON code (out is then partially filled and must not be used).
+ */
+export function decodeWords(u: Uint32Array, out: Uint32Array, feat: SmmuFeatures): number {
+  out.fill(0);
+  const opcode = u[0]! & 0xff;
+  out[F.OP] = opcode;
+  const s = OPC_SPEC[opcode]!;
+  if (s < 0) return ILL_REASON.OPCODE;
+  if (!hasCapability(feat, NEEDS_CODE[s]!)) return ILL_REASON.CAPABILITY;
+  const r = s << 2;
+  if (((u[0]! & RES0[r]!) | (u[1]! & RES0[r + 1]!)) !== 0) return ILL_REASON.RES0;
+  if (((u[2]! & RES0[r + 2]!) | (u[3]! & RES0[r + 3]!)) !== 0) return ILL_REASON.RES0 | (1 << 8);
+  extract(u, out, s);
+  if (out[F.SSEC] !== 0) return ILL_REASON.SSEC;
+  if (HAS_RANGE[s]) {
+    const range = checkRange(out, feat);
+    if (range !== 0) return range;
+  }
+  switch (opcode) {
+    case OP.CMD_SYNC: return out[F.CS] === 3 ? ILL_REASON.CS_RESERVED : 0;
+    case OP.PRI_RESP: return out[F.RESP] === 3 ? ILL_REASON.PRI_RESP : 0;
+    case OP.ATC_INV: return out[F.SIZE]! > ATC_INV_SIZE_ALL ? ILL_REASON.ATC_SIZE : 0;
+    default: return 0;
+  }
+}
+
+/**
+ * Encode the F record `f` (f[F.OP] = opcode) into u[at..at+3]. Values are
+ * masked to their fields; an opcode with no table entry is written alone.
+ */
+export function encodeWords(f: Uint32Array, u: Uint32Array, at = 0): void {
+  const opcode = f[F.OP]! & 0xff;
+  u[at] = opcode;
+  u[at + 1] = 0;
+  u[at + 2] = 0;
+  u[at + 3] = 0;
+  const s = OPC_SPEC[opcode]!;
+  if (s < 0) return;
+  for (let p = PART_START[s]!, end = PART_START[s + 1]!; p < end; p++) {
+    const v = f[PART_SLOT[p]!]! & PART_MASK[p]!;
+    const k = at + PART_U32[p]!;
+    u[k] = u[k]! | (PART_IN_PLACE[p] ? v : v << PART_SHIFT[p]!);
+  }
+}
+
+/** Read one field (by F slot) of the command in u; 0 when the op has no such field. */
+export function getField(u: Uint32Array, slot: number): number {
+  const s = OPC_SPEC[u[0]! & 0xff]!;
+  if (s < 0) return 0;
+  const p = SLOT_PART[s * FIELD_COUNT + slot]!;
+  if (p < 0) return 0;
+  const x = u[PART_U32[p]!]!;
+  return (PART_IN_PLACE[p] ? x & PART_MASK[p]! : (x >>> PART_SHIFT[p]!) & PART_MASK[p]!) >>> 0;
+}
+
+/** Overwrite one field (by F slot) of the command in u, leaving every other bit alone. Returns false when the op has no such field. */
+export function setField(u: Uint32Array, slot: number, value: number): boolean {
+  const s = OPC_SPEC[u[0]! & 0xff]!;
+  if (s < 0) return false;
+  const p = SLOT_PART[s * FIELD_COUNT + slot]!;
+  if (p < 0) return false;
+  const k = PART_U32[p]!, mask = PART_MASK[p]!;
+  if (PART_IN_PLACE[p]) u[k] = (u[k]! & ~mask) | (value & mask);
+  else {
+    const shift = PART_SHIFT[p]!;
+    u[k] = (u[k]! & ~(mask << shift)) | ((value & mask) << shift);
+  }
+  return true;
+}
+
+/** True when the op of opcode `opcode` has the field in F slot `slot`. */
+export function hasField(opcode: number, slot: number): boolean {
+  const s = OPC_SPEC[opcode & 0xff]!;
+  return s >= 0 && SLOT_PART[s * FIELD_COUNT + slot]! >= 0;
+}
+
+// Builders for the guest driver: each fills a scratch F record and encodes it,
+// so no bit position is restated here.
+const bf = new Uint32Array(FIELD_COUNT);
+
+function start(opcode: number): Uint32Array {
+  bf.fill(0);
+  bf[F.OP] = opcode;
+  return bf;
+}
+
+export function buildTlbiNhVa(
+  u: Uint32Array, asid: number, vmid: number, addrLo: number, addrHi: number,
+  num: number, scale: number, tg: number, ttl: number, leaf: number,
+): void {
+  const f = start(OP.TLBI_NH_VA);
+  f[F.ASID] = asid;
+  f[F.VMID] = vmid;
+  f[F.ADDR_LO] = addrLo;
+  f[F.ADDR_HI] = addrHi;
+  f[F.NUM] = num;
+  f[F.SCALE] = scale;
+  f[F.TG] = tg;
+  f[F.TTL] = ttl;
+  f[F.LEAF] = leaf;
+  encodeWords(f, u);
+}
+
+export function buildTlbiNhAsid(u: Uint32Array, asid: number, vmid: number): void {
+  const f = start(OP.TLBI_NH_ASID);
+  f[F.ASID] = asid;
+  f[F.VMID] = vmid;
+  encodeWords(f, u);
+}
+
+export function buildTlbiNhAll(u: Uint32Array, vmid: number): void {
+  const f = start(OP.TLBI_NH_ALL);
+  f[F.VMID] = vmid;
+  encodeWords(f, u);
+}
+
+export function buildCfgiSte(u: Uint32Array, sid: number, leaf: number): void {
+  const f = start(OP.CFGI_STE);
+  f[F.SID] = sid;
+  f[F.LEAF] = leaf;
+  encodeWords(f, u);
+}
+
+export function buildCfgiCd(u: Uint32Array, sid: number, ssid: number, leaf: number): void {
+  const f = start(OP.CFGI_CD);
+  f[F.SID] = sid;
+  f[F.SSID] = ssid;
+  f[F.LEAF] = leaf;
+  encodeWords(f, u);
+}
+
+export function buildAtcInv(
+  u: Uint32Array, sid: number, ssid: number, ssv: number, global: number, size: number, addrLo: number, addrHi: number,
+): void {
+  const f = start(OP.ATC_INV);
+  f[F.SID] = sid;
+  f[F.SSID] = ssid;
+  f[F.SSV] = ssv;
+  f[F.GLOBAL] = global;
+  f[F.SIZE] = size;
+  f[F.ADDR_LO] = addrLo;
+  f[F.ADDR_HI] = addrHi;
+  encodeWords(f, u);
+}
+
+/** CMD_SYNC as Linux builds it: MSH=ISH, MSIAttr=OIWB whatever the CS. */
+export function buildCmdSync(u: Uint32Array, cs: number, msiAddrLo: number, msiAddrHi: number, msiData: number): void {
+  const f = start(OP.CMD_SYNC);
+  f[F.CS] = cs;
+  f[F.MSH] = SYNC_MSH_ISH;
+  f[F.MSIATTR] = SYNC_MSIATTR_OIWB;
+  f[F.MSIADDR_LO] = msiAddrLo;
+  f[F.MSIADDR_HI] = msiAddrHi;
+  f[F.MSIDATA] = msiData;
+  encodeWords(f, u);
+}
+
+// ---------------------------------------------------------------------------
+// Error path: text for a reason code, rebuilt from the words themselves.
+
+const CAPABILITY_TEXT: Record<Needs, string> = {
+  S1P: 'stage 1 translation, and this SMMU is stage-2-only (SMMU_IDR0.S1P=0)',
+  S2P: 'stage 2 translation, and this SMMU is stage-1-only (SMMU_IDR0.S2P=0)',
+  HYP: 'the EL2 translation regime (SMMU_IDR0.Hyp=0)',
+  ATS: 'ATS (SMMU_IDR0.ATS=0)',
+  MPAM: 'MPAM (SMMU_IDR3.MPAM=0)',
+  STALL: 'stall support (SMMU_IDR0.STALL_MODEL=0b01, no stall)',
+  PRI: 'PRI (SMMU_IDR0.PRI=0)',
+};
+
+export function illReason(code: number, u: Uint32Array): string {
+  const kind = code & 0xff;
+  const opcode = u[0]! & 0xff;
+  const s = OPC_SPEC[opcode]!;
+  if (kind === ILL_REASON.OPCODE || s < 0) return illegalOpcodeReason(opcode);
+  const spec = COMMANDS[s]!;
+  const op = spec.op;
+  const f = new Uint32Array(FIELD_COUNT);
+  extract(u, f, s);
+  const rangeText = `TG=${f[F.TG]} TTL=${f[F.TTL]} NUM=${f[F.NUM]} SCALE=${f[F.SCALE]}`;
+  switch (kind) {
+    case ILL_REASON.CAPABILITY: return `${op} needs ${CAPABILITY_TEXT[spec.needs!]}`;
+    case ILL_REASON.RES0: {
+      const w = (code >>> 8) & 1;
+      const bits = (BigInt(u[2 * w + 1]! & RES0[s * 4 + 2 * w + 1]!) << 32n) | BigInt(u[2 * w]! & RES0[s * 4 + 2 * w]!);
+      return `RES0 bits 0x${bits.toString(16)} set in w${w} of ${op}`;
+    }
+    case ILL_REASON.SSEC: return `SSec=1 on the Non-secure queue (${op})`;
+    case ILL_REASON.RANGE_NO_RIL:
+      return `${op}: TG, TTL, NUM and SCALE are RES0 without range invalidation (SMMU_IDR3.RIL=0), got ${rangeText}`;
+    case ILL_REASON.RANGE_TG0: return `${op}: TTL, NUM and SCALE are RES0 when TG=0 (no range, no level hint), got ${rangeText}`;
+    case ILL_REASON.SCALE_DS: return `${op}: SCALE=${f[F.SCALE]} uses bit 25, which is RES0 without SMMU_IDR5.DS`;
+    case ILL_REASON.RANGE_RESERVED:
+      return `${op}: ${rangeText} is the Reserved range combination (TG!=0 with NUM=0, SCALE=0, TTL=0)` +
+        (f[F.TG] === 2 && f[F.TTL] === 1 ? '; TTL=1 with a 16K granule is Reserved without SMMU_IDR5.DS and treated as TTL=0' : '');
+    case ILL_REASON.CS_RESERVED: return 'CMD_SYNC CS=0b11 is Reserved';
+    case ILL_REASON.PRI_RESP: return 'PRI_RESP Resp=0b11 is ILLEGAL';
+    case ILL_REASON.ATC_SIZE: return `ATC_INV Size=${f[F.SIZE]} is above ${ATC_INV_SIZE_ALL} (the invalidate-all size)`;
+    default: throw new RangeError(`${code} is not an ILL_REASON code`);
+  }
+}
+
+/** DESIGN.md's name for illReason. */
+export const illReasonText = illReason;
+
+// ---------------------------------------------------------------------------
+// Public face: bigint words and plain objects, built on the hot face.
+
+const pu = new Uint32Array(4);
+const pf = new Uint32Array(FIELD_COUNT);
+const U64_MAX = (1n << 64n) - 1n;
+
+function putU64(v: unknown, u: Uint32Array, k: number, what: string): void {
+  if (typeof v !== 'bigint') throw new TypeError(`${what} must be a bigint, got ${typeof v}`);
+  if (v < 0n || v > U64_MAX) throw new RangeError(`${what} must be in 0..2^64-1, got ${v}`);
+  u[k] = Number(v & 0xffffffffn);
+  u[k + 1] = Number(v >> 32n);
+}
+
+function u64(lo: number, hi: number): bigint {
+  return (BigInt(hi) << 32n) | BigInt(lo);
+}
+
+/** The plain-object form of a decoded F record: op and every field of that op. */
+export function commandFromFields(f: Uint32Array): Command {
+  const s = OPC_SPEC[f[F.OP]! & 0xff]!;
+  if (s < 0) throw new RangeError(`opcode 0x${f[F.OP]!.toString(16)} has no command`);
+  const spec = COMMANDS[s]!;
+  const cmd: Record<string, string | number | bigint> = { op: spec.op };
+  for (const field of spec.fields) {
+    cmd[field.name] = field.inPlace ? u64(f[slotOf(field, 0)]!, f[slotOf(field, 1)]!) : f[slotOf(field, 0)]!;
+  }
+  return cmd as unknown as Command;
+}
+
+/** Decode [w0, w1]; throws CommandError('ILL', reason) for a command the SMMU would refuse. */
+export function decodeCommand(words: readonly [bigint, bigint], features?: Partial<SmmuFeatures>): Command {
+  putU64(words[0], pu, 0, 'w0');
+  putU64(words[1], pu, 2, 'w1');
+  const feat = features === undefined ? DEFAULT_FEATURES : makeFeatures(features);
+  const code = decodeWords(pu, pf, feat);
+  if (code !== 0) throw new CommandError('ILL', illReason(code, pu));
+  return commandFromFields(pf);
+}
+
+/**
+ * Encode a command like Linux's arm_smmu_cmdq_build_cmd: absent fields are 0,
+ * addresses are ANDed with their field mask, any other value must fit its
+ * field (SCALE: 5 bits, 6 with features.DS). The encoder does not judge
+ * legality: it can build any command the decoder would refuse.
+ */
+export function encodeCommand(cmd: Command, features?: Partial<SmmuFeatures>): [bigint, bigint] {
+  const spec = SPEC_BY_OP.get(cmd.op);
+  if (spec === undefined) throw new TypeError(`unknown op ${String(cmd.op)}`);
+  const values = cmd as unknown as Record<string, unknown>;
+  for (const key of Object.keys(values)) {
+    if (key !== 'op' && !spec.fields.some((field) => field.name === key)) {
+      throw new TypeError(`${spec.op} has no field '${key}'`);
+    }
+  }
+  const ds = features?.DS ?? DEFAULT_FEATURES.DS;
+  pf.fill(0);
+  pf[F.OP] = spec.opcode;
+  for (const field of spec.fields) {
+    const v = values[field.name];
+    if (v === undefined) continue;
+    if (field.inPlace) {
+      putU64(v, pu, 0, `${spec.op}.${field.name}`);
+      pf[slotOf(field, 0)] = pu[0]!;
+      pf[slotOf(field, 1)] = pu[1]!;
+      continue;
+    }
+    const max = field.name === 'scale' && !ds ? 31 : 2 ** (field.hi - field.lo + 1) - 1;
+    if (typeof v !== 'number' || !Number.isInteger(v)) {
+      throw new TypeError(`${spec.op}.${field.name} must be an integer, got ${typeof v === 'bigint' ? `${v}n` : JSON.stringify(v)}`);
+    }
+    if (v < 0 || v > max) throw new RangeError(`${spec.op}.${field.name}=${v} does not fit its field (0..${max})`);
+    pf[slotOf(field, 0)] = v;
+  }
+  encodeWords(pf, pu);
+  return [u64(pu[0]!, pu[1]!), u64(pu[2]!, pu[3]!)];
+}
