@@ -1,0 +1,133 @@
+// The vSMMU policy: which guest commands may reach the host SMMU, and how
+// they are rewritten so a guest can only name its own VMID and StreamIDs.
+// Pure: commands are rewritten in place in a caller's Uint32Array(4).
+
+import { encodeWords, getField, setField } from './codec.ts';
+import { CS, F, FIELD_COUNT, OP } from './fields.ts';
+
+/** Why a guest command was refused: low byte = kind, bits [15:8] = the opcode. 0 means converted. */
+export const VSMMU_REJECT = {
+  /** Not a command this path forwards (iommufd: -EIO; vCMDQ: CERROR_ILL on the queue). */
+  OPCODE: 1,
+  /** ATC_INV/CFGI_CD* naming a vSID with no vDEVICE in this vSMMU (-EIO). */
+  UNKNOWN_VSID: 2,
+  /** vCMDQ CMD_SYNC with the Reserved CS=0b11. */
+  SYNC_CS: 3,
+} as const;
+
+const nsnh = new Uint32Array(FIELD_COUNT);
+const scratch = new Uint32Array(4);
+
+export class VSmmu {
+  readonly vmid: number;
+  readonly vsidToPsid: ReadonlyMap<number, number>;
+
+  constructor(vmid: number, streams: Iterable<readonly [vsid: number, psid: number]>) {
+    if (!Number.isInteger(vmid) || vmid < 0 || vmid > 0xffff) throw new RangeError(`vmid must be a 16-bit VMID, got ${vmid}`);
+    const map = new Map<number, number>();
+    for (const [vsid, psid] of streams) {
+      for (const [name, v] of [['vsid', vsid], ['psid', psid]] as const) {
+        if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`${name} must be a 32-bit StreamID, got ${v}`);
+      }
+      if (map.has(vsid)) throw new RangeError(`vsid 0x${vsid.toString(16)} is mapped twice`);
+      map.set(vsid, psid);
+    }
+    this.vmid = vmid;
+    this.vsidToPsid = map;
+  }
+
+  /**
+   * arm_vsmmu_convert_user_cmd, in place: NH TLBIs get this vSMMU's VMID,
+   * NSNH_ALL becomes NH_ALL(vmid), ATC_INV/CFGI_CD/CFGI_CD_ALL get the pSID.
+   * Every other bit passes through untouched (the host SMMU judges it).
+   */
+  convertIommufd(u: Uint32Array): number {
+    const opcode = u[0]! & 0xff;
+    switch (opcode) {
+      case OP.TLBI_NH_ALL:
+      case OP.TLBI_NH_ASID:
+      case OP.TLBI_NH_VA:
+      case OP.TLBI_NH_VAA:
+        setField(u, F.VMID, this.vmid);
+        return 0;
+      case OP.TLBI_NSNH_ALL:
+        // The kernel builds a fresh NH_ALL: w0 = opcode | VMID, w1 = 0.
+        nsnh[F.OP] = OP.TLBI_NH_ALL;
+        nsnh[F.VMID] = this.vmid;
+        encodeWords(nsnh, u);
+        return 0;
+      case OP.ATC_INV:
+      case OP.CFGI_CD:
+      case OP.CFGI_CD_ALL:
+        return this.mapSid(u);
+      default:
+        return VSMMU_REJECT.OPCODE | (opcode << 8);
+    }
+  }
+
+  /**
+   * The guest vCMDQ command set (Tegra241 guest-owned VCMDQ: TLB and ATC
+   * invalidation plus CMD_SYNC), with the same VMID/SID rewrites as iommufd.
+   * CMD_SYNC passes through with CS NONE, SEV or IRQ.
+   */
+  convertVcmdq(u: Uint32Array): number {
+    const opcode = u[0]! & 0xff;
+    switch (opcode) {
+      case OP.TLBI_NH_ALL:
+      case OP.TLBI_NH_ASID:
+      case OP.TLBI_NH_VA:
+      case OP.TLBI_NH_VAA:
+        setField(u, F.VMID, this.vmid);
+        return 0;
+      case OP.ATC_INV:
+        return this.mapSid(u);
+      case OP.CMD_SYNC: {
+        const cs = getField(u, F.CS);
+        return cs === CS.NONE || cs === CS.SEV || cs === CS.IRQ ? 0 : VSMMU_REJECT.SYNC_CS | (opcode << 8);
+      }
+      default:
+        return VSMMU_REJECT.OPCODE | (opcode << 8);
+    }
+  }
+
+  private mapSid(u: Uint32Array): number {
+    const psid = this.vsidToPsid.get(getField(u, F.SID));
+    if (psid === undefined) return VSMMU_REJECT.UNKNOWN_VSID | ((u[0]! & 0xff) << 8);
+    setField(u, F.SID, psid);
+    return 0;
+  }
+}
+
+const OPCODE_NAME = new Map<number, string>(Object.entries(OP).map(([name, code]) => [code, name]));
+
+/** Text for a VSMMU_REJECT code; `u` (the refused command) adds the vSID. */
+export function rejectReason(code: number, u?: Uint32Array): string {
+  const opcode = (code >>> 8) & 0xff;
+  const op = OPCODE_NAME.get(opcode) ?? `opcode 0x${opcode.toString(16).padStart(2, '0')}`;
+  switch (code & 0xff) {
+    case VSMMU_REJECT.OPCODE: return `${op} is not forwarded for a guest`;
+    case VSMMU_REJECT.UNKNOWN_VSID:
+      return `${op} names ${u === undefined ? 'a vSID' : `vSID 0x${getField(u, F.SID).toString(16)}`} with no vDEVICE in this vSMMU`;
+    case VSMMU_REJECT.SYNC_CS: return `${op} CS=0b11 is Reserved`;
+    default: throw new RangeError(`${code} is not a VSMMU_REJECT code`);
+  }
+}
+
+/**
+ * The IOMMU_HWPT_INVALIDATE array walk: converts entries 0..n-1 of `words`
+ * (4 u32 each) in place and returns the index of the first refused entry
+ * (the entry_num reported back), or n when all were converted. Entries
+ * after a refused one are left as the guest wrote them.
+ */
+export function convertBatch(words: Uint32Array, n: number, vsmmu: VSmmu): number {
+  for (let i = 0; i < n; i++) {
+    const b = i << 2;
+    scratch[0] = words[b]!;
+    scratch[1] = words[b + 1]!;
+    scratch[2] = words[b + 2]!;
+    scratch[3] = words[b + 3]!;
+    if (vsmmu.convertIommufd(scratch) !== 0) return i;
+    words.set(scratch, b);
+  }
+  return n;
+}
