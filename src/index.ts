@@ -3,3 +3,4 @@ export * from './features.ts';
 export * from './errors.ts';
 export * from './codec.ts';
 export * from './vsmmu.ts';
+export * from './invalidate.ts';

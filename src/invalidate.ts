@@ -1,0 +1,124 @@
+// The Linux guest driver's invalidation command builders (arm-smmu-v3.c,
+// v6.18): the range TLBI splitter, the SVA invalidate-all fallback and the
+// ATC_INV span. Pure; they write commands into a caller's Uint32Array and
+// allocate nothing. Addresses are (lo, hi) u32 pairs; sizes are byte counts
+// as numbers (exact up to 2^53).
+
+import { ATC_INV_SIZE_ALL, buildAtcInv, buildTlbiNhAsid, encodeWords } from './codec.ts';
+import { F, FIELD_COUNT, OP } from './fields.ts';
+
+/** Linux CMDQ_MAX_TLBI_OPS = 1 << (PAGE_SHIFT - 3) for 4 KiB pages. */
+export const CMDQ_MAX_TLBI_OPS = 512;
+export const PAGE_SHIFT = 12;
+const PAGE_SIZE = 1 << PAGE_SHIFT;
+const TWO_32 = 2 ** 32;
+
+const cmd = new Uint32Array(FIELD_COUNT);
+
+/** __ffs for an integer 1 <= n < 2^53. */
+function ffs(n: number): number {
+  const lo = n % TWO_32;
+  if (lo !== 0) return 31 - Math.clz32(lo & -lo);
+  const hi = Math.floor(n / TWO_32);
+  return 63 - Math.clz32(hi & -hi);
+}
+
+/**
+ * __arm_smmu_tlb_inv_range: the commands invalidating [iova, iova + size).
+ * `template` is an F record with OP (TLBI_NH_VA, TLBI_EL2_VA, TLBI_S2_IPA...),
+ * ASID/VMID and LEAF set, like Linux's struct arm_smmu_cmdq_ent; `granule`
+ * is the leaf size (bytes, a power of two), `pgShift` the log2 of the
+ * domain's smallest page size (12, 14, 16), `ril` SMMU_IDR3.RIL.
+ *
+ * Writes the commands to out[at..] (4 u32 each) and returns how many; with
+ * out = null it only counts them, to size the buffer.
+ */
+export function tlbInvRange(
+  out: Uint32Array | null, at: number, template: Uint32Array,
+  iovaLo: number, iovaHi: number, size: number, granule: number, pgShift: number, ril: boolean,
+): number {
+  cmd.set(template);
+  cmd[F.TG] = cmd[F.TTL] = cmd[F.NUM] = cmd[F.SCALE] = 0;
+  let invRange = granule;
+  let numPages = 0;
+  if (ril) {
+    numPages = Math.floor(size / 2 ** pgShift);
+    cmd[F.TG] = (pgShift - 10) / 2;
+    if (cmd[F.LEAF]) cmd[F.TTL] = 4 - Math.floor((Math.log2(granule) - 3) / (pgShift - 3));
+    // Non-leaf: TTL stays 0, so a lone page would be the Reserved NUM=SCALE=TTL=0 combination.
+    else if (numPages % 32 === 1) numPages++;
+  }
+  let lo = iovaLo >>> 0;
+  let hi = iovaHi >>> 0;
+  let left = size;
+  let n = 0;
+  while (left > 0) {
+    if (ril) {
+      if (numPages === 0) break;
+      const scale = ffs(numPages);
+      const num = Math.floor(numPages / 2 ** scale) % 32;
+      cmd[F.SCALE] = scale;
+      cmd[F.NUM] = num - 1;
+      invRange = num * 2 ** (scale + pgShift);
+      numPages -= num * 2 ** scale;
+    }
+    if (out !== null) {
+      if (at + 4 > out.length) throw new RangeError(`out holds ${n} commands; size it with tlbInvRange(null, ...)`);
+      cmd[F.ADDR_LO] = lo;
+      cmd[F.ADDR_HI] = hi;
+      encodeWords(cmd, out, at);
+      at += 4;
+    }
+    n++;
+    const sum = lo + (invRange % TWO_32);
+    lo = sum >>> 0;
+    hi = (hi + Math.floor(invRange / TWO_32) + (sum >= TWO_32 ? 1 : 0)) >>> 0;
+    left -= invRange;
+  }
+  return n;
+}
+
+const svaTemplate = new Uint32Array(FIELD_COUNT);
+const svaScratch = new Uint32Array(4);
+
+/**
+ * arm_smmu_mm_arch_invalidate_secondary_tlbs (SVA): without RIL, a range of
+ * CMDQ_MAX_TLBI_OPS pages or more, and size 0 (the whole address space),
+ * become one TLBI_NH_ASID; otherwise a non-leaf 4 KiB range. Returns the
+ * number of commands written to out[at..].
+ */
+export function svaInvRange(out: Uint32Array | null, at: number, asid: number, iovaLo: number, iovaHi: number, size: number, ril: boolean): number {
+  if (size === 0 || (!ril && size >= CMDQ_MAX_TLBI_OPS * PAGE_SIZE)) {
+    if (out !== null) {
+      if (at + 4 > out.length) throw new RangeError('out holds no command');
+      buildTlbiNhAsid(svaScratch, asid, 0);
+      out.set(svaScratch, at);
+    }
+    return 1;
+  }
+  svaTemplate.fill(0);
+  svaTemplate[F.OP] = OP.TLBI_NH_VA;
+  svaTemplate[F.ASID] = asid;
+  return tlbInvRange(out, at, svaTemplate, iovaLo, iovaHi, size, PAGE_SIZE, PAGE_SHIFT, ril);
+}
+
+/**
+ * arm_smmu_atc_inv_to_cmd plus the caller's SID: one ATC_INV covering
+ * [iova, iova + size) with the smallest aligned power-of-two span of 4 KiB
+ * pages; size 0 invalidates everything. SSV is set for a non-zero SSID.
+ */
+export function atcInvToCmd(u: Uint32Array, sid: number, ssid: number, iovaLo: number, iovaHi: number, size: number): void {
+  const ssv = ssid !== 0 ? 1 : 0;
+  if (size === 0) {
+    buildAtcInv(u, sid, ssid, ssv, 0, ATC_INV_SIZE_ALL, 0, 0);
+    return;
+  }
+  // Page numbers are below 2^52, so doubles hold them exactly.
+  const first = (iovaHi >>> 0) * 2 ** 20 + ((iovaLo >>> 0) >>> PAGE_SHIFT);
+  const last = first + Math.floor(((iovaLo & (PAGE_SIZE - 1)) + size - 1) / PAGE_SIZE);
+  const xHi = Math.floor(first / TWO_32) ^ Math.floor(last / TWO_32);
+  const xLo = (first % TWO_32) ^ (last % TWO_32);
+  const log2Span = xHi !== 0 ? 64 - Math.clz32(xHi) : 32 - Math.clz32(xLo);
+  const start = Math.floor(first / 2 ** log2Span) * 2 ** log2Span;
+  buildAtcInv(u, sid, ssid, ssv, 0, log2Span, (start % 2 ** 20) * PAGE_SIZE, Math.floor(start / 2 ** 20));
+}
