@@ -1,0 +1,177 @@
+// The three baselines as real worker pairs, producer = this thread:
+// bare Atomics wait/wait ping-pong, bare spin ping-pong, postMessage echo.
+import { Worker } from 'node:worker_threads';
+import { workerUrl } from '../src/worker-url.ts';
+import { PING, PONG, SLEEPING, STOP, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { nowUs } from './stats.ts';
+import { BenchTimeoutError, type BaselinePathName, type Params } from './types.ts';
+
+/** A thing the harness can time: fills out[from, from + count) with round-trip µs. */
+export interface LatencyPath {
+  readonly name: string;
+  readonly params: Params;
+  sample(out: Float64Array, from: number, count: number): void | Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface BaselineOptions {
+  /** Longest a single round trip may take before it is reported as a failure. */
+  timeoutMs: number;
+}
+
+const IDLE_SPIN_US = 2000;
+const POLL_MS = 50;
+const IDLE_EXIT_MS = 120_000;
+
+function onceWithin<T>(what: string, ms: number, start: (resolve: (v: T) => void, reject: (e: Error) => void) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new BenchTimeoutError(`${what}: no answer within ${ms} ms`)), ms);
+    start(
+      (v) => { clearTimeout(timer); resolve(v); },
+      (e) => { clearTimeout(timer); reject(e); },
+    );
+  });
+}
+
+async function startWorker(file: string, workerData: unknown, timeoutMs: number): Promise<Worker> {
+  const w = new Worker(workerUrl(file), { workerData });
+  await onceWithin<void>(`${file} start`, timeoutMs, (resolve, reject) => {
+    w.once('online', () => resolve());
+    w.once('error', reject);
+  });
+  return w;
+}
+
+/** Waits for the worker to exit on its own, terminating it if it does not. */
+async function joinWorker(w: Worker, timeoutMs: number): Promise<void> {
+  try {
+    await onceWithin<void>('worker exit', timeoutMs, (resolve) => w.once('exit', () => resolve()));
+  } catch {
+    await w.terminate();
+  }
+}
+
+class PingPong implements LatencyPath {
+  readonly params: Params;
+  private readonly i32: Int32Array;
+  private seq = 0;
+  private failure: string | undefined;
+
+  constructor(
+    readonly name: BaselinePathName,
+    private readonly mode: PingPongMode,
+    private readonly worker: Worker,
+    sab: SharedArrayBuffer,
+    private readonly timeoutMs: number,
+  ) {
+    this.i32 = new Int32Array(sab);
+    this.params = mode === 'spin' ? { consumer: 'spin', producer: 'spin' } : { consumer: 'wait', producer: 'wait' };
+    worker.on('message', (m: PingPongExit) => { this.failure = m.error; });
+    worker.on('error', (e) => { this.failure = e.message; });
+  }
+
+  sample(out: Float64Array, from: number, count: number): void {
+    const i32 = this.i32;
+    const spin = this.mode === 'spin';
+    const end = from + count;
+    for (let i = from; i < end; i++) {
+      const seq = ++this.seq;
+      const t0 = nowUs();
+      Atomics.store(i32, PING, seq);
+      if (Atomics.load(i32, SLEEPING) !== 0) Atomics.notify(i32, PING, 1);
+      if (spin) this.spinFor(seq, t0);
+      else this.waitFor(seq);
+      out[i] = nowUs() - t0;
+    }
+  }
+
+  private waitFor(seq: number): void {
+    while (Atomics.load(this.i32, PONG) !== seq) {
+      if (Atomics.wait(this.i32, PONG, seq - 1, this.timeoutMs) === 'timed-out' && Atomics.load(this.i32, PONG) !== seq) {
+        this.timedOut();
+      }
+    }
+  }
+
+  private spinFor(seq: number, t0: number): void {
+    const limitUs = this.timeoutMs * 1000;
+    // Look at the clock every 4096 polls (~25 µs): a round trip that answers
+    // in ~1 µs never pays for it.
+    for (let k = 1; Atomics.load(this.i32, PONG) !== seq; k++) {
+      if ((k & 4095) === 0 && nowUs() - t0 > limitUs) this.timedOut();
+    }
+  }
+
+  private timedOut(): never {
+    throw new BenchTimeoutError(`${this.name}: no PONG within ${this.timeoutMs} ms${this.failure ? ` (consumer: ${this.failure})` : ''}`);
+  }
+
+  async close(): Promise<void> {
+    Atomics.store(this.i32, PING, STOP);
+    Atomics.notify(this.i32, PING, 1);
+    await joinWorker(this.worker, this.timeoutMs);
+  }
+}
+
+export async function startPingPong(mode: PingPongMode, opts: BaselineOptions): Promise<LatencyPath> {
+  const sab = new SharedArrayBuffer(WORDS * 4);
+  const data: PingPongWorkerData = { sab, mode, idleSpinUs: IDLE_SPIN_US, pollMs: POLL_MS, idleExitMs: IDLE_EXIT_MS };
+  const w = await startWorker('pingpong.worker.js', data, opts.timeoutMs);
+  return new PingPong(mode === 'spin' ? 'atomics-spin' : 'atomics-wait', mode, w, sab, opts.timeoutMs);
+}
+
+class Echo implements LatencyPath {
+  readonly name = 'postmessage';
+  readonly params: Params = { message: 'number' };
+  constructor(private readonly worker: Worker, private readonly timeoutMs: number) {}
+
+  /**
+   * Event-driven loop: each reply records its sample and sends the next
+   * message from the handler, so no promise or timer is created per sample;
+   * one watchdog covers the whole batch.
+   */
+  sample(out: Float64Array, from: number, count: number): Promise<void> {
+    const w = this.worker;
+    const end = from + count;
+    const budgetMs = this.timeoutMs + count;
+    return new Promise<void>((resolve, reject) => {
+      let i = from;
+      let t0 = 0;
+      const finish = (e?: Error): void => {
+        clearTimeout(watchdog);
+        w.off('message', onMessage);
+        w.off('error', finish);
+        if (e) reject(e);
+        else resolve();
+      };
+      const onMessage = (): void => {
+        out[i++] = nowUs() - t0;
+        if (i >= end) return finish();
+        t0 = nowUs();
+        w.postMessage(i);
+      };
+      const watchdog = setTimeout(() => finish(new BenchTimeoutError(`postmessage: ${end - i} of ${count} echoes missing after ${budgetMs} ms`)), budgetMs);
+      w.on('message', onMessage);
+      w.on('error', finish);
+      if (count === 0) return finish();
+      t0 = nowUs();
+      w.postMessage(i);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
+
+export async function startEcho(opts: BaselineOptions): Promise<LatencyPath> {
+  return new Echo(await startWorker('echo.worker.js', undefined, opts.timeoutMs), opts.timeoutMs);
+}
+
+export function startBaseline(name: BaselinePathName, opts: BaselineOptions): Promise<LatencyPath> {
+  switch (name) {
+    case 'atomics-wait': return startPingPong('wait', opts);
+    case 'atomics-spin': return startPingPong('spin', opts);
+    case 'postmessage': return startEcho(opts);
+  }
+}

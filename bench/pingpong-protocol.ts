@@ -1,0 +1,33 @@
+// Shared-memory words of the bare ping-pong baselines, used by both threads.
+// PING and PONG sit 128 bytes apart (as in node-latency-floor.md §1-2) so the
+// two directions do not share a cache line; SLEEPING has a line of its own.
+
+export const PING = 0;
+export const SLEEPING = 16;
+export const PONG = 32;
+export const WORDS = 48;
+/** PING value that tells the consumer to exit (sequence numbers start at 1). */
+export const STOP = -1;
+
+export type PingPongMode = 'wait' | 'spin';
+
+export interface PingPongWorkerData {
+  sab: SharedArrayBuffer;
+  mode: PingPongMode;
+  /**
+   * spin mode: how long the consumer spins on an unchanged PING before it
+   * sleeps. Far above a round trip (~1 µs) so it never sleeps while the
+   * producer is sampling, small enough that it stops burning one of the two
+   * cores while the harness runs the other paths of a round.
+   */
+  idleSpinUs: number;
+  /** Bound of each Atomics.wait; the consumer re-checks PING and its idle limit after it. */
+  pollMs: number;
+  /** The consumer gives up (and reports it) after this long without a PING, so it can never outlive its producer. */
+  idleExitMs: number;
+}
+
+/** Posted by the consumer when it leaves for any reason other than STOP. */
+export interface PingPongExit {
+  error: string;
+}

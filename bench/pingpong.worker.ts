@@ -1,0 +1,56 @@
+// Consumer of the bare ping-pong baselines: answers each PING with the same
+// sequence number in PONG. "wait" blocks in Atomics.wait between PINGs;
+// "spin" polls Atomics.load and only sleeps after idleSpinUs of silence.
+import { parentPort, workerData } from 'node:worker_threads';
+import { PING, PONG, SLEEPING, STOP, type PingPongExit, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { nowUs } from './stats.ts';
+
+const data = workerData as PingPongWorkerData;
+const i32 = new Int32Array(data.sab);
+const spinUs = data.mode === 'spin' ? data.idleSpinUs : 0;
+const notifyProducer = data.mode === 'wait';
+
+function serve(): void {
+  const maxIdlePolls = Math.ceil(data.idleExitMs / data.pollMs);
+  let last = 0;
+  let idlePolls = 0;
+  for (;;) {
+    let v = Atomics.load(i32, PING);
+    if (v === last && spinUs > 0) {
+      // Clock reads cost ~50 ns against ~6 ns per load: the first one comes
+      // after 256 polls, so a back-to-back round trip never reads the clock.
+      let start = 0;
+      for (let k = 1; v === last; k++) {
+        v = Atomics.load(i32, PING);
+        if ((k & 255) === 0) {
+          const t = nowUs();
+          if (start === 0) start = t;
+          else if (t - start > spinUs) break;
+        }
+      }
+    }
+    if (v === last) {
+      // Raise the flag before the wait so the producer notifies; the wait
+      // itself compares PING atomically, so a PING stored after the flag
+      // check cannot be missed (it returns "not-equal").
+      Atomics.store(i32, SLEEPING, 1);
+      const r = Atomics.wait(i32, PING, last, data.pollMs);
+      Atomics.store(i32, SLEEPING, 0);
+      if (r === 'timed-out' && ++idlePolls > maxIdlePolls) {
+        throw new Error(`no PING for ${data.idleExitMs} ms: producer gone`);
+      }
+      continue;
+    }
+    if (v === STOP) return;
+    last = v;
+    idlePolls = 0;
+    Atomics.store(i32, PONG, v);
+    if (notifyProducer) Atomics.notify(i32, PONG, 1);
+  }
+}
+
+try {
+  serve();
+} catch (e) {
+  parentPort?.postMessage({ error: e instanceof Error ? e.message : String(e) } satisfies PingPongExit);
+}

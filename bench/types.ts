@@ -1,0 +1,39 @@
+// Names and result rows shared by the harness, its output and the gate.
+
+export const SCENARIOS = ['baseline', 'roundtrip', 'unmap', 'throughput', 'svastorm', 'gapsweep'] as const;
+export type ScenarioName = (typeof SCENARIOS)[number];
+
+export const PATHS = ['trap', 'doorbell-sleep', 'doorbell-spin'] as const;
+export const BASELINE_PATHS = ['atomics-wait', 'atomics-spin', 'postmessage'] as const;
+export type QueuePathName = (typeof PATHS)[number];
+export type BaselinePathName = (typeof BASELINE_PATHS)[number];
+export type PathName = QueuePathName | BaselinePathName;
+
+export type Params = Record<string, number | string>;
+
+/** One row of `--json` results; field names are the documented schema. */
+export interface ResultRow {
+  scenario: ScenarioName;
+  path: PathName;
+  params: Params;
+  p50_us: number;
+  p90_us: number;
+  p99_us: number;
+  p999_us: number;
+  mean_us: number;
+  stddev_us: number;
+  ops_per_s: number;
+  /** Process CPU time (all threads: user + system) per operation; null where not measured. */
+  cpu_us_per_op: number | null;
+  samples: number;
+}
+
+/** A wait that ran out: the peer is gone or stuck. Always preferred to a hang. */
+export class BenchTimeoutError extends Error {
+  override readonly name = 'BenchTimeoutError';
+}
+
+/** A scenario or path whose implementation is not in the tree yet (or failed to start). */
+export class BenchUnavailableError extends Error {
+  override readonly name = 'BenchUnavailableError';
+}
