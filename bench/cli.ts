@@ -38,8 +38,29 @@ function writeOutputs(report: BenchReport, json: string | undefined, svg: string
   }
 }
 
-/** Returns the exit code. */
-export async function benchMain(argv: readonly string[]): Promise<number> {
+/** Argument mistakes print usage and give exit status 2, like the other subcommands. */
+async function withUsage(usage: string, name: string, run: () => Promise<number>): Promise<number> {
+  try {
+    return await run();
+  } catch (e) {
+    const parseError = e instanceof TypeError && String((e as NodeJS.ErrnoException).code ?? '').startsWith('ERR_PARSE_ARGS');
+    if (!(e instanceof UsageError) && !parseError) throw e;
+    process.stderr.write(`vcmdq ${name}: ${(e as Error).message}\n${usage}\n`);
+    return 2;
+  }
+}
+
+/** `vcmdq bench ...`; returns the exit status. */
+export function benchMain(argv: readonly string[]): Promise<number> {
+  return withUsage(BENCH_USAGE, 'bench', () => bench(argv));
+}
+
+/** `vcmdq gate ...`; returns the exit status. */
+export function gateMain(argv: readonly string[]): Promise<number> {
+  return withUsage(GATE_USAGE, 'gate', () => gate(argv));
+}
+
+async function bench(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -89,7 +110,7 @@ export function formatVerdicts(verdicts: readonly Verdict[], runs: number): stri
   return [`gate: ${runs} quick run(s)`, line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
-export async function gateMain(argv: readonly string[]): Promise<number> {
+async function gate(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -105,7 +126,7 @@ export async function gateMain(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${GATE_USAGE}\n`);
     return 0;
   }
-  if (!values.baseline) throw new UsageError(`--baseline FILE is required\n${GATE_USAGE}`);
+  if (!values.baseline) throw new UsageError('--baseline FILE is required');
   const update = values['update-baseline'];
   const old = loadBaseline(values.baseline, update);
   const metrics = old?.metrics ?? METRIC_DEFS.map((d) => ({ ...d, baseline: null }));
