@@ -9,7 +9,7 @@ import { F, FIELD_COUNT, OP } from './fields.ts';
 
 /** Linux CMDQ_MAX_TLBI_OPS = 1 << (PAGE_SHIFT - 3) for 4 KiB pages. */
 export const CMDQ_MAX_TLBI_OPS = 512;
-export const PAGE_SHIFT = 12;
+const PAGE_SHIFT = 12;
 const PAGE_SIZE = 1 << PAGE_SHIFT;
 const TWO_32 = 2 ** 32;
 
