@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // vcmdq command-line entry: a table of subcommands, each a module function
 // that takes its arguments and returns the exit status.
+import { benchMain, gateMain } from '../bench/cli.ts';
 import { UsageError, decodeMain, encodeMain } from './cli/codec-cmds.ts';
 
 type Subcommand = (args: string[]) => number | Promise<number>;
@@ -8,6 +9,8 @@ type Subcommand = (args: string[]) => number | Promise<number>;
 const SUBCOMMANDS: Record<string, { readonly run: Subcommand; readonly help: string }> = {
   decode: { run: decodeMain, help: 'decode [<w0> <w1>]   print a command as JSON (no words: one "w0 w1" per stdin line)' },
   encode: { run: encodeMain, help: "encode '<json>'      print the two words of a command object" },
+  bench: { run: benchMain, help: 'bench [--quick] [--scenario NAME] [--json FILE] [--svg FILE]   trap vs doorbell, side by side' },
+  gate: { run: gateMain, help: 'gate --baseline FILE [--update-baseline]   perf regression gate on in-run ratios' },
 };
 
 function usage(): string {
