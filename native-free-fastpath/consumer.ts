@@ -1,0 +1,307 @@
+// The kernel thread's consume loop: the SW-emulated vCMDQ. Serves every
+// enabled queue of every VM and every mailbox from one thread, sleeping on the
+// WAKE doorbell when idle (protocol and its lost-wakeup argument: src/layout.ts).
+// No worker APIs here: kthread.worker.ts owns the port and the thread's life.
+//
+// Per command, as QEMU's smmuv3_cmdq_consume: copy the slot ONCE into a
+// private Uint32Array (guest memory is untrusted and may change under us),
+// apply the vSMMU's vCMDQ policy to the copy (VMID forced, vSID -> pSID),
+// decode and validate the copy, execute it on the model, advance CONS.
+// Errors stop the queue exactly as hardware does (smmu-facts.md §2.3).
+
+import { decodeWords, readSlot } from '../src/codec.ts';
+import { CERROR } from '../src/errors.ts';
+import type { SmmuFeatures } from '../src/features.ts';
+import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
+import {
+  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US,
+  CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
+  MB_ARG0, MB_RES0, Q_BASE, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD,
+  Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE,
+  STATUS_ENABLED, notifyQueueWaiters, queueRegs, sleepUnlessWork,
+} from '../src/layout.ts';
+import { MailboxServer } from '../src/mailbox.ts';
+import { queueIncProd, queueValidProd } from '../src/queue.ts';
+import type { VSmmu } from '../src/vsmmu.ts';
+import { SPIN_CLOCK_EVERY } from '../src/waiter.ts';
+
+/** What the consumer needs of the SMMU model. */
+export interface ConsumerModel {
+  execute(f: Uint32Array): number;
+  translate(psid: number, ssid: number, iovaLo: number, iovaHi: number, access: number, out: Uint32Array): number;
+}
+
+/** Stage-2 lookup of one VM: IPA -> PA, or -1 when the IPA is not mapped (an MSI to it aborts). */
+export type Stage2Lookup = (ipaLo: number, ipaHi: number) => number;
+
+export class VmEntry {
+  constructor(readonly vsmmu: VSmmu, readonly stage2: Stage2Lookup) {}
+}
+
+class QueueEntry {
+  /** Kernel thread's own CONS position (wrap|idx); the register is its published copy. */
+  cons = 0;
+  /** CONS.ERR as last reported, kept in CONS like QEMU's queue_cons_incr. */
+  errBits = 0;
+  /** GERROR value; only this thread writes the register. */
+  gerror = 0;
+  constructor(
+    readonly qid: number,
+    readonly regs: number,
+    readonly log2size: number,
+    /** The queue's entries as a view of host memory at BASE. */
+    readonly entries: Int32Array,
+    readonly vm: VmEntry,
+  ) {}
+}
+
+export interface ConsumerHooks {
+  /** Drain control messages; called when CTL_CTRL changed. */
+  control(): void;
+  /** The CTL_CRASH test hook fired: die without cleaning up. */
+  crash(): void;
+}
+
+export class Consumer {
+  readonly mailboxes: MailboxServer;
+  private queues: QueueEntry[] = [];
+  private readonly vms = new Map<number, VmEntry>();
+  /** Private copy of the slot being consumed, and its decoded fields. */
+  private readonly u = new Uint32Array(4);
+  private readonly f = new Uint32Array(FIELD_COUNT);
+  private readonly tr = new Uint32Array(8);
+  private ctrlSeen = 0;
+
+  constructor(
+    private readonly i32: Int32Array,
+    private readonly ctl: number,
+    private readonly model: ConsumerModel,
+    private readonly features: SmmuFeatures,
+  ) {
+    this.mailboxes = new MailboxServer(i32);
+    this.mailboxes.register(KTHREAD_OP.TRANSLATE, (m, base) => {
+      const a = base + MB_ARG0;
+      const out = this.tr;
+      out.fill(0);
+      const fault = this.model.translate(m[a]! >>> 0, m[a + 1]!, m[a + 2]! >>> 0, m[a + 3]! >>> 0, m[a + 4]!, out);
+      m[base + MB_RES0] = fault;
+      for (let k = 0; k < 6; k++) m[base + MB_RES0 + 1 + k] = out[k]!;
+    });
+  }
+
+  addVm(vmid: number, vm: VmEntry): void {
+    if (this.vms.has(vmid)) throw new Error(`VMID ${vmid} already has a vSMMU`);
+    this.vms.set(vmid, vm);
+  }
+
+  vm(vmid: number): VmEntry {
+    const vm = this.vms.get(vmid);
+    if (vm === undefined) throw new Error(`no vSMMU for VMID ${vmid}`);
+    return vm;
+  }
+
+  /** Serve queue `qid`, whose registers (LOG2SIZE, BASE) the host has written. */
+  addQueue(qid: number, vmid: number): void {
+    const r = queueRegs(qid);
+    const log2 = this.i32[r + Q_LOG2SIZE]!;
+    if (!(log2 >= 0 && log2 <= this.features.CMDQS)) throw new RangeError(`queue ${qid}: LOG2SIZE ${log2} exceeds CMDQS`);
+    const base = this.i32[r + Q_BASE]! >>> 0;
+    const entries = new Int32Array(this.i32.buffer, base, 4 << log2);
+    const q = new QueueEntry(qid, r, log2, entries, this.vm(vmid));
+    q.cons = Atomics.load(this.i32, r + Q_CONS) & ((2 << log2) - 1);
+    q.gerror = Atomics.load(this.i32, r + Q_GERROR);
+    this.queues = [...this.queues, q];
+    Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED);
+  }
+
+  /** Does any queue, mailbox or control word want service? (the sleep re-check; see layout.ts) */
+  hasWork(): boolean {
+    const i32 = this.i32;
+    const ctl = this.ctl;
+    if (Atomics.load(i32, ctl + CTL_CTRL) !== this.ctrlSeen || Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING
+      || Atomics.load(i32, ctl + CTL_CRASH) !== 0) return true;
+    const qs = this.queues;
+    for (let k = 0; k < qs.length; k++) if (this.wantsService(qs[k]!)) return true;
+    return this.mailboxes.hasWork();
+  }
+
+  private wantsService(q: QueueEntry): boolean {
+    const i32 = this.i32;
+    const r = q.regs;
+    if ((Atomics.load(i32, r + Q_CONFIG) & CONFIG_EN) === 0) return false;
+    if (((q.gerror ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) !== 0) return false;
+    return Atomics.load(i32, r + Q_PROD) !== q.cons;
+  }
+
+  /**
+   * The thread body: passes until STATE leaves RUNNING. Spins `CTL_SPIN_US`
+   * after the last work (io_uring SQPOLL idle), then sleeps on WAKE.
+   */
+  run(hooks: ConsumerHooks): void {
+    const i32 = this.i32;
+    const ctl = this.ctl;
+    Atomics.store(i32, ctl + CTL_STATE, SERVER_STATE.RUNNING);
+    for (;;) {
+      if (Atomics.load(i32, ctl + CTL_CRASH) !== 0) hooks.crash();
+      const ctrl = Atomics.load(i32, ctl + CTL_CTRL);
+      if (ctrl !== this.ctrlSeen) {
+        this.ctrlSeen = ctrl;
+        hooks.control();
+      }
+      if (Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING) return;
+      const work = this.pass();
+      Atomics.add(i32, ctl + CTL_HEARTBEAT, 1);
+      if (work !== 0) {
+        i32[ctl + CTL_STAT_PASSES]!++;
+        continue;
+      }
+      const spinUs = i32[ctl + CTL_SPIN_US]!;
+      if (spinUs > 0 && this.spin(spinUs)) continue;
+      if (sleepUnlessWork(i32, ctl, () => this.hasWork(), i32[ctl + CTL_HEARTBEAT_MS]!)) i32[ctl + CTL_STAT_SLEEPS]!++;
+    }
+  }
+
+  /** Poll for work for up to `spinUs`; true when work arrived. */
+  private spin(spinUs: number): boolean {
+    const until = performance.now() + spinUs / 1000;
+    for (let n = 1; ; n++) {
+      if (this.hasWork()) return true;
+      if (n % SPIN_CLOCK_EVERY === 0 && performance.now() > until) return false;
+    }
+  }
+
+  /** One pass over every queue and mailbox; returns the number of commands and requests served. */
+  pass(): number {
+    const delayUs = this.i32[this.ctl + CTL_INJECT_DELAY_US]!;
+    const qs = this.queues;
+    let work = 0;
+    for (let k = 0; k < qs.length; k++) {
+      const q = qs[k]!;
+      if (this.wantsService(q)) work += this.consume(q, delayUs);
+    }
+    return work + this.mailboxes.poll();
+  }
+
+  /** Consume queue `q` up to the PROD read now; returns commands consumed (a refused one counts). */
+  private consume(q: QueueEntry, delayUs: number): number {
+    const i32 = this.i32;
+    const r = q.regs;
+    const log2 = q.log2size;
+    const prod = Atomics.load(i32, r + Q_PROD); // acquire: slots up to PROD are written
+    let cons = q.cons;
+    if (!queueValidProd(prod, cons, log2)) {
+      this.fail(q, cons, CERROR.ILL, ERR_KIND.BAD_PROD, prod & 0xffff);
+      return 1;
+    }
+    const u = this.u;
+    const f = this.f;
+    const vsmmu = q.vm.vsmmu;
+    const idxMask = (1 << log2) - 1;
+    let done = 0;
+    let syncs = 0;
+    while (cons !== prod) {
+      readSlot(q.entries, cons & idxMask, u); // the one read of this slot; only `u` is looked at below
+      done++;
+      const rejected = vsmmu.convertVcmdq(u);
+      const ill = decodeWords(u, f, this.features);
+      if (ill !== 0 || rejected !== 0) {
+        q.cons = cons;
+        this.fail(q, cons, CERROR.ILL, ill !== 0 ? ERR_KIND.DECODE : ERR_KIND.VSMMU, ill !== 0 ? ill : rejected);
+        this.count(q, done, syncs);
+        return done;
+      }
+      let cerror = 0;
+      switch (f[F.OP]) {
+        case OP.TLBI_NH_ALL:
+        case OP.TLBI_NH_ASID:
+        case OP.TLBI_NH_VA:
+        case OP.TLBI_NH_VAA:
+        case OP.ATC_INV:
+          cerror = this.model.execute(f);
+          break;
+        case OP.CMD_SYNC:
+          // Everything before the sync has executed (this loop is in order):
+          // signal, then let CONS pass it.
+          cons = queueIncProd(cons, 1, log2);
+          this.completeSync(q, cons);
+          syncs++;
+          continue;
+        default:
+          // convertVcmdq admits nothing else; refuse rather than trust that.
+          cerror = CERROR.ILL;
+      }
+      if (cerror !== 0) {
+        q.cons = cons;
+        this.fail(q, cons, cerror, ERR_KIND.MODEL, cerror);
+        this.count(q, done, syncs);
+        return done;
+      }
+      cons = queueIncProd(cons, 1, log2);
+      if (delayUs !== 0) busyWaitUs(delayUs);
+    }
+    q.cons = cons;
+    Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
+    Atomics.notify(i32, r + Q_CONS);
+    this.count(q, done, syncs);
+    return done;
+  }
+
+  private count(q: QueueEntry, cmds: number, syncs: number): void {
+    const i32 = this.i32;
+    const r = q.regs;
+    i32[r + Q_STAT_CMDS] = (i32[r + Q_STAT_CMDS]! + cmds) | 0;
+    i32[r + Q_STAT_SLOT_READS] = (i32[r + Q_STAT_SLOT_READS]! + cmds) | 0;
+    i32[r + Q_STAT_SYNCS] = (i32[r + Q_STAT_SYNCS]! + syncs) | 0;
+    i32[r + Q_STAT_PASSES]!++;
+  }
+
+  /** CMD_SYNC at CONS-1 completed: the signal its CS asks for, with CONS published past it. */
+  private completeSync(q: QueueEntry, consAfter: number): void {
+    const i32 = this.i32;
+    const f = this.f;
+    const cs = f[F.CS];
+    if (cs === CS.IRQ && this.features.MSI && (f[F.MSIADDR_LO]! | f[F.MSIADDR_HI]!) !== 0) {
+      const pa = q.vm.stage2(f[F.MSIADDR_LO]!, f[F.MSIADDR_HI]!);
+      if (pa < 0 || pa + 4 > i32.byteLength) this.raiseGerror(q, GERROR_MSI_CMDQ_ABT);
+      else {
+        Atomics.store(i32, pa >>> 2, f[F.MSIDATA]!); // publish: MSI release (a 32-bit write, as the SMMU's)
+        Atomics.notify(i32, pa >>> 2);
+      }
+    }
+    Atomics.store(i32, q.regs + Q_CONS, consAfter | q.errBits); // publish: CONS release
+    if (cs === CS.SEV) Atomics.notify(i32, q.regs + Q_CONS);
+  }
+
+  /** Stop `q` at `cons` with CONS.ERR = cerror, as hardware: CONS.ERR before GERROR.CMDQ_ERR. */
+  private fail(q: QueueEntry, cons: number, cerror: number, kind: number, code: number): void {
+    const i32 = this.i32;
+    const r = q.regs;
+    i32[r + Q_ERR_REASON] = (kind << 16) | (code & 0xffff);
+    q.errBits = cerror << CONS_ERR_SHIFT;
+    Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS (with ERR) release, before GERROR
+    this.raiseGerror(q, GERROR_CMDQ_ERR);
+    i32[r + Q_STAT_ERRORS]!++;
+    notifyQueueWaiters(i32, q.qid);
+  }
+
+  /** Toggle GERROR bit `bit` unless that error is already active (GERROR != GERRORN). */
+  private raiseGerror(q: QueueEntry, bit: number): void {
+    const active = (q.gerror ^ Atomics.load(this.i32, q.regs + Q_GERRORN)) & bit;
+    if (active !== 0) return;
+    q.gerror ^= bit;
+    Atomics.store(this.i32, q.regs + Q_GERROR, q.gerror); // publish: GERROR release
+  }
+
+  /** The thread is going away: STATE=DEAD, then wake every waiter so it sees that. */
+  markDead(): void {
+    Atomics.store(this.i32, this.ctl + CTL_STATE, SERVER_STATE.DEAD);
+    for (const q of this.queues) notifyQueueWaiters(this.i32, q.qid);
+    this.mailboxes.wakeAll();
+  }
+}
+
+/** The bench hook: burn `us` microseconds per command (a slower SMMU). */
+function busyWaitUs(us: number): void {
+  const until = performance.now() + us / 1000;
+  while (performance.now() < until);
+}

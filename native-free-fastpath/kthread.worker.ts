@@ -1,0 +1,89 @@
+// The "kernel thread": one worker owning the SMMU model, serving every vCMDQ
+// and mailbox (native-free-fastpath/consumer.ts). It never returns to its
+// event loop while serving: control messages (add VM, add queue, attach
+// stream, add mailbox) are drained from the MessagePort with
+// receiveMessageOnPort when the host bumps CTL_CTRL, and answered on the port.
+// Any exception escaping the loop marks STATE=DEAD and wakes every waiter
+// before the thread dies.
+
+import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
+import { KTHREAD_CTL } from '../src/layout.ts';
+import { SmmuModel } from '../src/model/smmu.ts';
+import { VSmmu } from '../src/vsmmu.ts';
+import { Consumer, VmEntry } from './consumer.ts';
+// Trap-path plug (src/trap): the VMM's ioctls on its vIOMMU.
+import { TrapKernelSide } from '../src/trap/kernel.ts';
+
+/** workerData of the kernel thread (built by src/host.ts). */
+export interface KthreadData {
+  sab: SharedArrayBuffer;
+  features: SmmuFeatures;
+  port: MessagePort;
+}
+
+/** Control messages (host -> kernel thread); each is answered with {id, ok, error?}. */
+export type KthreadCtrl =
+  | { id: number; op: 'addVm'; vmid: number; streams: [number, number][]; ramBase: number; ramBytes: number }
+  | { id: number; op: 'addQueue'; qid: number; vmid: number }
+  | { id: number; op: 'attachStream'; psid: number; stePa: number }
+  | { id: number; op: 'addMailbox'; mbid: number };
+
+const { sab, features: featIn, port } = workerData as KthreadData;
+const i32 = new Int32Array(sab);
+const features = makeFeatures(featIn);
+const model = new SmmuModel(sab, features);
+const consumer = new Consumer(i32, KTHREAD_CTL, model, features);
+// Trap-path plug: IOMMUFD_INVALIDATE and NESTED_STE join the mailbox dispatch.
+const trap = new TrapKernelSide(sab, consumer, model, features);
+trap.register(consumer.mailboxes);
+
+function control(msg: KthreadCtrl): void {
+  switch (msg.op) {
+    case 'addVm': {
+      const { ramBase, ramBytes } = msg;
+      // The host's stage 2 maps IPA [0, ramBytes) to PA [ramBase, ...) (buildStage2); an MSI elsewhere aborts.
+      const stage2 = (lo: number, hi: number): number => (hi === 0 && lo >>> 0 < ramBytes ? ramBase + (lo >>> 0) : -1);
+      consumer.addVm(msg.vmid, new VmEntry(new VSmmu(msg.vmid, msg.streams), stage2));
+      return;
+    }
+    case 'addQueue':
+      consumer.addQueue(msg.qid, msg.vmid);
+      return;
+    case 'attachStream':
+      model.attachStream(msg.psid, msg.stePa);
+      trap.attachStream(msg.psid, msg.stePa); // trap-path plug
+      return;
+    case 'addMailbox':
+      consumer.mailboxes.add(msg.mbid);
+      return;
+  }
+}
+
+function drainControl(): void {
+  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
+    const msg = m.message as KthreadCtrl;
+    try {
+      control(msg);
+      port.postMessage({ id: msg.id, ok: true });
+    } catch (e) {
+      port.postMessage({ id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+}
+
+try {
+  drainControl();
+  port.postMessage({ id: 0, ok: true });
+  consumer.run({
+    control: drainControl,
+    crash: () => process.exit(70),
+  });
+  consumer.markDead();
+  port.close();
+} catch (e) {
+  consumer.markDead();
+  port.postMessage({ id: -1, ok: false, error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+  port.close();
+  throw e;
+}

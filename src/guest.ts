@@ -1,0 +1,433 @@
+// The guest driver for one vCMDQ (Linux arm_smmu_cmdq_issue_cmdlist on a
+// Tegra241 guest-owned VCMDQ): writes commands into the queue in guest RAM,
+// publishes PROD with one store, rings the doorbell only when the kernel
+// thread may be asleep, and waits for its CMD_SYNC. Usable on the main thread
+// or in a worker: `q.handle` is a plain structured-clone-safe object and
+// `GuestQueue.attach(handle)` rebuilds the driver in another thread.
+//
+// One producer per queue (one queue per guest vCPU, as the Tegra driver picks
+// LVCMDQ by CPU): two threads must not submit to the same queue at once.
+
+import { buildCmdSync, buildTlbiNhAsid, encodeCommand, illReason, readSlot, writeSlot, type Command } from './codec.ts';
+import { CommandError, cerrorName } from './errors.ts';
+import type { SmmuFeatures } from './features.ts';
+import { CS, F, FIELD_COUNT, OP } from './fields.ts';
+import { CMDQ_MAX_TLBI_OPS, tlbInvRange } from './invalidate.ts';
+import {
+  CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, ERR_KIND, GERROR_CMDQ_ERR, Q_CONS, Q_ERR_REASON, Q_GERROR,
+  Q_GERRORN, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
+} from './layout.ts';
+import { queueConsumed, queueFree, queueIdx, queueIncProd } from './queue.ts';
+import { rejectReason } from './vsmmu.ts';
+import { KernelThreadDeadError, LIVE, Liveness, SPIN_CLOCK_EVERY, SyncTimeoutError, atomicsWaitAsync } from './waiter.ts';
+
+/** How the guest learns its CMD_SYNC completed (smmu-facts.md §2.4). */
+export type CsMode = 'none' | 'sev' | 'irq';
+
+/** Linux CMDQ_BATCH_ENTRIES: a batch is flushed (without sync) at 64 commands. */
+export const CMDQ_BATCH_ENTRIES = 64;
+
+/** Everything a thread needs to drive one queue. Structured-clone safe. */
+export interface QueueHandle {
+  /** Which transport publishes PROD/GERRORN: 'doorbell' (direct) or one registered with registerTransport. */
+  readonly path: string;
+  readonly sab: SharedArrayBuffer;
+  /** Word offset of the kernel thread's control block (liveness, spin budget). */
+  readonly ctl: number;
+  readonly qid: number;
+  /** Word offset of the queue's register block. */
+  readonly regs: number;
+  readonly log2size: number;
+  /** Byte PA of entry 0 (guest RAM; the guest's own view of its memory). */
+  readonly basePa: number;
+  /** The same address as the guest's IPA (what an MSI address names). */
+  readonly baseIpa: number;
+  readonly vmid: number;
+  readonly features: SmmuFeatures;
+  /** Transport-specific data (e.g. the trap path's mailbox handle). */
+  readonly extra?: unknown;
+}
+
+/**
+ * How the guest's register writes reach the SMMU. The doorbell transport
+ * stores straight into the register page and kicks the kernel thread; the
+ * trap path (src/trap) forwards them through the VMM instead.
+ */
+export interface QueueTransport {
+  /** Make the new PROD visible to the consumer (one release store). */
+  publishProd(prod: number): void;
+  /** Acknowledge global errors: GERRORN = gerror (Linux writes back what it read). */
+  ackGerror(gerror: number): void;
+}
+
+export interface SubmitOptions {
+  /** Append one CMD_SYNC after the last command and wait for it (default true). */
+  sync?: boolean;
+  /** Completion signal of that sync (default 'sev'). */
+  cs?: CsMode;
+  /** Timeout of the whole submission, queue space included (default 5000 ms). */
+  timeoutMs?: number;
+}
+
+/** The queue stopped on a command (CONS.ERR != 0, GERROR.CMDQ_ERR active). */
+export class QueueError extends CommandError {
+  constructor(
+    cerror: number,
+    reason: string,
+    /** Queue position (wrap|idx) of the faulting command: CONS. */
+    readonly index: number,
+    readonly prod: number,
+    readonly cons: number,
+    readonly err: number,
+  ) {
+    super(cerrorName(cerror), `${reason} (command at CONS=0x${(cons >>> 0).toString(16)}, PROD=0x${(prod >>> 0).toString(16)})`);
+  }
+}
+
+class DoorbellTransport implements QueueTransport {
+  constructor(private readonly i32: Int32Array, private readonly h: QueueHandle) {}
+  publishProd(prod: number): void {
+    Atomics.store(this.i32, this.h.regs + Q_PROD, prod); // publish: PROD release
+    kick(this.i32, this.h.ctl);
+  }
+  ackGerror(gerror: number): void {
+    Atomics.store(this.i32, this.h.regs + Q_GERRORN, gerror); // publish: GERRORN release
+    kick(this.i32, this.h.ctl);
+  }
+}
+
+type TransportFactory = (handle: QueueHandle) => QueueTransport;
+const transports = new Map<string, TransportFactory>([
+  ['doorbell', (h) => new DoorbellTransport(new Int32Array(h.sab), h)],
+]);
+
+const CS_CODE = { none: CS.NONE, sev: CS.SEV, irq: CS.IRQ } as const;
+
+/** What the driver is waiting for. */
+const COND_SPACE = 0;
+const COND_SYNC = 1;
+const PENDING = -1;
+
+export class GuestQueue {
+  readonly handle: QueueHandle;
+  private readonly i32: Int32Array;
+  private readonly entries: Int32Array;
+  private readonly transport: QueueTransport;
+  private readonly live: Liveness;
+  private readonly size: number;
+  private readonly u = new Uint32Array(4);
+  /** The driver's PROD (the register is its published copy). */
+  private prod: number;
+  // State of the current wait (no per-call objects).
+  private need = 0;
+  private syncEnd = 0;
+  private syncWord = 0;
+  private csCode = 0;
+  private timeoutMs = 0;
+  private waitIndex = 0;
+  private waitValue = 0;
+  private encodeBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
+
+  /** Build the driver for `handle` in this thread. */
+  static attach(handle: QueueHandle): GuestQueue {
+    return new GuestQueue(handle);
+  }
+
+  /** Add a transport for `handle.path` (the trap path registers 'trap'). */
+  static registerTransport(path: string, factory: TransportFactory): void {
+    transports.set(path, factory);
+  }
+
+  constructor(handle: QueueHandle) {
+    const factory = transports.get(handle.path);
+    if (factory === undefined) throw new Error(`no transport for queue path '${handle.path}' (is its module imported in this thread?)`);
+    this.handle = handle;
+    this.i32 = new Int32Array(handle.sab);
+    this.size = 1 << handle.log2size;
+    this.entries = new Int32Array(handle.sab, handle.basePa, 4 * this.size);
+    this.transport = factory(handle);
+    this.live = new Liveness(this.i32, handle.ctl);
+    this.prod = Atomics.load(this.i32, handle.regs + Q_PROD);
+  }
+
+  /** Encode and submit command objects (convenience form; allocates). */
+  submit(cmds: readonly Command[], opts: SubmitOptions = {}): void {
+    const words = this.encode(cmds);
+    this.submitWords(words, cmds.length, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+  }
+
+  /** Async form of `submit`: space and completion waits use Atomics.waitAsync. */
+  submitAsync(cmds: readonly Command[], opts: SubmitOptions = {}): Promise<void> {
+    const words = this.encode(cmds);
+    return this.submitWordsAsync(words, cmds.length, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+  }
+
+  /**
+   * The zero-allocation hot path: `n` commands, 4 u32 each, from `words`; in
+   * batches of at most 64 (the last one gets the CMD_SYNC with completion
+   * `cs`, or none when cs is null). Blocks until the sync completed. Throws
+   * QueueError, SyncTimeoutError or KernelThreadDeadError, each carrying PROD,
+   * CONS and ERR.
+   */
+  submitWords(words: Uint32Array, n: number, cs: CsMode | null, timeoutMs = 5000): void {
+    this.begin(cs, timeoutMs);
+    for (let i = 0; ;) {
+      const batch = this.plan(n - i, cs !== null);
+      if (batch < 0) return;
+      this.need = batch + (this.csCode >= 0 && batch === n - i && batch < this.size ? 1 : 0);
+      this.block(COND_SPACE);
+      const withSync = this.need > batch;
+      i = this.writeBatch(words, i, batch, withSync);
+      if (withSync) {
+        this.block(COND_SYNC);
+        return;
+      }
+      if (cs === null && i === n) return;
+    }
+  }
+
+  /** Async form of `submitWords`. */
+  async submitWordsAsync(words: Uint32Array, n: number, cs: CsMode | null, timeoutMs = 5000): Promise<void> {
+    this.begin(cs, timeoutMs);
+    for (let i = 0; ;) {
+      const batch = this.plan(n - i, cs !== null);
+      if (batch < 0) return;
+      this.need = batch + (this.csCode >= 0 && batch === n - i && batch < this.size ? 1 : 0);
+      await this.blockAsync(COND_SPACE);
+      const withSync = this.need > batch;
+      i = this.writeBatch(words, i, batch, withSync);
+      if (withSync) {
+        await this.blockAsync(COND_SYNC);
+        return;
+      }
+      if (cs === null && i === n) return;
+    }
+  }
+
+  /** Just a CMD_SYNC: wait until everything submitted before has executed. */
+  sync(cs: CsMode = 'sev', timeoutMs = 5000): void {
+    this.submitWords(this.encodeBuf, 0, cs, timeoutMs);
+  }
+
+  /**
+   * Invalidate [iova, iova+size) of `asid` as a Linux guest does: range TLBIs
+   * when the SMMU has RIL, one TLBI per granule without, and one TLBI_NH_ASID
+   * instead when that would exceed 512 commands (CMDQ_MAX_TLBI_OPS). Then sync.
+   */
+  invalidateRange(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): void {
+    const { words, n } = this.buildInvalidation(asid, iova, size, granule, leaf);
+    this.submitWords(words, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+  }
+
+  /** Async form of `invalidateRange`. */
+  invalidateRangeAsync(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): Promise<void> {
+    const { words, n } = this.buildInvalidation(asid, iova, size, granule, leaf);
+    return this.submitWordsAsync(words, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+  }
+
+  /**
+   * Linux __arm_smmu_cmdq_skip_err for a Tegra VCMDQ: if the queue stopped on
+   * an error, overwrite the command at CONS with a CMD_SYNC (CS=NONE) and
+   * acknowledge by writing GERRORN = GERROR, so the queue resumes with the
+   * commands after it. Returns false when no error was active.
+   */
+  skipFaultingCommand(): boolean {
+    const i32 = this.i32;
+    const r = this.handle.regs;
+    const gerror = Atomics.load(i32, r + Q_GERROR);
+    if (((gerror ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) === 0) return false;
+    if (i32[r + Q_ERR_REASON]! >>> 16 === ERR_KIND.BAD_PROD) {
+      // Nothing to skip: the register was garbage; the driver's own PROD is the truth.
+      this.transport.publishProd(this.prod);
+    } else {
+      buildCmdSync(this.u, CS.NONE, 0, 0, 0);
+      writeSlot(this.entries, queueIdx(Atomics.load(i32, r + Q_CONS), this.handle.log2size), this.u);
+    }
+    this.transport.ackGerror(gerror);
+    return true;
+  }
+
+  /** Register snapshot and statistics, for tests and tools. */
+  state(): { prod: number; cons: number; err: number; gerror: number; gerrorn: number; cmds: number; syncs: number; errors: number; slotReads: number } {
+    const i32 = this.i32;
+    const r = this.handle.regs;
+    const cons = Atomics.load(i32, r + Q_CONS);
+    return {
+      prod: Atomics.load(i32, r + Q_PROD), cons, err: (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT,
+      gerror: Atomics.load(i32, r + Q_GERROR), gerrorn: Atomics.load(i32, r + Q_GERRORN),
+      cmds: i32[r + Q_STAT_CMDS]!, syncs: i32[r + Q_STAT_SYNCS]!, errors: i32[r + Q_STAT_ERRORS]!,
+      slotReads: i32[r + Q_STAT_SLOT_READS]!,
+    };
+  }
+
+  /** Write raw words into slot `pos` without publishing (tests: a guest racing its own queue memory). */
+  writeSlotRaw(pos: number, u: Uint32Array): void {
+    writeSlot(this.entries, queueIdx(pos, this.handle.log2size), u);
+  }
+
+  /** The driver's current PROD. */
+  get prodValue(): number {
+    return this.prod;
+  }
+
+  private encode(cmds: readonly Command[]): Uint32Array {
+    if (this.encodeBuf.length < 4 * cmds.length) this.encodeBuf = new Uint32Array(4 * cmds.length);
+    const words = this.encodeBuf;
+    for (let k = 0; k < cmds.length; k++) {
+      const [w0, w1] = encodeCommand(cmds[k]!, this.handle.features);
+      words[4 * k] = Number(w0 & 0xffffffffn);
+      words[4 * k + 1] = Number(w0 >> 32n);
+      words[4 * k + 2] = Number(w1 & 0xffffffffn);
+      words[4 * k + 3] = Number(w1 >> 32n);
+    }
+    return words;
+  }
+
+  private buildInvalidation(asid: number, iova: number, size: number, granule: number, leaf: boolean): { words: Uint32Array; n: number } {
+    const ril = this.handle.features.RIL;
+    const lo = iova % 2 ** 32;
+    const hi = Math.floor(iova / 2 ** 32);
+    if (!ril && size / 4096 > CMDQ_MAX_TLBI_OPS) {
+      buildTlbiNhAsid(this.u, asid, 0);
+      return { words: this.u, n: 1 };
+    }
+    const t = new Uint32Array(FIELD_COUNT);
+    t[F.OP] = OP.TLBI_NH_VA;
+    t[F.ASID] = asid;
+    t[F.LEAF] = leaf ? 1 : 0;
+    const n = tlbInvRange(null, 0, t, lo, hi, size, granule, 12, ril);
+    const words = new Uint32Array(4 * n);
+    tlbInvRange(words, 0, t, lo, hi, size, granule, 12, ril);
+    return { words, n };
+  }
+
+  private begin(cs: CsMode | null, timeoutMs: number): void {
+    if (cs === 'irq' && !this.handle.features.MSI) throw new RangeError("cs 'irq' needs an SMMU with MSI (SMMU_IDR0.MSI)");
+    this.csCode = cs === null ? -1 : CS_CODE[cs];
+    this.timeoutMs = timeoutMs;
+    this.live.begin(timeoutMs);
+  }
+
+  /** Commands in the next batch, or -1 when the submission is complete. */
+  private plan(rest: number, sync: boolean): number {
+    if (rest === 0 && !sync) return -1;
+    const max = Math.min(CMDQ_BATCH_ENTRIES, this.size);
+    return rest < max ? rest : max;
+  }
+
+  /** Write `batch` commands from words[i..] (plus the sync) and publish PROD once. */
+  private writeBatch(words: Uint32Array, i: number, batch: number, withSync: boolean): number {
+    const e = this.entries;
+    const log2 = this.handle.log2size;
+    let prod = this.prod;
+    for (let k = 0; k < batch; k++) {
+      const b = queueIdx(prod, log2) << 2;
+      const w = (i + k) << 2;
+      e[b] = words[w]!;
+      e[b + 1] = words[w + 1]!;
+      e[b + 2] = words[w + 2]!;
+      e[b + 3] = words[w + 3]!;
+      prod = queueIncProd(prod, 1, log2);
+    }
+    if (withSync) {
+      const slot = queueIdx(prod, log2);
+      // MSI polling as Linux: the sync's MSI (data 0) lands on its own slot's first word.
+      const msi = this.csCode === CS.IRQ ? this.handle.baseIpa + 16 * slot : 0;
+      buildCmdSync(this.u, this.csCode, msi % 2 ** 32, Math.floor(msi / 2 ** 32), 0);
+      writeSlot(e, slot, this.u);
+      this.syncWord = (this.handle.basePa >>> 2) + (slot << 2);
+      prod = queueIncProd(prod, 1, log2);
+      this.syncEnd = prod;
+    }
+    this.prod = prod;
+    this.transport.publishProd(prod);
+    return i + batch;
+  }
+
+  /** Check the wait condition: 0 when met, PENDING (with waitIndex/waitValue set) otherwise; throws on a queue error. */
+  private poll(cond: number): number {
+    const i32 = this.i32;
+    const r = this.handle.regs;
+    const cons = Atomics.load(i32, r + Q_CONS);
+    if (cond === COND_SPACE) {
+      if (queueFree(this.prod, cons, this.handle.log2size) >= this.need) return 0;
+    } else {
+      if (queueConsumed(cons, this.syncEnd, this.handle.log2size)) return 0;
+      if (this.csCode === CS.IRQ) {
+        const v = Atomics.load(i32, this.syncWord);
+        if (v === 0) return 0;
+        this.checkError(cons);
+        this.waitIndex = this.syncWord;
+        this.waitValue = v;
+        return PENDING;
+      }
+    }
+    this.checkError(cons);
+    this.waitIndex = r + Q_CONS;
+    this.waitValue = cons;
+    return PENDING;
+  }
+
+  private checkError(cons: number): void {
+    const i32 = this.i32;
+    const r = this.handle.regs;
+    if (((Atomics.load(i32, r + Q_GERROR) ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) === 0) return;
+    const err = (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT;
+    const pos = cons & ~CONS_ERR_MASK;
+    throw new QueueError(err || 1, this.reasonText(i32[r + Q_ERR_REASON]!, pos), pos, this.prod, cons >>> 0, err);
+  }
+
+  private reasonText(reason: number, pos: number): string {
+    const kind = reason >>> 16;
+    const code = reason & 0xffff;
+    const u = new Uint32Array(4);
+    readSlot(this.entries, queueIdx(pos, this.handle.log2size), u);
+    switch (kind) {
+      case ERR_KIND.DECODE: return illReason(code, u);
+      case ERR_KIND.VSMMU: return rejectReason(code, u);
+      case ERR_KIND.MODEL: return `the SMMU model refused the command (CERROR ${code})`;
+      case ERR_KIND.BAD_PROD: return `PROD written as 0x${code.toString(16)}... is malformed (beyond the queue or skipping entries)`;
+      default: return `unknown error reason 0x${reason.toString(16)}`;
+    }
+  }
+
+  private spinUs(): number {
+    return Atomics.load(this.i32, this.handle.ctl + CTL_SPIN_US);
+  }
+
+  /** Wait until `cond` holds: spin for the budget, then Atomics.wait in slices. */
+  private block(cond: number): void {
+    if (this.poll(cond) === 0) return;
+    const spinUs = this.spinUs();
+    if (spinUs > 0) {
+      const until = performance.now() + spinUs / 1000;
+      for (let n = 1; ; n++) {
+        if (this.poll(cond) === 0) return;
+        if (n % SPIN_CLOCK_EVERY === 0 && performance.now() > until) break;
+      }
+    }
+    while (this.poll(cond) !== 0) {
+      Atomics.wait(this.i32, this.waitIndex, this.waitValue, this.live.sliceMs());
+      if (this.poll(cond) === 0) return;
+      this.afterSlice();
+    }
+  }
+
+  private async blockAsync(cond: number): Promise<void> {
+    while (this.poll(cond) !== 0) {
+      const w = atomicsWaitAsync(this.i32, this.waitIndex, this.waitValue, this.live.sliceMs());
+      if (w.async) await w.value;
+      if (this.poll(cond) === 0) return;
+      this.afterSlice();
+    }
+  }
+
+  private afterSlice(): void {
+    const s = this.live.check();
+    if (s === LIVE.OK) return;
+    const cons = Atomics.load(this.i32, this.handle.regs + Q_CONS);
+    const err = (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT;
+    if (s === LIVE.DEAD) throw new KernelThreadDeadError(this.prod, cons >>> 0, err, this.live.why);
+    throw new SyncTimeoutError(this.prod, cons >>> 0, err, this.timeoutMs);
+  }
+}

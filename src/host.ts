@@ -1,0 +1,370 @@
+// The emulated host: one SharedArrayBuffer as host physical memory, the
+// kernel thread (native-free-fastpath/kthread.worker.ts) owning the SMMU
+// model, VMs with RAM, stage 2 and a vSMMU, their vCMDQs, and DMA agents.
+//
+//   const host = await startHost({ spinUs: 50 });
+//   const vm = await host.createVm({ vmid: 1, streams: [{ vsid: 0, psid: 0x10 }] });
+//   const pt = vm.pageTable();                       // guest stage 1 (TranslationTable over guest RAM)
+//   await vm.attachDevice({ vsid: 0, cd: { asid: 1, ttb0: pt.root } });
+//   const q = await vm.openQueue({ path: 'doorbell' });
+//   q.submit([{ op: 'TLBI_NH_VA', asid: 1, addr: 0x1000n, leaf: 1 }], { cs: 'sev' });
+//   const dma = await host.dma();                    // dma.handle -> DmaAgent.attach(handle) in a worker
+//   dma.translate(0x10, 0, 0x1000, ACCESS.READ);
+//   await host.stop();
+
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { makeFeatures, type SmmuFeatures } from './features.ts';
+import { GuestQueue, type QueueHandle } from './guest.ts';
+import {
+  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SPIN_US, CTL_STALE_MS, CTL_STATE,
+  CTL_WAKE, KTHREAD_CTL, KTHREAD_OP, MAX_MAILBOXES, MAX_QUEUES, MMIO_BYTES, Q_BASE, Q_BASE_IPA, Q_CONFIG,
+  Q_LOG2SIZE, Q_VMID, SERVER_STATE, kick, notifyQueueWaiters, queueRegs,
+} from './layout.ts';
+import { MailboxClient, type MailboxHandle } from './mailbox.ts';
+import { GuestMemory, PhysLayout } from './model/mem.ts';
+import { TranslationTable, type TableOptions } from './model/pgtable.ts';
+import { STE_BYTES, STE_CFG, buildStage2, encodeSte, installNestedSte, writeGuestCd, type CdFields, type Stage2 } from './model/structs.ts';
+import { ACCESS } from './model/smmu.ts';
+import { workerUrl } from './worker-url.ts';
+
+export interface HostOptions {
+  features?: Partial<SmmuFeatures>;
+  /** Kernel-thread spin budget before sleeping, µs (0 = sleep at once). Guests use the same budget. */
+  spinUs?: number;
+  /** Host physical memory (default 64 MiB). */
+  memBytes?: number;
+  /** Bench hook: busy-wait this many µs per command consumed (default: $VCMDQ_INJECT_DELAY_US or 0). */
+  injectDelayUs?: number;
+  /** Kernel-thread heartbeat period and waiters' slice, ms (default 20). */
+  heartbeatMs?: number;
+  /** A heartbeat unchanged this long means the kernel thread is dead, ms (default 2000). */
+  staleMs?: number;
+}
+
+export interface VmOptions {
+  vmid: number;
+  /** Guest RAM (default 8 MiB); IPA [0, ramBytes). */
+  ramBytes?: number;
+  /** The VM's devices: guest vSID -> host pSID (its vDEVICEs). */
+  streams: readonly { vsid: number; psid: number }[];
+}
+
+export interface QueueOptions {
+  path?: string;
+  /** Entries = 2^log2size (default 8: 256 entries; Linux wants more than 64). */
+  log2size?: number;
+}
+
+export type QueueOpener = (vm: Vm, opts: QueueOptions) => Promise<GuestQueue>;
+const queueOpeners = new Map<string, QueueOpener>();
+
+/** Add a queue path (the trap path registers 'trap'). 'doorbell' is built in. */
+export function registerQueuePath(path: string, opener: QueueOpener): void {
+  queueOpeners.set(path, opener);
+}
+
+interface Pending {
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export class Host {
+  readonly sab: SharedArrayBuffer;
+  readonly i32: Int32Array;
+  readonly features: SmmuFeatures;
+  /** Host-physical allocator above the MMIO region (stage-2 tables, STEs, VM RAM). */
+  readonly phys: PhysLayout;
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private nextQid = 0;
+  private nextMailbox = 0;
+  private readonly vms = new Map<number, Vm>();
+  private exited: Promise<number>;
+  private deadWhy: string | null = null;
+
+  private constructor(sab: SharedArrayBuffer, features: SmmuFeatures, worker: Worker, port: MessagePort) {
+    this.sab = sab;
+    this.i32 = new Int32Array(sab);
+    this.features = features;
+    this.phys = new PhysLayout(sab, MMIO_BYTES);
+    this.worker = worker;
+    this.port = port;
+    port.on('message', (m: { id: number; ok: boolean; error?: string }) => this.onReply(m));
+    this.exited = new Promise((resolve) => worker.once('exit', (code) => {
+      this.onExit(`kernel thread exited with code ${code}`);
+      resolve(code);
+    }));
+    worker.on('error', (e) => this.onExit(`kernel thread failed: ${e.message}`));
+  }
+
+  /** @internal use startHost */
+  static async start(opts: HostOptions = {}): Promise<Host> {
+    const features = makeFeatures(opts.features);
+    const memBytes = opts.memBytes ?? 64 << 20;
+    if (!(memBytes > MMIO_BYTES && memBytes <= 2 ** 31 && memBytes % 65536 === 0)) {
+      throw new RangeError(`memBytes must be a multiple of 64 KiB in (${MMIO_BYTES}, 2 GiB], got ${memBytes}`);
+    }
+    const sab = new SharedArrayBuffer(memBytes);
+    const i32 = new Int32Array(sab);
+    const ctl = KTHREAD_CTL;
+    i32[ctl + CTL_SPIN_US] = opts.spinUs ?? 0;
+    i32[ctl + CTL_HEARTBEAT_MS] = opts.heartbeatMs ?? 20;
+    i32[ctl + CTL_STALE_MS] = opts.staleMs ?? 2000;
+    i32[ctl + CTL_INJECT_DELAY_US] = opts.injectDelayUs ?? envDelayUs();
+    const { port1, port2 } = new MessageChannel();
+    const worker = new Worker(workerUrl('kthread.worker.js'), {
+      workerData: { sab, features, port: port2 },
+      transferList: [port2],
+    });
+    const host = new Host(sab, features, worker, port1);
+    await host.expectReply(0);
+    return host;
+  }
+
+  private expectReply(id: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.deadWhy !== null) reject(new Error(this.deadWhy));
+      else this.pending.set(id, { resolve, reject });
+    });
+  }
+
+  private onReply(m: { id: number; ok: boolean; error?: string }): void {
+    if (m.id === -1) {
+      this.onExit(`kernel thread died: ${m.error}`);
+      return;
+    }
+    const p = this.pending.get(m.id);
+    if (p === undefined) return;
+    this.pending.delete(m.id);
+    if (m.ok) p.resolve();
+    else p.reject(new Error(`kernel thread: ${m.error}`));
+  }
+
+  /** The worker is gone: make every waiter see it (a waiter blocked on this thread relies on the heartbeat instead). */
+  private onExit(why: string): void {
+    if (this.deadWhy === null) this.deadWhy = why;
+    Atomics.store(this.i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.DEAD);
+    for (let qid = 0; qid < this.nextQid; qid++) notifyQueueWaiters(this.i32, qid);
+    for (const p of this.pending.values()) p.reject(new Error(why));
+    this.pending.clear();
+    this.port.close();
+  }
+
+  /** Send a control message to the kernel thread and wait for its answer. */
+  control(msg: Record<string, unknown>): Promise<void> {
+    const id = this.nextId++;
+    const done = this.expectReply(id);
+    if (this.deadWhy === null) {
+      this.port.postMessage({ ...msg, id });
+      Atomics.add(this.i32, KTHREAD_CTL + CTL_CTRL, 1); // publish: CTRL release (after the message is queued)
+      kick(this.i32, KTHREAD_CTL);
+    }
+    return done;
+  }
+
+  async createVm(opts: VmOptions): Promise<Vm> {
+    if (this.vms.has(opts.vmid)) throw new Error(`VMID ${opts.vmid} already exists`);
+    const ramBytes = opts.ramBytes ?? 8 << 20;
+    if (ramBytes % (1 << 20) !== 0 || ramBytes < 1 << 20) throw new RangeError('ramBytes must be a multiple of 1 MiB');
+    const ramBase = this.phys.alloc(ramBytes, 2 << 20);
+    const stage2 = buildStage2(this.sab, this.phys, ramBase, ramBytes, opts.vmid);
+    await this.control({
+      op: 'addVm', vmid: opts.vmid, streams: opts.streams.map((s) => [s.vsid, s.psid]), ramBase, ramBytes,
+    });
+    const vm = new Vm(this, opts.vmid, ramBase, ramBytes, stage2, opts.streams);
+    this.vms.set(opts.vmid, vm);
+    return vm;
+  }
+
+  /** @internal a register block for a new queue. */
+  allocQueue(): number {
+    if (this.nextQid >= MAX_QUEUES) throw new RangeError(`at most ${MAX_QUEUES} queues`);
+    return this.nextQid++;
+  }
+
+  /** A mailbox served by the kernel thread (DMA agents, the trap path's ioctl channel). */
+  async mailbox(): Promise<MailboxHandle> {
+    if (this.nextMailbox >= MAX_MAILBOXES) throw new RangeError(`at most ${MAX_MAILBOXES} mailboxes`);
+    const id = this.nextMailbox++;
+    await this.control({ op: 'addMailbox', mbid: id });
+    return { sab: this.sab, ctl: KTHREAD_CTL, id, server: 'kernel thread' };
+  }
+
+  /** A DMA agent (a device asking the SMMU to translate), usable here or, via `agent.handle`, in any thread. */
+  async dma(): Promise<DmaAgent> {
+    return new DmaAgent(await this.mailbox());
+  }
+
+  /** Stop the kernel thread; pending waiters get KernelThreadDeadError. No worker is left running. */
+  async stop(): Promise<void> {
+    if (this.deadWhy === null) {
+      Atomics.store(this.i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STOPPING);
+      Atomics.add(this.i32, KTHREAD_CTL + CTL_WAKE, 1);
+      Atomics.notify(this.i32, KTHREAD_CTL + CTL_WAKE);
+      const timer = setTimeout(() => void this.worker.terminate(), 5000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    this.onExit('host stopped');
+  }
+
+  /** Test hook: kill the kernel thread from outside (worker.terminate), as a crash would. */
+  async terminateKernelThread(): Promise<void> {
+    await this.worker.terminate();
+    await this.exited;
+  }
+
+  /** Test hook: the kernel thread exits abruptly at its next pass, without marking itself dead. */
+  crashKernelThreadOnNextPass(): void {
+    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, 1);
+  }
+}
+
+/** Start the emulated host: host memory, the SMMU model in the kernel thread. */
+export function startHost(opts: HostOptions = {}): Promise<Host> {
+  return Host.start(opts);
+}
+
+function envDelayUs(): number {
+  const v = Number(process.env.VCMDQ_INJECT_DELAY_US ?? 0);
+  return Number.isFinite(v) && v > 0 ? Math.round(v) : 0;
+}
+
+export interface AttachOptions {
+  vsid: number;
+  /** The guest's vSTE (16 words), as the VMM reads it from the guest's stream table. */
+  vste?: Uint32Array;
+  /** Or: a stage-1 context; the guest writes this CD (SSID 0) into a CD table in its RAM and points its vSTE at it. */
+  cd?: CdFields;
+}
+
+export class Vm {
+  /** The guest's view of its RAM (IPA addressed); page tables come from its last quarter. */
+  readonly memory: GuestMemory;
+  private bump: number;
+  private readonly bumpEnd: number;
+
+  constructor(
+    readonly host: Host,
+    readonly vmid: number,
+    readonly ramBase: number,
+    readonly ramBytes: number,
+    readonly stage2: Stage2,
+    readonly streams: readonly { vsid: number; psid: number }[],
+  ) {
+    const quarter = ramBytes / 4;
+    this.memory = new GuestMemory(host.sab, ramBase, ramBytes, { ipa: 3 * quarter, bytes: quarter });
+    this.bump = 2 * quarter;
+    this.bumpEnd = 3 * quarter;
+  }
+
+  /** Guest allocation from the third quarter of RAM (queues, CD tables); the first half is the guest's to use. */
+  alloc(bytes: number, align = 4096): number {
+    const ipa = Math.ceil(this.bump / align) * align;
+    if (ipa + bytes > this.bumpEnd) throw new RangeError('guest RAM allocator exhausted');
+    this.bump = ipa + bytes;
+    return ipa;
+  }
+
+  /** A guest stage-1 page table whose tables live in guest RAM. */
+  pageTable(opts: TableOptions = {}): TranslationTable {
+    return new TranslationTable(this.memory, 1, opts);
+  }
+
+  /** The pSID of a guest vSID. */
+  psidOf(vsid: number): number {
+    const s = this.streams.find((x) => x.vsid === vsid);
+    if (s === undefined) throw new RangeError(`VM ${this.vmid} has no vSID 0x${vsid.toString(16)}`);
+    return s.psid;
+  }
+
+  /** Install the nested STE for `vsid`'s pSID from the guest's vSTE (as a VMM does on CFGI_STE), then tell the SMMU. */
+  async attachDevice(opts: AttachOptions): Promise<void> {
+    const psid = this.psidOf(opts.vsid);
+    let vste = opts.vste;
+    if (vste === undefined) {
+      if (opts.cd === undefined) throw new RangeError('attachDevice needs a vste or a cd');
+      const cdTable = this.alloc(64, 64);
+      writeGuestCd(this.memory, cdTable, 0, opts.cd);
+      vste = encodeSte({ config: STE_CFG.S1_TRANS, s1ContextPtr: cdTable });
+    }
+    const stePa = this.host.phys.alloc(STE_BYTES, STE_BYTES);
+    const reject = installNestedSte(this.host.sab, stePa, vste, this.stage2);
+    if (reject !== null) throw new Error(`vSTE of vSID 0x${opts.vsid.toString(16)} refused: ${reject}`);
+    await this.host.control({ op: 'attachStream', psid, stePa });
+  }
+
+  /** Open a vCMDQ of this VM ('doorbell' unless a registered path is named). */
+  async openQueue(opts: QueueOptions = {}): Promise<GuestQueue> {
+    const path = opts.path ?? 'doorbell';
+    if (path !== 'doorbell') {
+      const opener = queueOpeners.get(path);
+      if (opener === undefined) throw new Error(`no queue path '${path}' (is its module imported?)`);
+      return opener(this, opts);
+    }
+    return new GuestQueue(await this.createQueue(opts));
+  }
+
+  /** Allocate a queue in guest RAM, program its registers and have the kernel thread serve it; returns its handle. */
+  async createQueue(opts: QueueOptions = {}): Promise<QueueHandle> {
+    const log2size = opts.log2size ?? 8;
+    const features = this.host.features;
+    if (!(Number.isInteger(log2size) && log2size >= 0 && log2size <= features.CMDQS)) {
+      throw new RangeError(`log2size must be in 0..${features.CMDQS} (IDR1.CMDQS)`);
+    }
+    const bytes = 16 << log2size;
+    const baseIpa = this.alloc(bytes, Math.max(bytes, 32));
+    const qid = this.host.allocQueue();
+    const r = queueRegs(qid);
+    const i32 = this.host.i32;
+    i32[r + Q_LOG2SIZE] = log2size;
+    i32[r + Q_BASE] = this.ramBase + baseIpa;
+    i32[r + Q_BASE_IPA] = baseIpa;
+    i32[r + Q_VMID] = this.vmid;
+    Atomics.store(i32, r + Q_CONFIG, CONFIG_EN);
+    await this.host.control({ op: 'addQueue', qid, vmid: this.vmid });
+    return {
+      path: opts.path ?? 'doorbell', sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs: r, log2size,
+      basePa: this.ramBase + baseIpa, baseIpa, vmid: this.vmid, features,
+    };
+  }
+}
+
+export interface Translation {
+  /** 0 = translated; otherwise the model's fault code. */
+  fault: number;
+  /** Output PA (valid when fault = 0). */
+  pa: number;
+}
+
+/** A device issuing translation requests to the SMMU over a mailbox. */
+export class DmaAgent {
+  private readonly mb: MailboxClient;
+  constructor(readonly handle: MailboxHandle) {
+    this.mb = new MailboxClient(handle);
+  }
+  static attach(handle: MailboxHandle): DmaAgent {
+    return new DmaAgent(handle);
+  }
+  /** Translate `iova` for stream `psid`/`ssid` (-1: no SubstreamID); returns the fault code (0 = ok) with the PA in `lastPa`. Allocation-free. */
+  translateRaw(psid: number, ssid: number, iova: number, access: number, timeoutMs = 5000): number {
+    const a = this.mb.args;
+    a[0] = psid;
+    a[1] = ssid;
+    a[2] = iova % 2 ** 32;
+    a[3] = Math.floor(iova / 2 ** 32);
+    a[4] = access;
+    return this.mb.call(KTHREAD_OP.TRANSLATE, timeoutMs);
+  }
+  /** PA of the last successful translateRaw. */
+  get lastPa(): number {
+    const r = this.mb.results;
+    return (r[2]! >>> 0) * 2 ** 32 + (r[1]! >>> 0);
+  }
+  translate(psid: number, ssid: number, iova: number, access: number = ACCESS.READ, timeoutMs = 5000): Translation {
+    const fault = this.translateRaw(psid, ssid, iova, access, timeoutMs);
+    return { fault, pa: fault === 0 ? this.lastPa : 0 };
+  }
+}

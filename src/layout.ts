@@ -1,0 +1,251 @@
+// Every shared region of the host SharedArrayBuffer, described once as named
+// Int32 word offsets. The SAB is the host physical address space: the "MMIO"
+// region below sits at PA 0, host-private tables and each VM's RAM follow it
+// (allocated by src/host.ts). Word offset w is byte PA 4*w.
+//
+// ─────────────────────────────────────────────────────────────────────────────
+// ORDERING PROTOCOL (all threads; "publish" = the store that makes data visible)
+//
+// JS Atomics are sequentially consistent: every Atomics.* operation on the SAB
+// is in one total order that agrees with each thread's program order, and
+// plain reads/writes before an Atomics.store are visible to a thread whose
+// Atomics.load observes that store (release/acquire). So:
+//
+// Queue (one producer thread per queue, the kernel thread as its consumer):
+//  - Entries: the guest writes slots with plain stores, then publishes
+//    `Atomics.store(PROD)` (publish: PROD release). The kernel thread reads
+//    `Atomics.load(PROD)` (acquire) and only then copies slots [CONS, PROD)
+//    once each into a private buffer. Guest memory is untrusted: a slot may
+//    change while it is read; only the private copy is decoded and executed.
+//  - CONS is written only by the kernel thread (publish: CONS release), after
+//    every command before it has executed. The producer's view of CONS may be
+//    late (CONS may be late on the producer side): it can only under-estimate
+//    free space and completion, never over-estimate.
+//  - Errors: the kernel thread stores CONS (with ERR) BEFORE toggling GERROR
+//    (publish: GERROR release), so a guest that sees GERROR != GERRORN reads
+//    the right CONS.ERR. The guest acks with `Atomics.store(GERRORN)` (publish:
+//    GERRORN release) after rewriting the faulting entry, then kicks.
+//  - CMD_SYNC completion: CS_NONE publishes CONS; CS_SEV publishes CONS then
+//    Atomics.notify(CONS); CS_IRQ stores MSIDATA at the MSI address with
+//    Atomics.store (publish: MSI release) then notifies that word.
+//  - ERR_REASON and statistics are plain debugging words, written before the
+//    publish that makes them interesting (ERR_REASON before CONS/GERROR).
+//
+// Kernel-thread wake-up (io_uring IORING_SQ_NEED_WAKEUP shape). Producers are
+// guests (PROD, GERRORN), mailbox clients (mailbox STATE) and the host
+// (CTRL). Each producer, after its publishing store:
+//      Atomics.store(X)                   // publish
+//      if (Atomics.load(SLEEPING) !== 0) { Atomics.add(WAKE, 1); Atomics.notify(WAKE, 1) }
+// The consumer, when a pass found no work and its spin budget is spent:
+//      Atomics.store(SLEEPING, 1)
+//      seen = Atomics.load(WAKE)
+//      re-check every queue, mailbox and CTRL          // (A)
+//      if nothing: Atomics.wait(WAKE, seen, heartbeatMs)
+//      Atomics.store(SLEEPING, 0)                      // only the sleeper clears its own flag
+// Why no wake-up is lost: take a producer's publish P and the consumer's
+// re-check load R of the same word (A). If P precedes R in the total order,
+// R sees the work. Otherwise R precedes P, so SLEEPING=1 (before R) precedes
+// the producer's load of SLEEPING (after P): the producer sees 1 and adds to
+// WAKE. Its add either precedes Atomics.wait, which then returns "not-equal"
+// because WAKE != seen (seen was read before R, so before the add), or
+// follows it, and the notify wakes the waiter. A notifier never clears
+// SLEEPING: a late clear could eat the flag of the NEXT sleep (the lost-wakeup
+// trap of node-latency-floor.md). The wait also times out after heartbeatMs,
+// so even a broken producer costs latency, not a hang.
+//
+// Liveness: the kernel thread bumps HEARTBEAT at least once per heartbeatMs
+// (per pass and per wait timeout). STATE goes RUNNING -> STOPPING (host asked)
+// -> DEAD; on any escaping exception the thread sets DEAD and notifies every
+// waiter word before dying, and the host sets DEAD when the worker exits. A
+// waiter blocked on the main thread cannot see the exit event, so waiters wait
+// in slices and also treat a HEARTBEAT unchanged for STALE_MS as death.
+//
+// Mailboxes (request/response, see src/mailbox.ts): the client claims the
+// slot (CAS STATE IDLE->CLAIMED), writes OP/args/payload with plain stores,
+// publishes `Atomics.store(STATE, REQUEST)` (publish: mailbox REQUEST) and
+// kicks the server as above. The server writes results, publishes
+// `Atomics.store(STATE, RESPONSE)` (publish: mailbox RESPONSE) and notifies
+// STATE. The client reads results and releases the slot with STATE=IDLE.
+// ─────────────────────────────────────────────────────────────────────────────
+
+/** Bytes of one cache line; words that different threads write never share one. */
+export const LINE_WORDS = 16;
+
+// ── Server control block (the kernel thread's; the trap VMM thread has its own) ──
+/** Line 0 (written by producers): doorbell counter. */
+export const CTL_WAKE = 0;
+/** Line 0: bumped by the host after posting control messages on the port. */
+export const CTL_CTRL = 1;
+/** Line 0: test hook: a non-zero value makes the thread exit abruptly on its next pass, leaving no trace. */
+export const CTL_CRASH = 2;
+/** Line 1 (written by the server): need-wakeup flag, 1 while it may be asleep. */
+export const CTL_SLEEPING = 16;
+/** Line 1: liveness counter. */
+export const CTL_HEARTBEAT = 17;
+/** Line 1: SERVER_STATE. */
+export const CTL_STATE = 18;
+/** Line 1: statistics: passes that found work, sleeps taken. */
+export const CTL_STAT_PASSES = 19;
+export const CTL_STAT_SLEEPS = 20;
+/** Line 2 (configuration, written once by the host before the thread starts). */
+export const CTL_SPIN_US = 32;
+export const CTL_HEARTBEAT_MS = 33;
+export const CTL_STALE_MS = 34;
+export const CTL_INJECT_DELAY_US = 35;
+export const CTL_WORDS = 48;
+
+export const SERVER_STATE = { STARTING: 0, RUNNING: 1, STOPPING: 2, DEAD: 3 } as const;
+
+/** The kernel thread's control block. */
+export const KTHREAD_CTL = 0;
+/** A second control block for the trap path's VMM thread. */
+export const VMM_CTL = KTHREAD_CTL + CTL_WORDS;
+
+// ── Per-queue register block (Tegra241 VCMDQ page-0 registers plus BASE) ──
+/** Line 0 (guest-written): SMMU_CMDQ_PROD: WR_WRAP at bit LOG2SIZE, index below. */
+export const Q_PROD = 0;
+/** Line 0: GERRORN (guest acks GERROR by writing it back). */
+export const Q_GERRORN = 1;
+/** Line 0: CONFIG; bit 0 EN. */
+export const Q_CONFIG = 2;
+/** Line 1 (kernel-thread-written): CONS: RD_WRAP at bit LOG2SIZE, ERR[30:24]. */
+export const Q_CONS = 16;
+/** Line 1: GERROR (CMDQ_ERR bit 0, MSI_CMDQ_ABT bit 4). */
+export const Q_GERROR = 17;
+/** Line 1: ERR_REASON debug word: (ERR_KIND << 16) | code, see below. */
+export const Q_ERR_REASON = 18;
+/** Line 1: STATUS; bit 0 ENABLED (the kernel thread serves the queue). */
+export const Q_STATUS = 19;
+/** Line 1: statistics. */
+export const Q_STAT_CMDS = 20;
+export const Q_STAT_SYNCS = 21;
+export const Q_STAT_ERRORS = 22;
+/** Line 1: number of slot copies taken (one per command consumed or refused). */
+export const Q_STAT_SLOT_READS = 23;
+export const Q_STAT_PASSES = 24;
+/** Line 2 (host-written at setup): LOG2SIZE of the queue. */
+export const Q_LOG2SIZE = 32;
+/** Line 2: BASE: byte PA of entry 0. */
+export const Q_BASE = 33;
+/** Line 2: the same base as the guest's IPA. */
+export const Q_BASE_IPA = 34;
+/** Line 2: VMID of the owning VM. */
+export const Q_VMID = 35;
+export const Q_WORDS = 48;
+
+export const CONFIG_EN = 1;
+export const STATUS_ENABLED = 1;
+export const GERROR_CMDQ_ERR = 1 << 0;
+export const GERROR_MSI_CMDQ_ABT = 1 << 4;
+/** CONS.ERR [30:24]. */
+export const CONS_ERR_SHIFT = 24;
+export const CONS_ERR_MASK = 0x7f << CONS_ERR_SHIFT;
+
+/** What ERR_REASON's code refers to. */
+export const ERR_KIND = {
+  /** decodeWords reason code (codec illReasonText). */
+  DECODE: 1,
+  /** VSmmu.convertVcmdq reject code (vsmmu rejectReason). */
+  VSMMU: 2,
+  /** The model refused the command (code = CERROR). */
+  MODEL: 3,
+  /** PROD was malformed (code = the PROD value's low 16 bits). */
+  BAD_PROD: 4,
+} as const;
+
+export const MAX_QUEUES = 64;
+export const QUEUE_REGS = VMM_CTL + CTL_WORDS;
+
+/** Word offset of queue `qid`'s register block. */
+export function queueRegs(qid: number): number {
+  return QUEUE_REGS + qid * Q_WORDS;
+}
+
+// ── Mailboxes ──
+/** Line 0: STATE (MAILBOX_STATE); the only word both sides spin on. */
+export const MB_STATE = 0;
+/** Line 1: operation, written by the client. */
+export const MB_OP = 16;
+/** Line 1: arguments (client) and results (server), MB_ARGS words each. */
+export const MB_ARG0 = 17;
+export const MB_RES0 = 24;
+export const MB_ARGS = 7;
+/** Line 1: byte PA of this mailbox's payload area and its size. */
+export const MB_PAYLOAD = 31;
+export const MB_WORDS = 32;
+export const MB_PAYLOAD_BYTES = 4096;
+
+export const MAILBOX_STATE = { IDLE: 0, CLAIMED: 1, REQUEST: 2, RESPONSE: 3 } as const;
+
+/** Mailbox ops served by the kernel thread. */
+export const KTHREAD_OP = {
+  /** args: psid, ssid, iovaLo, iovaHi, access -> results: [0] fault code (0 = ok), [1] paLo, [2] paHi, [3..6] model extras. */
+  TRANSLATE: 1,
+  /** The trap path's IOMMU_HWPT_INVALIDATE (handler registered by src/trap on the kernel thread). */
+  IOMMUFD_INVALIDATE: 2,
+} as const;
+
+export const MAX_MAILBOXES = 64;
+export const MAILBOXES = QUEUE_REGS + MAX_QUEUES * Q_WORDS;
+
+/** Word offset of mailbox `id`. */
+export function mailboxWords(id: number): number {
+  return MAILBOXES + id * MB_WORDS;
+}
+
+/** Byte PA of mailbox `id`'s payload area. */
+export const MAILBOX_PAYLOADS = (MAILBOXES + MAX_MAILBOXES * MB_WORDS) * 4;
+export function mailboxPayload(id: number): number {
+  return MAILBOX_PAYLOADS + id * MB_PAYLOAD_BYTES;
+}
+
+/** Bytes of the MMIO region; host-private memory and VM RAM start here (64 KiB aligned). */
+export const MMIO_BYTES = Math.ceil((MAILBOX_PAYLOADS + MAX_MAILBOXES * MB_PAYLOAD_BYTES) / 65536) * 65536;
+
+// ── The wake-up protocol, in one place for every producer and every server ──
+
+/** After a publishing store: wake the server only if it said it may sleep. */
+export function kick(i32: Int32Array, ctl: number): void {
+  if (Atomics.load(i32, ctl + CTL_SLEEPING) !== 0) {
+    Atomics.add(i32, ctl + CTL_WAKE, 1);
+    Atomics.notify(i32, ctl + CTL_WAKE, 1);
+  }
+}
+
+/**
+ * Server side: announce sleep, re-check with `hasWork` (which must look at
+ * every word a producer publishes), and block until kicked or `timeoutMs`.
+ * Returns true when it slept (or tried to), false when the re-check found work.
+ */
+export function sleepUnlessWork(i32: Int32Array, ctl: number, hasWork: () => boolean, timeoutMs: number): boolean {
+  Atomics.store(i32, ctl + CTL_SLEEPING, 1);
+  const seen = Atomics.load(i32, ctl + CTL_WAKE);
+  if (hasWork()) {
+    Atomics.store(i32, ctl + CTL_SLEEPING, 0);
+    return false;
+  }
+  Atomics.wait(i32, ctl + CTL_WAKE, seen, timeoutMs);
+  Atomics.store(i32, ctl + CTL_SLEEPING, 0);
+  return true;
+}
+
+/**
+ * Wake everyone who may be blocked on queue `qid`: CONS waiters (CS_SEV,
+ * space) and MSI-polling waiters, who wait on the first word of their own
+ * CMD_SYNC slot somewhere in [CONS, PROD). Used on a queue error and when
+ * the kernel thread dies; bounded by the queue size, never on the hot path.
+ */
+export function notifyQueueWaiters(i32: Int32Array, qid: number): void {
+  const r = queueRegs(qid);
+  Atomics.notify(i32, r + Q_CONS);
+  const log2 = i32[r + Q_LOG2SIZE]!;
+  const base = (i32[r + Q_BASE]! >>> 0) / 4;
+  if (base === 0 || log2 < 0 || log2 > 19) return;
+  const mask = (1 << log2) - 1;
+  const prod = Atomics.load(i32, r + Q_PROD);
+  let cons = Atomics.load(i32, r + Q_CONS);
+  for (let n = 0; n <= mask && ((prod ^ cons) & ((2 << log2) - 1)) !== 0; n++) {
+    Atomics.notify(i32, base + ((cons & mask) << 2));
+    cons = (cons & ~CONS_ERR_MASK) + 1;
+  }
+}

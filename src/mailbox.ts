@@ -1,0 +1,186 @@
+// A request/response slot in the SAB between a client thread and a server
+// thread that serves many slots without returning to its event loop (the
+// kernel thread, the trap VMM). Protocol in src/layout.ts (mailboxes). Used
+// for translate (DMA agent -> kernel thread), the iommufd ioctl (trap VMM ->
+// kernel thread) and trapped register writes (guest vCPU -> VMM).
+//
+// Zero-allocation call: set `client.args[i]`, `call(op)`, read
+// `client.results[i]`. Larger inputs go through `client.payload`, a 4 KiB area
+// of the SAB whose PA is in the MB_PAYLOAD word.
+
+import {
+  CTL_SPIN_US, MAILBOX_STATE, MB_ARG0, MB_ARGS, MB_OP, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0, MB_STATE, kick,
+  mailboxPayload, mailboxWords,
+} from './layout.ts';
+import { LIVE, Liveness, MailboxTimeoutError, SPIN_CLOCK_EVERY, ServerDeadError, atomicsWaitAsync } from './waiter.ts';
+
+/** Results[0] when the server had no handler for the op (-ENOSYS). */
+export const MB_ENOSYS = -38;
+/** Results[0] when the handler threw: the request was malformed (-EIO); the server lives on. */
+export const MB_EIO = -5;
+
+/** What a client needs to reach one mailbox from any thread (structured-clone safe). */
+export interface MailboxHandle {
+  readonly sab: SharedArrayBuffer;
+  /** Word offset of the server's control block. */
+  readonly ctl: number;
+  readonly id: number;
+  /** Name used in errors ("kernel thread", "VMM"). */
+  readonly server: string;
+}
+
+export class MailboxClient {
+  readonly handle: MailboxHandle;
+  /** Arguments of the next call (plain SAB words: MB_ARGS of them). */
+  readonly args: Int32Array;
+  /** Results of the last call. */
+  readonly results: Int32Array;
+  /** The payload area, and its byte PA (what a request names). */
+  readonly payload: Uint8Array;
+  readonly payloadPa: number;
+  private readonly i32: Int32Array;
+  private readonly base: number;
+  private readonly live: Liveness;
+
+  constructor(handle: MailboxHandle) {
+    this.handle = handle;
+    this.i32 = new Int32Array(handle.sab);
+    this.base = mailboxWords(handle.id);
+    this.args = this.i32.subarray(this.base + MB_ARG0, this.base + MB_ARG0 + MB_ARGS);
+    this.results = this.i32.subarray(this.base + MB_RES0, this.base + MB_RES0 + MB_ARGS);
+    this.payloadPa = mailboxPayload(handle.id);
+    this.payload = new Uint8Array(handle.sab, this.payloadPa, MB_PAYLOAD_BYTES);
+    this.live = new Liveness(this.i32, handle.ctl);
+  }
+
+  /**
+   * Send `op` with the current args, wait for the response and return
+   * results[0]. Throws MailboxTimeoutError or ServerDeadError. Args must be
+   * written before the call; a concurrent caller on the same mailbox waits
+   * for the slot. On timeout the slot stays claimed by the abandoned request:
+   * the mailbox is unusable afterwards, as a timed-out device is.
+   */
+  call(op: number, timeoutMs = 5000): number {
+    const i32 = this.i32;
+    const st = this.base + MB_STATE;
+    this.live.begin(timeoutMs);
+    while (Atomics.compareExchange(i32, st, MAILBOX_STATE.IDLE, MAILBOX_STATE.CLAIMED) !== MAILBOX_STATE.IDLE) {
+      this.block(st, Atomics.load(i32, st), op, timeoutMs);
+    }
+    i32[this.base + MB_OP] = op;
+    i32[this.base + MB_PAYLOAD] = this.payloadPa;
+    Atomics.store(i32, st, MAILBOX_STATE.REQUEST); // publish: mailbox REQUEST release
+    kick(i32, this.handle.ctl);
+    const spinUs = Atomics.load(i32, this.handle.ctl + CTL_SPIN_US);
+    if (spinUs > 0) {
+      const until = performance.now() + spinUs / 1000;
+      for (let n = 1; Atomics.load(i32, st) === MAILBOX_STATE.REQUEST; n++) {
+        if (n % SPIN_CLOCK_EVERY === 0 && performance.now() > until) break;
+      }
+    }
+    while (Atomics.load(i32, st) === MAILBOX_STATE.REQUEST) this.block(st, MAILBOX_STATE.REQUEST, op, timeoutMs);
+    const r = this.results[0]!;
+    Atomics.store(i32, st, MAILBOX_STATE.IDLE);
+    Atomics.notify(i32, st, 1); // a caller queued on the slot
+    return r;
+  }
+
+  /** Async form of `call` (Atomics.waitAsync): for a thread that must keep its event loop. */
+  async callAsync(op: number, timeoutMs = 5000): Promise<number> {
+    const i32 = this.i32;
+    const st = this.base + MB_STATE;
+    this.live.begin(timeoutMs);
+    while (Atomics.compareExchange(i32, st, MAILBOX_STATE.IDLE, MAILBOX_STATE.CLAIMED) !== MAILBOX_STATE.IDLE) {
+      await this.blockAsync(st, Atomics.load(i32, st), op, timeoutMs);
+    }
+    i32[this.base + MB_OP] = op;
+    i32[this.base + MB_PAYLOAD] = this.payloadPa;
+    Atomics.store(i32, st, MAILBOX_STATE.REQUEST); // publish: mailbox REQUEST release
+    kick(i32, this.handle.ctl);
+    while (Atomics.load(i32, st) === MAILBOX_STATE.REQUEST) await this.blockAsync(st, MAILBOX_STATE.REQUEST, op, timeoutMs);
+    const r = this.results[0]!;
+    Atomics.store(i32, st, MAILBOX_STATE.IDLE);
+    Atomics.notify(i32, st, 1);
+    return r;
+  }
+
+  private block(st: number, value: number, op: number, timeoutMs: number): void {
+    Atomics.wait(this.i32, st, value, this.live.sliceMs());
+    if (Atomics.load(this.i32, st) === value) this.afterSlice(op, timeoutMs);
+  }
+
+  private async blockAsync(st: number, value: number, op: number, timeoutMs: number): Promise<void> {
+    const w = atomicsWaitAsync(this.i32, st, value, this.live.sliceMs());
+    if (w.async) await w.value;
+    if (Atomics.load(this.i32, st) === value) this.afterSlice(op, timeoutMs);
+  }
+
+  private afterSlice(op: number, timeoutMs: number): void {
+    const s = this.live.check();
+    if (s === LIVE.DEAD) throw new ServerDeadError(this.handle.server, this.live.why);
+    if (s === LIVE.TIMEOUT) throw new MailboxTimeoutError(op, timeoutMs);
+  }
+}
+
+/**
+ * A request handler on the server: reads args at `base + MB_ARG0 + k`, the
+ * payload at the PA in `base + MB_PAYLOAD`, writes results at
+ * `base + MB_RES0 + k` (results[0] = status). Must not block for long: the
+ * server serves queues in the same loop.
+ */
+export type MailboxHandler = (i32: Int32Array, base: number) => void;
+
+/** Server side: the set of mailboxes a server thread serves, and its op table. */
+export class MailboxServer {
+  private ids: number[] = [];
+  private readonly handlers = new Map<number, MailboxHandler>();
+  /** Dense copy of `ids` as word offsets, rebuilt on add: the poll loop reads only this. */
+  private bases = new Int32Array(0);
+
+  constructor(private readonly i32: Int32Array) {}
+
+  register(op: number, handler: MailboxHandler): void {
+    this.handlers.set(op, handler);
+  }
+
+  add(id: number): void {
+    if (!this.ids.includes(id)) this.ids.push(id);
+    this.bases = Int32Array.from(this.ids, mailboxWords);
+  }
+
+  /** Any request waiting? (part of the sleep re-check) */
+  hasWork(): boolean {
+    const b = this.bases;
+    for (let k = 0; k < b.length; k++) if (Atomics.load(this.i32, b[k]! + MB_STATE) === MAILBOX_STATE.REQUEST) return true;
+    return false;
+  }
+
+  /** Serve every pending request once; returns how many were served. */
+  poll(): number {
+    const i32 = this.i32;
+    const b = this.bases;
+    let served = 0;
+    for (let k = 0; k < b.length; k++) {
+      const base = b[k]!;
+      if (Atomics.load(i32, base + MB_STATE) !== MAILBOX_STATE.REQUEST) continue;
+      const h = this.handlers.get(i32[base + MB_OP]!);
+      if (h === undefined) i32[base + MB_RES0] = MB_ENOSYS;
+      else {
+        try {
+          h(i32, base);
+        } catch {
+          i32[base + MB_RES0] = MB_EIO;
+        }
+      }
+      Atomics.store(i32, base + MB_STATE, MAILBOX_STATE.RESPONSE); // publish: mailbox RESPONSE release
+      Atomics.notify(i32, base + MB_STATE, 1);
+      served++;
+    }
+    return served;
+  }
+
+  /** Wake every client blocked on a mailbox (the server is dying: they will see STATE=DEAD). */
+  wakeAll(): void {
+    for (const base of this.bases) Atomics.notify(this.i32, base + MB_STATE);
+  }
+}

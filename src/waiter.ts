@@ -1,0 +1,104 @@
+// How every client of a server thread (guest queues, mailbox callers) waits:
+// spin for a budget, then Atomics.wait in slices; between slices look at the
+// server's STATE and HEARTBEAT and at the deadline. So a wait ends with the
+// answer, a timeout, or proof the server is gone — never a hang (a waiter
+// blocked on the main thread cannot receive the worker's exit event, hence
+// the heartbeat). Also the typed errors those endings become.
+
+import { CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_STALE_MS, CTL_STATE, SERVER_STATE } from './layout.ts';
+
+/** A CMD_SYNC (or space in the queue) did not come within the timeout. */
+export class SyncTimeoutError extends Error {
+  override readonly name = 'SyncTimeoutError';
+  constructor(readonly prod: number, readonly cons: number, readonly err: number, timeoutMs: number) {
+    super(`CMD_SYNC timeout after ${timeoutMs} ms (PROD=0x${hex(prod)} CONS=0x${hex(cons)} ERR=${err})`);
+  }
+}
+
+/** A server thread (kernel thread, VMM) is dead or stopped; its clients' requests can no longer complete. */
+export class ServerDeadError extends Error {
+  override readonly name: string = 'ServerDeadError';
+  constructor(readonly server: string, why: string) {
+    super(`${server} is dead: ${why}`);
+  }
+}
+
+/** The kernel thread died (or the host stopped) while a guest waited on its queue. */
+export class KernelThreadDeadError extends ServerDeadError {
+  override readonly name = 'KernelThreadDeadError';
+  constructor(readonly prod: number, readonly cons: number, readonly err: number, why: string) {
+    super('kernel thread', `${why} (PROD=0x${hex(prod)} CONS=0x${hex(cons)} ERR=${err})`);
+  }
+}
+
+/** A mailbox request got no response within its timeout. */
+export class MailboxTimeoutError extends Error {
+  override readonly name = 'MailboxTimeoutError';
+  constructor(readonly op: number, timeoutMs: number) {
+    super(`mailbox op ${op}: no response within ${timeoutMs} ms`);
+  }
+}
+
+function hex(v: number): string {
+  return (v >>> 0).toString(16);
+}
+
+export const LIVE = { OK: 0, TIMEOUT: 1, DEAD: 2 } as const;
+
+/**
+ * Deadline and liveness of one wait, reused across waits (no allocation).
+ * `begin` before the wait, `check` between slices.
+ */
+export class Liveness {
+  private deadline = 0;
+  private hb = 0;
+  private hbAt = 0;
+  /** Why `check` returned DEAD. */
+  why = '';
+
+  constructor(private readonly i32: Int32Array, private readonly ctl: number) {}
+
+  begin(timeoutMs: number): void {
+    const now = performance.now();
+    this.deadline = now + timeoutMs;
+    this.hb = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT);
+    this.hbAt = now;
+  }
+
+  /** Length of the next Atomics.wait slice: the heartbeat period, cut at the deadline. */
+  sliceMs(): number {
+    const left = this.deadline - performance.now();
+    const hbMs = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT_MS) || 10;
+    return left < 0 ? 0 : left < hbMs ? left : hbMs;
+  }
+
+  check(): number {
+    const state = Atomics.load(this.i32, this.ctl + CTL_STATE);
+    if (state === SERVER_STATE.DEAD || state === SERVER_STATE.STOPPING) {
+      this.why = state === SERVER_STATE.DEAD ? 'STATE=DEAD' : 'stopping';
+      return LIVE.DEAD;
+    }
+    const now = performance.now();
+    const hb = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT);
+    if (hb !== this.hb) {
+      this.hb = hb;
+      this.hbAt = now;
+    } else if (now - this.hbAt > Atomics.load(this.i32, this.ctl + CTL_STALE_MS)) {
+      this.why = `no heartbeat for ${Math.round(now - this.hbAt)} ms`;
+      return LIVE.DEAD;
+    }
+    return now >= this.deadline ? LIVE.TIMEOUT : LIVE.OK;
+  }
+}
+
+/** Spin iterations between clock reads while spinning (a clock read costs ~50 Atomics.load). */
+export const SPIN_CLOCK_EVERY = 64;
+
+type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+// Node 20 has Atomics.waitAsync; the ES2022 lib typings do not.
+const waitAsyncFn = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number, t: number): WaitAsyncResult }).waitAsync;
+
+/** Atomics.waitAsync with Node 20's shape. */
+export function atomicsWaitAsync(i32: Int32Array, index: number, value: number, timeoutMs: number): WaitAsyncResult {
+  return waitAsyncFn(i32, index, value, timeoutMs);
+}
