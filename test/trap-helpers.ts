@@ -109,7 +109,7 @@ export class Rig {
     const batch = new Uint32Array(MB_PAYLOAD_BYTES / 4);
     this.sink = sink;
     this.kernel = new DirectKernel(new HwptInvalidate(vsmmu, sink, feat), batch);
-    this.cmdq = new TrapCmdq(this.i32, this.regs, feat, this.kernel, batch, this.ramBase, this.ramBytes, [...vsmmu.vsidToPsid.keys()]);
+    this.cmdq = new TrapCmdq(this.i32, this.regs, 0, feat, this.kernel, batch, this.ramBase, this.ramBytes, [...vsmmu.vsidToPsid.keys()]);
     this.cmdq.writeConfig(1);
   }
 

@@ -15,7 +15,7 @@ import { CERROR } from '../errors.ts';
 import {
   CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT, Q_BASE, Q_CONFIG, Q_CONS,
   Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STATUS, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
-  Q_STAT_SLOT_READS, Q_STAT_SYNCS, STATUS_ENABLED,
+  Q_STAT_SLOT_READS, Q_STAT_SYNCS, STATUS_ENABLED, notifyQueueWaiters,
 } from '../layout.ts';
 import { queueIncProd, queuePosMask, queueUsed, queueValidProd } from '../queue.ts';
 import type { SmmuFeatures } from '../features.ts';
@@ -67,7 +67,7 @@ export class TrapCmdq implements TrapCounts {
   private readonly log2size: number;
 
   /**
-   * `i32` is the whole SAB, `regs` the word offset of this queue's register
+   * `i32` is the whole SAB, `regs` the word offset of queue `qid`'s register
    * block (its LOG2SIZE and BASE already set by the host), `ram` the VM's
    * RAM window [ramBase, ramBase + ramBytes) as byte PAs, `vsids` the vSIDs
    * this vSMMU has devices for, `batch` the buffer the kernel port forwards.
@@ -75,6 +75,7 @@ export class TrapCmdq implements TrapCounts {
   constructor(
     private readonly i32: Int32Array,
     private readonly regs: number,
+    private readonly qid: number,
     private readonly feat: SmmuFeatures,
     private readonly kernel: TrapKernel,
     batch: Uint32Array,
@@ -232,7 +233,7 @@ export class TrapCmdq implements TrapCounts {
     Atomics.add(i32, r + Q_STAT_ERRORS, 1);
     Atomics.store(i32, r + Q_CONS, cons | (CERROR.ILL << CONS_ERR_SHIFT)); // publish: CONS release
     this.raiseGerror(GERROR_CMDQ_ERR);
-    Atomics.notify(i32, r + Q_CONS);
+    notifyQueueWaiters(i32, this.qid);
   }
 
   /** Toggle a GERROR bit unless that error is already active. */

@@ -1,0 +1,126 @@
+// The kernel thread's side of the trap path: the ioctls a VMM makes on its
+// vIOMMU, served from the kernel thread's mailbox loop (registered by
+// native-free-fastpath/kthread.worker.ts). Requests come from the VMM, which
+// is user space: every argument is checked, the payload is read once per
+// entry (HwptInvalidate), and a bad request is an errno, never a throw.
+
+import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
+import type { SmmuFeatures } from '../features.ts';
+import { MB_ARG0, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0 } from '../layout.ts';
+import type { MailboxServer } from '../mailbox.ts';
+import { STE, getAddr, getField, installNestedSte, type Stage2Config } from '../model/structs.ts';
+import type { VSmmu } from '../vsmmu.ts';
+import { EINVAL, HwptInvalidate, type CommandSink } from './iommufd.ts';
+
+export const ENOENT = 2;
+
+/** Mailbox ops of the trap path on the kernel thread (after KTHREAD_OP.TRANSLATE = 1). */
+export const TRAP_KOP = {
+  /** args: vmid, entry_num; payload: entry_num x 16-byte commands -> results: [0] = 0 | -errno, [1] = entry_num out. */
+  IOMMUFD_INVALIDATE: 2,
+  /** args: vmid, vsid; payload: the guest's 64-byte vSTE -> results: [0] = 0 | -errno, [1] = 1 when the vSTE was refused (STE set to abort). */
+  NESTED_STE: 3,
+} as const;
+
+/** What the kernel thread knows of a VM. */
+export interface KernelVms {
+  vm(vmid: number): { readonly vsmmu: VSmmu };
+}
+
+export class TrapKernelSide {
+  private readonly hwpt = new Map<number, HwptInvalidate>();
+  private readonly stePa = new Map<number, number>();
+  private readonly vste = new Uint32Array(16);
+  private readonly ste = new Uint32Array(16);
+  private readonly cfgi = new Uint32Array(FIELD_COUNT);
+  private readonly sync = new Uint32Array(FIELD_COUNT);
+
+  constructor(
+    private readonly sab: SharedArrayBuffer,
+    private readonly vms: KernelVms,
+    private readonly model: CommandSink,
+    private readonly feat: SmmuFeatures,
+  ) {
+    this.cfgi[F.OP] = OP.CFGI_STE;
+    this.cfgi[F.LEAF] = 1;
+    this.sync[F.OP] = OP.CMD_SYNC;
+    this.sync[F.CS] = CS.NONE;
+  }
+
+  register(server: MailboxServer): void {
+    server.register(TRAP_KOP.IOMMUFD_INVALIDATE, (i32, base) => {
+      const [rc, n] = this.invalidate(i32, i32[base + MB_ARG0]!, i32[base + MB_ARG0 + 1]!, i32[base + MB_PAYLOAD]!);
+      i32[base + MB_RES0] = rc;
+      i32[base + MB_RES0 + 1] = n;
+    });
+    server.register(TRAP_KOP.NESTED_STE, (i32, base) => {
+      const rc = this.nestedSte(i32, i32[base + MB_ARG0]!, i32[base + MB_ARG0 + 1]! >>> 0, i32[base + MB_PAYLOAD]!);
+      i32[base + MB_RES0] = rc < 0 ? rc : 0;
+      i32[base + MB_RES0 + 1] = rc > 0 ? 1 : 0;
+    });
+  }
+
+  /** The host attached pSID `psid` with its physical STE at `stePa` (its stage 2 is the nesting parent). */
+  attachStream(psid: number, stePa: number): void {
+    this.stePa.set(psid, stePa);
+  }
+
+  private invalidate(i32: Int32Array, vmid: number, entryNum: number, payloadPa: number): [number, number] {
+    if (!(entryNum >= 0 && entryNum <= MB_PAYLOAD_BYTES / 16)) return [-EINVAL, 0];
+    const hw = this.hwptOf(vmid);
+    if (hw === undefined) return [-ENOENT, 0];
+    const rc = hw.invalidate(i32, payloadPa >>> 2, entryNum);
+    return [rc, hw.entryNum];
+  }
+
+  private hwptOf(vmid: number): HwptInvalidate | undefined {
+    let hw = this.hwpt.get(vmid);
+    if (hw === undefined) {
+      let vsmmu: VSmmu;
+      try {
+        vsmmu = this.vms.vm(vmid).vsmmu;
+      } catch {
+        return undefined;
+      }
+      hw = new HwptInvalidate(vsmmu, this.model, this.feat);
+      this.hwpt.set(vmid, hw);
+    }
+    return hw;
+  }
+
+  /**
+   * Re-attach the device behind `vsid` to a nested HWPT made from the vSTE
+   * (arm_smmu_make_nested_domain_ste), then do what Linux's STE writer does
+   * after any STE change: CFGI_STE + CMD_SYNC, so the SMMU drops the config
+   * it cached for that StreamID. Returns -errno, 0, or 1 (vSTE refused, the
+   * stream now aborts).
+   */
+  private nestedSte(i32: Int32Array, vmid: number, vsid: number, payloadPa: number): number {
+    const hw = this.hwptOf(vmid);
+    if (hw === undefined) return -ENOENT;
+    const psid = this.vms.vm(vmid).vsmmu.vsidToPsid.get(vsid);
+    const stePa = psid === undefined ? undefined : this.stePa.get(psid);
+    if (psid === undefined || stePa === undefined) return -ENOENT;
+    const p = payloadPa >>> 2;
+    for (let k = 0; k < 16; k++) this.vste[k] = i32[p + k]!;
+    const s = stePa >>> 2;
+    for (let k = 0; k < 16; k++) this.ste[k] = i32[s + k]!;
+    const reject = installNestedSte(this.sab, stePa, this.vste, stage2Of(this.ste));
+    this.cfgi[F.SID] = psid;
+    this.model.execute(this.cfgi);
+    this.model.execute(this.sync);
+    return reject === null ? 0 : 1;
+  }
+}
+
+/** The stage-2 half of a physical STE: the parent HWPT the host attached the stream to. */
+function stage2Of(ste: Uint32Array): Stage2Config {
+  return {
+    vmid: getField(ste, STE.S2VMID),
+    ttb: getAddr(ste, STE.S2TTB_LO, STE.S2TTB_HI),
+    t0sz: getField(ste, STE.S2T0SZ),
+    sl0: getField(ste, STE.S2SL0),
+    tg: getField(ste, STE.S2TG),
+    ps: getField(ste, STE.S2PS),
+  };
+}

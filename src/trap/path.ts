@@ -1,0 +1,160 @@
+// Host side of the trap path: starts the VMM thread (one per host, serving
+// every VM's trapped registers one at a time), gives it an ioctl mailbox on
+// the kernel thread, and opens trapped queues: `vm.openQueue({ path: 'trap' })`
+// once this module is imported. The queue's entries live in guest RAM and its
+// registers in the same register block layout as a vCMDQ, so GuestQueue
+// drives it unchanged; only PROD/GERRORN/CONFIG writes go through the VMM.
+
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { GuestQueue } from '../guest.ts';
+import { registerQueuePath, type Host, type QueueOptions, type Vm } from '../host.ts';
+import {
+  CONFIG_EN, CTL_HEARTBEAT_MS, CTL_SPIN_US, CTL_STALE_MS, CTL_STATE, CTL_WAKE, CTL_CTRL, KTHREAD_CTL, MAX_MAILBOXES,
+  Q_BASE, Q_BASE_IPA, Q_LOG2SIZE, Q_VMID, SERVER_STATE, VMM_CTL, kick, queueRegs,
+} from '../layout.ts';
+import type { MailboxHandle } from '../mailbox.ts';
+import { workerUrl } from '../worker-url.ts';
+import { TrapTransport, type TrapExtra } from './transport.ts';
+import type { VmmCtrl } from './vmm.ts';
+
+type CtrlBody = VmmCtrl extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
+
+/** The VMM thread of one host. */
+export class TrapPath {
+  private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private nextId = 1;
+  private readonly vms = new Set<number>();
+  /**
+   * Trap mailboxes are taken from the top of the mailbox region (the host
+   * hands out kernel-thread mailboxes from the bottom, and a trap mailbox
+   * must not be polled by the kernel thread).
+   */
+  private nextMailbox = MAX_MAILBOXES - 1;
+  private readonly exited: Promise<number>;
+  private deadWhy: string | null = null;
+
+  private constructor(readonly host: Host, private readonly worker: Worker, private readonly port: MessagePort) {
+    port.on('message', (m: { id: number; ok: boolean; error?: string }) => {
+      if (m.id === -1) return this.onExit(`VMM died: ${m.error}`);
+      const p = this.pending.get(m.id);
+      if (p === undefined) return;
+      this.pending.delete(m.id);
+      if (m.ok) p.resolve();
+      else p.reject(new Error(`VMM: ${m.error}`));
+    });
+    this.exited = new Promise((resolve) => worker.once('exit', (code) => {
+      this.onExit(`VMM exited with code ${code}`);
+      resolve(code);
+    }));
+  }
+
+  static async start(host: Host): Promise<TrapPath> {
+    const i32 = host.i32;
+    // A vCPU in a VM exit does not spin, and neither does the VMM (2 cores).
+    i32[VMM_CTL + CTL_SPIN_US] = 0;
+    i32[VMM_CTL + CTL_HEARTBEAT_MS] = i32[KTHREAD_CTL + CTL_HEARTBEAT_MS]!;
+    i32[VMM_CTL + CTL_STALE_MS] = i32[KTHREAD_CTL + CTL_STALE_MS]!;
+    const ioctl: MailboxHandle = await host.mailbox();
+    const { port1, port2 } = new MessageChannel();
+    const worker = new Worker(workerUrl('vmm.worker.js'), {
+      workerData: { sab: host.sab, features: host.features, port: port2, ioctl },
+      transferList: [port2],
+    });
+    const path = new TrapPath(host, worker, port1);
+    await path.reply(0);
+    return path;
+  }
+
+  private reply(id: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.deadWhy !== null) reject(new Error(this.deadWhy));
+      else this.pending.set(id, { resolve, reject });
+    });
+  }
+
+  private onExit(why: string): void {
+    if (this.deadWhy === null) this.deadWhy = why;
+    Atomics.store(this.host.i32, VMM_CTL + CTL_STATE, SERVER_STATE.DEAD);
+    for (const p of this.pending.values()) p.reject(new Error(why));
+    this.pending.clear();
+    this.port.close();
+  }
+
+  private control(body: CtrlBody): Promise<void> {
+    const id = this.nextId++;
+    const done = this.reply(id);
+    if (this.deadWhy === null) {
+      this.port.postMessage({ ...body, id });
+      Atomics.add(this.host.i32, VMM_CTL + CTL_CTRL, 1); // publish: CTRL release
+      kick(this.host.i32, VMM_CTL);
+    }
+    return done;
+  }
+
+  /** Open a trapped CMDQ for `vm`: registers and ring as a vCMDQ, served by the VMM. */
+  async openQueue(vm: Vm, opts: QueueOptions): Promise<GuestQueue> {
+    if (!this.vms.has(vm.vmid)) {
+      await this.control({ op: 'addVm', vmid: vm.vmid, ramBase: vm.ramBase, ramBytes: vm.ramBytes, vsids: vm.streams.map((s) => s.vsid) });
+      this.vms.add(vm.vmid);
+    }
+    const log2size = opts.log2size ?? 8;
+    const features = this.host.features;
+    if (!(Number.isInteger(log2size) && log2size >= 0 && log2size <= features.CMDQS)) {
+      throw new RangeError(`log2size must be in 0..${features.CMDQS} (IDR1.CMDQS)`);
+    }
+    const bytes = 16 << log2size;
+    const baseIpa = vm.alloc(bytes, Math.max(bytes, 32));
+    const qid = this.host.allocQueue();
+    const r = queueRegs(qid);
+    const i32 = this.host.i32;
+    i32[r + Q_LOG2SIZE] = log2size;
+    i32[r + Q_BASE] = vm.ramBase + baseIpa;
+    i32[r + Q_BASE_IPA] = baseIpa;
+    i32[r + Q_VMID] = vm.vmid;
+    if (this.nextMailbox < 0) throw new RangeError('no mailbox left for a trapped queue');
+    const mbid = this.nextMailbox--;
+    await this.control({ op: 'addQueue', qid, vmid: vm.vmid });
+    await this.control({ op: 'addMailbox', mbid });
+    const extra: TrapExtra = { trap: { sab: this.host.sab, ctl: VMM_CTL, id: mbid, server: 'VMM' } };
+    const handle = {
+      path: 'trap', sab: this.host.sab, ctl: VMM_CTL, qid, regs: r, log2size,
+      basePa: vm.ramBase + baseIpa, baseIpa, vmid: vm.vmid, features, extra,
+    };
+    // The guest enables its queue: a trapped CONFIG write, like every register write on this path.
+    new TrapTransport(handle).writeConfig(CONFIG_EN);
+    return new GuestQueue(handle);
+  }
+
+  /** Stop the VMM thread (no worker left running). */
+  async stop(): Promise<void> {
+    if (this.deadWhy === null) {
+      Atomics.store(this.host.i32, VMM_CTL + CTL_STATE, SERVER_STATE.STOPPING);
+      Atomics.add(this.host.i32, VMM_CTL + CTL_WAKE, 1);
+      Atomics.notify(this.host.i32, VMM_CTL + CTL_WAKE);
+      const timer = setTimeout(() => void this.worker.terminate(), 5000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    this.onExit('stopped');
+  }
+}
+
+const paths = new WeakMap<Host, Promise<TrapPath>>();
+
+/** The host's trap path, started on first use. */
+export function trapPathOf(host: Host): Promise<TrapPath> {
+  let p = paths.get(host);
+  if (p === undefined) {
+    p = TrapPath.start(host);
+    paths.set(host, p);
+  }
+  return p;
+}
+
+/** Stop the host's VMM thread if it was started; the host's stop() must call this (or the test does). */
+export async function stopTrapPath(host: Host): Promise<void> {
+  const p = paths.get(host);
+  if (p !== undefined) await (await p).stop();
+}
+
+registerQueuePath('trap', async (vm, opts) => (await trapPathOf(vm.host)).openQueue(vm, opts));

@@ -1,0 +1,96 @@
+// The VMM thread of the trap path: ONE general dispatcher serving every
+// trapped register write of its VMs, one at a time (a VMM's device lock), so
+// vCPUs that trap together queue behind each other, as they do in QEMU. It
+// blocks in Atomics.wait on its own control block (VMM_CTL) when idle and
+// never spins: on a 2-core machine a third spinning thread starves the guest
+// and the kernel thread. Its ioctls to the kernel thread block in the
+// mailbox client (timeout + heartbeat: a dead kernel thread becomes -EIO
+// for the trapping vCPU, not a hang).
+
+import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { makeFeatures, type SmmuFeatures } from '../features.ts';
+import {
+  CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_STATE, CTL_STAT_PASSES, CTL_STAT_SLEEPS, MB_ARG0, MB_RES0,
+  SERVER_STATE, VMM_CTL, sleepUnlessWork,
+} from '../layout.ts';
+import { MailboxServer, type MailboxHandle } from '../mailbox.ts';
+import { TRAP_OP, Vmm, type VmmCtrl } from './vmm.ts';
+
+/** workerData of the VMM thread (built by the host). */
+export interface VmmData {
+  sab: SharedArrayBuffer;
+  features: SmmuFeatures;
+  port: MessagePort;
+  /** The kernel-thread mailbox this VMM makes its ioctls on. */
+  ioctl: MailboxHandle;
+}
+
+const { sab, features: featIn, port, ioctl } = workerData as VmmData;
+const i32 = new Int32Array(sab);
+const vmm = new Vmm(i32, makeFeatures(featIn), ioctl);
+const server = new MailboxServer(i32);
+for (const op of Object.values(TRAP_OP)) {
+  server.register(op, (m, base) => {
+    const a = base + MB_ARG0;
+    vmm.trap(op, m[a]!, m[a + 1]!, m[a + 2]!, m, base + MB_RES0);
+  });
+}
+
+function control(msg: VmmCtrl): void {
+  switch (msg.op) {
+    case 'addVm': return vmm.addVm(msg.vmid, msg.ramBase, msg.ramBytes, msg.vsids);
+    case 'addQueue': return vmm.addQueue(msg.qid, msg.vmid);
+    case 'addMailbox': return server.add(msg.mbid);
+  }
+}
+
+function drainControl(): void {
+  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
+    const msg = m.message as VmmCtrl;
+    try {
+      control(msg);
+      port.postMessage({ id: msg.id, ok: true });
+    } catch (e) {
+      port.postMessage({ id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+}
+
+function markDead(): void {
+  Atomics.store(i32, VMM_CTL + CTL_STATE, SERVER_STATE.DEAD);
+  server.wakeAll();
+}
+
+let ctrlSeen = 0;
+const hasWork = (): boolean =>
+  Atomics.load(i32, VMM_CTL + CTL_CTRL) !== ctrlSeen || Atomics.load(i32, VMM_CTL + CTL_STATE) !== SERVER_STATE.RUNNING
+  || Atomics.load(i32, VMM_CTL + CTL_CRASH) !== 0 || server.hasWork();
+
+try {
+  drainControl();
+  Atomics.store(i32, VMM_CTL + CTL_STATE, SERVER_STATE.RUNNING);
+  port.postMessage({ id: 0, ok: true });
+  for (;;) {
+    if (Atomics.load(i32, VMM_CTL + CTL_CRASH) !== 0) process.exit(70);
+    const ctrl = Atomics.load(i32, VMM_CTL + CTL_CTRL);
+    if (ctrl !== ctrlSeen) {
+      ctrlSeen = ctrl;
+      drainControl();
+    }
+    if (Atomics.load(i32, VMM_CTL + CTL_STATE) !== SERVER_STATE.RUNNING) break;
+    const served = server.poll();
+    Atomics.add(i32, VMM_CTL + CTL_HEARTBEAT, 1);
+    if (served !== 0) {
+      i32[VMM_CTL + CTL_STAT_PASSES]!++;
+      continue;
+    }
+    if (sleepUnlessWork(i32, VMM_CTL, hasWork, i32[VMM_CTL + CTL_HEARTBEAT_MS]!)) i32[VMM_CTL + CTL_STAT_SLEEPS]!++;
+  }
+  markDead();
+  port.close();
+} catch (e) {
+  markDead();
+  port.postMessage({ id: -1, ok: false, error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+  port.close();
+  throw e;
+}
