@@ -4,6 +4,7 @@ export * from './errors.ts';
 export * from './codec.ts';
 export * from './vsmmu.ts';
 export * from './invalidate.ts';
+export * from './model/index.ts';
 export * from './queue.ts';
 export * as layout from './layout.ts';
 export { MailboxClient, MailboxServer, MB_EIO, MB_ENOSYS, type MailboxHandle, type MailboxHandler } from './mailbox.ts';
