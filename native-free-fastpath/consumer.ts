@@ -174,12 +174,14 @@ export class Consumer {
   pass(): number {
     const delayUs = this.i32[this.ctl + CTL_INJECT_DELAY_US]!;
     const qs = this.queues;
-    let work = 0;
+    // Requests first: a translation racing an unsynced invalidation may then
+    // see the old entry, as on hardware; only a CMD_SYNC orders them.
+    let work = this.mailboxes.poll();
     for (let k = 0; k < qs.length; k++) {
       const q = qs[k]!;
       if (this.wantsService(q)) work += this.consume(q, delayUs);
     }
-    return work + this.mailboxes.poll();
+    return work;
   }
 
   /** Consume queue `q` up to the PROD read now; returns commands consumed (a refused one counts). */
@@ -237,7 +239,7 @@ export class Consumer {
         return done;
       }
       cons = queueIncProd(cons, 1, log2);
-      if (delayUs !== 0) busyWaitUs(delayUs);
+      if (delayUs !== 0) this.busyWaitUs(delayUs);
     }
     q.cons = cons;
     Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
@@ -292,6 +294,22 @@ export class Consumer {
     Atomics.store(this.i32, q.regs + Q_GERROR, q.gerror); // publish: GERROR release
   }
 
+  /**
+   * The bench hook: burn `us` microseconds per command (a slower SMMU). A
+   * long delay still beats the heartbeat and gives up when the host stops.
+   */
+  private busyWaitUs(us: number): void {
+    const i32 = this.i32;
+    const ctl = this.ctl;
+    const until = performance.now() + us / 1000;
+    for (let now = performance.now(), beat = now + 1; now < until; now = performance.now()) {
+      if (now < beat) continue;
+      beat = now + 1;
+      Atomics.add(i32, ctl + CTL_HEARTBEAT, 1);
+      if (Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING) return;
+    }
+  }
+
   /** The thread is going away: STATE=DEAD, then wake every waiter so it sees that. */
   markDead(): void {
     Atomics.store(this.i32, this.ctl + CTL_STATE, SERVER_STATE.DEAD);
@@ -300,8 +318,3 @@ export class Consumer {
   }
 }
 
-/** The bench hook: burn `us` microseconds per command (a slower SMMU). */
-function busyWaitUs(us: number): void {
-  const until = performance.now() + us / 1000;
-  while (performance.now() < until);
-}
