@@ -1,0 +1,155 @@
+import { describe, expect, test } from 'vitest';
+import { ACCESS, PROT } from '../src/model/index.ts';
+import { GiB, MiB, cmd, makeVm, makeWorld, run } from './model-fixture.ts';
+
+const VA = 0x4000_0000;
+const RW = PROT.READ | PROT.WRITE;
+
+function cached(w: ReturnType<typeof makeWorld>, psid: number, va: number): boolean {
+  const walks = w.model.stats.s1Walks;
+  w.model.translateIova(psid, -1, va, ACCESS.READ);
+  return w.model.stats.s1Walks === walks;
+}
+
+describe('TTL and TG hints', () => {
+  test('TTL=3 leaves a 2 MiB block entry (level 2); TTL=2 or TTL=0 drops it', () => {
+    const w = makeWorld();
+    const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
+    vm.pt.map(VA, vm.dataIpa - (vm.dataIpa % (2 * MiB)), 2 * MiB, RW);
+    expect(w.model.translateIova(1, -1, VA + 0x1234, ACCESS.READ)).toHaveProperty('pa');
+    run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA, tg: 1, ttl: 3, num: 0, scale: 0, leaf: 1 }));
+    expect(cached(w, 1, VA + 0x1234)).toBe(true);
+    run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA + 0x10000, tg: 1, ttl: 2, leaf: 1 }));
+    expect(cached(w, 1, VA)).toBe(false);
+    run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA + 0x1ff000, tg: 1, ttl: 0, num: 0, scale: 1 }));
+    expect(cached(w, 1, VA)).toBe(false);
+    // TG=0: one address, any level.
+    run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA + 0x1ff000 }));
+    expect(cached(w, 1, VA)).toBe(false);
+  });
+
+  test('16K and 64K granules walk and are hit by TGs of their own granule', () => {
+    for (const [granule, tg] of [[16384, 2], [65536, 3]] as const) {
+      const w = makeWorld();
+      const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9, granule });
+      vm.pt.map(VA, vm.dataIpa, granule * 2, RW);
+      expect(w.model.translateIova(1, -1, VA + granule + 8, ACCESS.WRITE)).toEqual({ pa: vm.gm.paOf(vm.dataIpa + granule + 8), sizeLog2: Math.log2(granule) });
+      run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA, tg: tg === 2 ? 3 : 2, num: 1, ttl: 3 }));
+      expect(cached(w, 1, VA + granule)).toBe(true);
+      run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA, tg, num: 1, ttl: 3 }));
+      expect(cached(w, 1, VA + granule)).toBe(false);
+    }
+  });
+});
+
+describe('tags', () => {
+  test('global (nG=0) entries survive NH_ASID, fall to NH_VA of any ASID, NH_VAA and NH_ALL', () => {
+    const w = makeWorld();
+    const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
+    vm.pt.map(VA, vm.dataIpa, 0x1000, RW | PROT.GLOBAL);
+    vm.pt.map(VA + 0x1000, vm.dataIpa, 0x1000, RW);
+    w.model.translateIova(1, -1, VA, ACCESS.READ);
+    w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ);
+    run(w.model, cmd('TLBI_NH_ASID', { asid: 9, vmid: 4 }));
+    expect(cached(w, 1, VA)).toBe(true);
+    expect(cached(w, 1, VA + 0x1000)).toBe(false);
+    run(w.model, cmd('TLBI_NH_VA', { asid: 1234, vmid: 4, addr: VA }));
+    expect(cached(w, 1, VA)).toBe(false);
+    run(w.model, cmd('TLBI_NH_VAA', { vmid: 4, addr: VA }));
+    expect(cached(w, 1, VA)).toBe(false);
+    run(w.model, cmd('TLBI_NH_ALL', { vmid: 4 }));
+    expect(cached(w, 1, VA)).toBe(false);
+    run(w.model, cmd('TLBI_NH_ALL', { vmid: 5 }), cmd('TLBI_NSNH_ALL'));
+    expect(cached(w, 1, VA)).toBe(false);
+  });
+
+  test('16-bit ASIDs and VMIDs are distinct tags', () => {
+    const w = makeWorld();
+    const a = makeVm(w, { vmid: 0x1204, psids: [1], asid: 0x3409 });
+    a.pt.map(VA, a.dataIpa, 0x1000, RW);
+    w.model.translateIova(1, -1, VA, ACCESS.READ);
+    run(w.model, cmd('TLBI_NH_ASID', { asid: 0x09, vmid: 0x1204 }), cmd('TLBI_NH_ALL', { vmid: 0x04 }), cmd('TLBI_S12_VMALL', { vmid: 0x04 }));
+    expect(cached(w, 1, VA)).toBe(true);
+    run(w.model, cmd('TLBI_NH_ASID', { asid: 0x3409, vmid: 0x1204 }));
+    expect(cached(w, 1, VA)).toBe(false);
+  });
+
+  test('ASID16/VMID16 off: the CD/STE upper byte is ignored and a command with a non-zero upper byte hits nothing', () => {
+    const w = makeWorld({ ASID16: false, VMID16: false });
+    const vm = makeVm(w, { vmid: 0x0004, psids: [1], asid: 0x0009 });
+    vm.pt.map(VA, vm.dataIpa, 0x1000, RW);
+    w.model.translateIova(1, -1, VA, ACCESS.READ);
+    run(w.model, cmd('TLBI_NH_ASID', { asid: 0x0109, vmid: 4 }), cmd('TLBI_NH_ALL', { vmid: 0x0104 }), cmd('TLBI_NH_VA', { asid: 0x0109, vmid: 4, addr: VA }));
+    expect(cached(w, 1, VA)).toBe(true);
+    run(w.model, cmd('TLBI_NH_ASID', { asid: 0x09, vmid: 4 }));
+    expect(cached(w, 1, VA)).toBe(false);
+  });
+});
+
+describe('stage 2', () => {
+  test('TLBI_S2_IPA drops the nested translation of that IPA; S12_VMALL drops both stages', () => {
+    const w = makeWorld();
+    const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
+    vm.pt.map(VA, vm.dataIpa, 0x2000, RW);
+    const ipa = vm.dataIpa + 0x1000;
+    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(ipa) });
+    // The host moves the IPA page to fresh memory (splitting its 2M block).
+    const fresh = w.layout.alloc(0x1000);
+    vm.s2.table.map(ipa, fresh, 0x1000, PROT.READ | PROT.WRITE);
+    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(ipa) });
+    run(w.model, cmd('TLBI_S2_IPA', { vmid: 4, addr: ipa - (ipa % (2 * MiB)), tg: 1, num: 0, scale: 9 }));
+    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toEqual({ pa: fresh, sizeLog2: 12 });
+    // Unmapping at stage 2 shows as a stage-2 fault once S12_VMALL has run.
+    vm.s2.table.unmap(ipa, 0x1000);
+    run(w.model, cmd('TLBI_S12_VMALL', { vmid: 4 }));
+    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, ipa });
+    expect(w.model.translateIova(1, -1, VA, ACCESS.READ)).toHaveProperty('pa');
+  });
+
+  test('stage-2 faults on the CD fetch are class CD, on a table fetch class TT', () => {
+    const w = makeWorld();
+    const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
+    vm.pt.map(VA, vm.dataIpa, 0x1000, RW);
+    vm.pt.map(VA + 0x1000, vm.dataIpa, 0x1000, RW);
+    expect(w.model.translateIova(1, -1, VA, ACCESS.READ)).toHaveProperty('pa');
+    vm.s2.table.unmap(0, 2 * MiB); // the guest's tables and CD table live here
+    run(w.model, cmd('TLBI_S12_VMALL', { vmid: 4 }));
+    // The CD is still cached (no CFGI_CD): the walk's first table fetch faults.
+    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, class: 'TT', ipa: vm.pt.root });
+    run(w.model, cmd('CFGI_CD_ALL', { sid: 1 }));
+    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, class: 'CD' });
+  });
+});
+
+describe('ATS', () => {
+  test('the ATC serves translations until an ATC_INV covering them', () => {
+    const w = makeWorld();
+    const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
+    vm.pt.map(VA, vm.dataIpa, 0x4000, RW);
+    const pa = vm.gm.paOf(vm.dataIpa + 0x2000);
+    expect(w.model.translateIova(1, -1, VA + 0x2000, ACCESS.READ, { ats: true })).toMatchObject({ pa });
+    vm.pt.unmap(VA, 0x4000);
+    run(w.model, cmd('TLBI_NH_ASID', { asid: 9, vmid: 4 }));
+    // The device's ATC still holds it: ATS needs its own invalidation.
+    expect(w.model.translateIova(1, -1, VA + 0x2000, ACCESS.READ, { ats: true })).toMatchObject({ pa });
+    expect(w.model.stats.atcHits).toBe(1);
+    // A span that misses: 4K at VA+0x1000; an SSID-scoped one for another PASID.
+    run(w.model, cmd('ATC_INV', { sid: 1, addr: VA + 0x1000, size: 0 }), cmd('ATC_INV', { sid: 1, ssv: 1, ssid: 3, addr: VA, size: 4 }));
+    expect(w.model.translateIova(1, -1, VA + 0x2000, ACCESS.READ, { ats: true })).toMatchObject({ pa });
+    // Size 2 = 16K aligned down to VA: covers VA+0x2000.
+    run(w.model, cmd('ATC_INV', { sid: 1, addr: VA + 0x3000, size: 2 }));
+    expect(w.model.translateIova(1, -1, VA + 0x2000, ACCESS.READ, { ats: true })).toMatchObject({ fault: 'F_TRANSLATION' });
+    expect(w.model.stats.atcInvalidated).toBe(1);
+    expect(w.model.execute(cmd('ATC_INV', { sid: 1, size: 53 }))).not.toBe(0);
+  });
+
+  test('ATC_INV Size=52 empties the device ATC; other devices keep theirs', () => {
+    const w = makeWorld();
+    const vm = makeVm(w, { vmid: 4, psids: [1, 2], asid: 9 });
+    vm.pt.map(VA, vm.dataIpa, 0x1000, RW);
+    vm.pt.map(GiB * 64, vm.dataIpa, 0x1000, RW);
+    for (const sid of [1, 2]) for (const va of [VA, GiB * 64]) w.model.translateIova(sid, -1, va, ACCESS.READ, { ats: true });
+    run(w.model, cmd('ATC_INV', { sid: 1, size: 52 }));
+    expect(w.model.stats.atcInvalidated).toBe(2);
+  });
+});
