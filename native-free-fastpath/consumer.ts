@@ -239,7 +239,7 @@ export class Consumer {
         return done;
       }
       cons = queueIncProd(cons, 1, log2);
-      if (delayUs !== 0) this.busyWaitUs(delayUs);
+      if (delayUs !== 0 && !this.busyWaitUs(delayUs)) break;
     }
     q.cons = cons;
     Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
@@ -296,9 +296,10 @@ export class Consumer {
 
   /**
    * The bench hook: burn `us` microseconds per command (a slower SMMU). A
-   * long delay still beats the heartbeat and gives up when the host stops.
+   * long delay still beats the heartbeat and gives up (false) when the host
+   * stops, and the pass with it.
    */
-  private busyWaitUs(us: number): void {
+  private busyWaitUs(us: number): boolean {
     const i32 = this.i32;
     const ctl = this.ctl;
     const until = performance.now() + us / 1000;
@@ -306,8 +307,9 @@ export class Consumer {
       if (now < beat) continue;
       beat = now + 1;
       Atomics.add(i32, ctl + CTL_HEARTBEAT, 1);
-      if (Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING) return;
+      if (Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING) return false;
     }
+    return true;
   }
 
   /** The thread is going away: STATE=DEAD, then wake every waiter so it sees that. */

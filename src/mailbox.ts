@@ -5,8 +5,11 @@
 // kernel thread) and trapped register writes (guest vCPU -> VMM).
 //
 // Zero-allocation call: set `client.args[i]`, `call(op)`, read
-// `client.results[i]`. Larger inputs go through `client.payload`, a 4 KiB area
-// of the SAB whose PA is in the MB_PAYLOAD word.
+// `client.results[i]` (both private to the client: they are copied into and
+// out of the slot while the client holds it, so several client threads may
+// share one mailbox). Larger inputs go through `client.payload`, a 4 KiB area
+// of the SAB whose PA is in the MB_PAYLOAD word; it is written before the
+// claim, so only a mailbox with a single client thread may use it.
 
 import {
   CTL_SPIN_US, MAILBOX_STATE, MB_ARG0, MB_ARGS, MB_OP, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0, MB_STATE, kick,
@@ -31,10 +34,10 @@ export interface MailboxHandle {
 
 export class MailboxClient {
   readonly handle: MailboxHandle;
-  /** Arguments of the next call (plain SAB words: MB_ARGS of them). */
-  readonly args: Int32Array;
-  /** Results of the last call. */
-  readonly results: Int32Array;
+  /** Arguments of the next call (MB_ARGS words, copied into the slot once it is claimed). */
+  readonly args = new Int32Array(MB_ARGS);
+  /** Results of the last call (copied out of the slot before it is released). */
+  readonly results = new Int32Array(MB_ARGS);
   /** The payload area, and its byte PA (what a request names). */
   readonly payload: Uint8Array;
   readonly payloadPa: number;
@@ -46,8 +49,6 @@ export class MailboxClient {
     this.handle = handle;
     this.i32 = new Int32Array(handle.sab);
     this.base = mailboxWords(handle.id);
-    this.args = this.i32.subarray(this.base + MB_ARG0, this.base + MB_ARG0 + MB_ARGS);
-    this.results = this.i32.subarray(this.base + MB_RES0, this.base + MB_RES0 + MB_ARGS);
     this.payloadPa = mailboxPayload(handle.id);
     this.payload = new Uint8Array(handle.sab, this.payloadPa, MB_PAYLOAD_BYTES);
     this.live = new Liveness(this.i32, handle.ctl);
@@ -67,10 +68,7 @@ export class MailboxClient {
     while (Atomics.compareExchange(i32, st, MAILBOX_STATE.IDLE, MAILBOX_STATE.CLAIMED) !== MAILBOX_STATE.IDLE) {
       this.block(st, Atomics.load(i32, st), op, timeoutMs);
     }
-    i32[this.base + MB_OP] = op;
-    i32[this.base + MB_PAYLOAD] = this.payloadPa;
-    Atomics.store(i32, st, MAILBOX_STATE.REQUEST); // publish: mailbox REQUEST release
-    kick(i32, this.handle.ctl);
+    this.publish(op);
     const spinUs = Atomics.load(i32, this.handle.ctl + CTL_SPIN_US);
     if (spinUs > 0) {
       const until = performance.now() + spinUs / 1000;
@@ -79,10 +77,7 @@ export class MailboxClient {
       }
     }
     while (Atomics.load(i32, st) === MAILBOX_STATE.REQUEST) this.block(st, MAILBOX_STATE.REQUEST, op, timeoutMs);
-    const r = this.results[0]!;
-    Atomics.store(i32, st, MAILBOX_STATE.IDLE);
-    Atomics.notify(i32, st, 1); // a caller queued on the slot
-    return r;
+    return this.finish();
   }
 
   /** Async form of `call` (Atomics.waitAsync): for a thread that must keep its event loop. */
@@ -93,15 +88,30 @@ export class MailboxClient {
     while (Atomics.compareExchange(i32, st, MAILBOX_STATE.IDLE, MAILBOX_STATE.CLAIMED) !== MAILBOX_STATE.IDLE) {
       await this.blockAsync(st, Atomics.load(i32, st), op, timeoutMs);
     }
-    i32[this.base + MB_OP] = op;
-    i32[this.base + MB_PAYLOAD] = this.payloadPa;
-    Atomics.store(i32, st, MAILBOX_STATE.REQUEST); // publish: mailbox REQUEST release
-    kick(i32, this.handle.ctl);
+    this.publish(op);
     while (Atomics.load(i32, st) === MAILBOX_STATE.REQUEST) await this.blockAsync(st, MAILBOX_STATE.REQUEST, op, timeoutMs);
-    const r = this.results[0]!;
-    Atomics.store(i32, st, MAILBOX_STATE.IDLE);
-    Atomics.notify(i32, st, 1);
-    return r;
+    return this.finish();
+  }
+
+  /** The slot is ours (CLAIMED): fill it and hand it to the server. */
+  private publish(op: number): void {
+    const i32 = this.i32;
+    const b = this.base;
+    for (let k = 0; k < MB_ARGS; k++) i32[b + MB_ARG0 + k] = this.args[k]!;
+    i32[b + MB_OP] = op;
+    i32[b + MB_PAYLOAD] = this.payloadPa;
+    Atomics.store(i32, b + MB_STATE, MAILBOX_STATE.REQUEST); // publish: mailbox REQUEST release
+    kick(i32, this.handle.ctl);
+  }
+
+  /** The response is in: copy the results out, release the slot, wake a caller queued on it. */
+  private finish(): number {
+    const i32 = this.i32;
+    const b = this.base;
+    for (let k = 0; k < MB_ARGS; k++) this.results[k] = i32[b + MB_RES0 + k]!;
+    Atomics.store(i32, b + MB_STATE, MAILBOX_STATE.IDLE);
+    Atomics.notify(i32, b + MB_STATE);
+    return this.results[0]!;
   }
 
   private block(st: number, value: number, op: number, timeoutMs: number): void {
@@ -173,7 +183,8 @@ export class MailboxServer {
         }
       }
       Atomics.store(i32, base + MB_STATE, MAILBOX_STATE.RESPONSE); // publish: mailbox RESPONSE release
-      Atomics.notify(i32, base + MB_STATE, 1);
+      // All: callers queued for the slot wait on the same word as its owner.
+      Atomics.notify(i32, base + MB_STATE);
       served++;
     }
     return served;
