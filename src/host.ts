@@ -33,7 +33,7 @@ export interface HostOptions {
   spinUs?: number;
   /** Host physical memory (default 64 MiB). */
   memBytes?: number;
-  /** Bench hook: busy-wait this many µs per command consumed (default: $VCMDQ_INJECT_DELAY_US or 0). */
+  /** Bench hook (the perf gate's self-test): busy-wait this many µs per command the kernel thread consumes. */
   injectDelayUs?: number;
   /** Kernel-thread heartbeat period and waiters' slice, ms (default 20). */
   heartbeatMs?: number;
@@ -112,7 +112,7 @@ export class Host {
     i32[ctl + CTL_SPIN_US] = opts.spinUs ?? 0;
     i32[ctl + CTL_HEARTBEAT_MS] = opts.heartbeatMs ?? 20;
     i32[ctl + CTL_STALE_MS] = opts.staleMs ?? 2000;
-    i32[ctl + CTL_INJECT_DELAY_US] = opts.injectDelayUs ?? envDelayUs();
+    i32[ctl + CTL_INJECT_DELAY_US] = checkDelayUs(opts.injectDelayUs ?? 0);
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(workerUrl('kthread.worker.js'), {
       workerData: { sab, features, port: port2 },
@@ -222,14 +222,14 @@ export class Host {
   }
 }
 
+function checkDelayUs(us: number): number {
+  if (!Number.isInteger(us) || us < 0) throw new RangeError(`injectDelayUs must be a whole number of µs >= 0, got ${us}`);
+  return us;
+}
+
 /** Start the emulated host: host memory, the SMMU model in the kernel thread. */
 export function startHost(opts: HostOptions = {}): Promise<Host> {
   return Host.start(opts);
-}
-
-function envDelayUs(): number {
-  const v = Number(process.env.VCMDQ_INJECT_DELAY_US ?? 0);
-  return Number.isFinite(v) && v > 0 ? Math.round(v) : 0;
 }
 
 export interface AttachOptions {
