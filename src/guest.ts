@@ -7,6 +7,11 @@
 //
 // One producer per queue (one queue per guest vCPU, as the Tegra driver picks
 // LVCMDQ by CPU): two threads must not submit to the same queue at once.
+//
+// A queue may have standby lanes: queues of other paths provisioned for it
+// (QueueOptions.standby). `switchPath` drains the active lane and moves the
+// producer to another, so a guest survives losing its vCMDQ (live migration
+// to a host with fewer of them) without losing or repeating a command.
 
 import { buildCmdSync, buildTlbiNhAsid, encodeCommand, illReason, readSlot, writeSlot, type Command } from './codec.ts';
 import { CommandError, cerrorName } from './errors.ts';
@@ -46,6 +51,8 @@ export interface QueueHandle {
   readonly features: SmmuFeatures;
   /** Transport-specific data (e.g. the trap path's mailbox handle). */
   readonly extra?: unknown;
+  /** Idle queues of other paths this queue can switch to (each without `standby` of its own). */
+  readonly standby?: readonly QueueHandle[];
 }
 
 /**
@@ -58,6 +65,12 @@ export interface QueueTransport {
   publishProd(prod: number): void;
   /** Acknowledge global errors: GERRORN = gerror (Linux writes back what it read). */
   ackGerror(gerror: number): void;
+  /**
+   * SMMU_STRTAB_BASE of the guest's vSMMU (a linear stream table at guest
+   * IPA `ipa`). A register of the vSMMU, not of the queue: only a transport
+   * that reaches the VMM has it (a vCMDQ page does not).
+   */
+  setStreamTableBase?(ipa: number): void;
 }
 
 export interface SubmitOptions {
@@ -103,18 +116,38 @@ const transports = new Map<string, TransportFactory>([
 
 const CS_CODE = { none: CS.NONE, sev: CS.SEV, irq: CS.IRQ } as const;
 
+/** switchPath refused: the active lane cannot be drained (it stopped on an error, or the wait failed). */
+export class PathSwitchError extends Error {
+  override readonly name = 'PathSwitchError';
+}
+
+/** One queue the driver can produce into: the active one, or a standby of another path. */
+interface Lane {
+  readonly h: QueueHandle;
+  readonly entries: Int32Array;
+  readonly transport: QueueTransport;
+  readonly live: Liveness;
+  /** The driver's PROD on this lane (kept while the lane is idle). */
+  prod: number;
+}
+
 /** What the driver is waiting for. */
 const COND_SPACE = 0;
 const COND_SYNC = 1;
 const PENDING = -1;
 
 export class GuestQueue {
-  readonly handle: QueueHandle;
   private readonly i32: Int32Array;
-  private readonly entries: Int32Array;
-  private readonly transport: QueueTransport;
-  private readonly live: Liveness;
-  private readonly size: number;
+  private readonly lanes: Lane[];
+  // The active lane, unpacked: the hot path reads these fields only.
+  private lane: Lane;
+  private h: QueueHandle;
+  private entries: Int32Array;
+  private transport: QueueTransport;
+  private live: Liveness;
+  private size: number;
+  /** The active lane's handle with the others as standby (what `handle` returns). */
+  private combined: QueueHandle;
   private readonly u = new Uint32Array(4);
   /** The driver's PROD (the register is its published copy). */
   private prod: number;
@@ -139,15 +172,89 @@ export class GuestQueue {
   }
 
   constructor(handle: QueueHandle) {
-    const factory = transports.get(handle.path);
-    if (factory === undefined) throw new Error(`no transport for queue path '${handle.path}' (is its module imported in this thread?)`);
-    this.handle = handle;
+    const { standby = [], ...active } = handle;
     this.i32 = new Int32Array(handle.sab);
-    this.size = 1 << handle.log2size;
-    this.entries = new Int32Array(handle.sab, handle.basePa, 4 * this.size);
-    this.transport = factory(handle);
-    this.live = new Liveness(this.i32, handle.ctl);
-    this.prod = Atomics.load(this.i32, handle.regs + Q_PROD);
+    this.lanes = [active, ...standby].map((h) => this.makeLane(h));
+    const first = this.lanes[0]!;
+    this.lane = first;
+    this.h = first.h;
+    this.entries = first.entries;
+    this.transport = first.transport;
+    this.live = first.live;
+    this.size = 1 << first.h.log2size;
+    this.prod = first.prod;
+    this.combined = handle;
+  }
+
+  /** Everything another thread needs to `attach` this queue (the active lane, the others as standby). Structured-clone safe. */
+  get handle(): QueueHandle {
+    return this.combined;
+  }
+
+  /** The path submissions go to now. */
+  get path(): string {
+    return this.h.path;
+  }
+
+  private makeLane(h: QueueHandle): Lane {
+    const factory = transports.get(h.path);
+    if (factory === undefined) throw new Error(`no transport for queue path '${h.path}' (is its module imported in this thread?)`);
+    const entries = new Int32Array(h.sab, h.basePa, 4 << h.log2size);
+    return { h, entries, transport: factory(h), live: new Liveness(this.i32, h.ctl), prod: Atomics.load(this.i32, h.regs + Q_PROD) };
+  }
+
+  /**
+   * Move this queue to its standby lane of `path`: wait until everything
+   * published on the active lane has been consumed, then send every later
+   * submission to the other lane. Nothing is lost (the drain) and nothing is
+   * repeated (a lane only ever consumes what was written to it). Refuses
+   * with PathSwitchError, staying on the active lane, when that lane stopped
+   * on an error (resolve it first, e.g. skipFaultingCommand) or does not
+   * drain within `timeoutMs`. Call it from the queue's producer thread.
+   */
+  switchPath(path: string, timeoutMs = 5000): void {
+    if (path === this.h.path) return;
+    const next = this.lanes.find((l) => l.h.path === path);
+    if (next === undefined) {
+      throw new RangeError(`queue ${this.h.qid} has no '${path}' lane (open it with standby: ['${path}'])`);
+    }
+    try {
+      this.drain(timeoutMs);
+    } catch (e) {
+      throw new PathSwitchError(`queue ${this.h.qid}: cannot switch from '${this.h.path}' to '${path}': ${(e as Error).message}`, { cause: e });
+    }
+    this.lane.prod = this.prod;
+    this.lane = next;
+    this.h = next.h;
+    this.entries = next.entries;
+    this.transport = next.transport;
+    this.live = next.live;
+    this.size = 1 << next.h.log2size;
+    this.prod = next.prod;
+    this.combined = { ...next.h, standby: this.lanes.filter((l) => l !== next).map((l) => l.h) };
+  }
+
+  /**
+   * Wait until every command published on this queue has been consumed
+   * (submissions made with sync: false included). Throws QueueError if the
+   * queue stopped on one of them, SyncTimeoutError or KernelThreadDeadError.
+   */
+  drain(timeoutMs = 5000): void {
+    // A wait on CONS reaching PROD, as for a CMD_SYNC completed by CONS.
+    this.begin('sev', timeoutMs);
+    this.syncEnd = this.prod;
+    this.block(COND_SYNC);
+  }
+
+  /**
+   * Write SMMU_STRTAB_BASE: the guest's linear stream table is at `ipa`.
+   * The VMM reads a vSTE from it on each CFGI_STE. A trapped write, so it
+   * needs a lane that reaches the VMM (the active one or a standby).
+   */
+  setStreamTableBase(ipa: number): void {
+    const lane = [this.lane, ...this.lanes].find((l) => l.transport.setStreamTableBase !== undefined);
+    if (lane === undefined) throw new Error(`queue ${this.h.qid}: no lane reaches the VMM's SMMU registers (open it with path or standby 'trap')`);
+    lane.transport.setStreamTableBase!(ipa);
   }
 
   /** Encode and submit command objects (convenience form; allocates). */
@@ -233,7 +340,7 @@ export class GuestQueue {
    */
   skipFaultingCommand(): boolean {
     const i32 = this.i32;
-    const r = this.handle.regs;
+    const r = this.h.regs;
     const gerror = Atomics.load(i32, r + Q_GERROR);
     if (((gerror ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) === 0) return false;
     if (i32[r + Q_ERR_REASON]! >>> 16 === ERR_KIND.BAD_PROD) {
@@ -241,7 +348,7 @@ export class GuestQueue {
       this.transport.publishProd(this.prod);
     } else {
       buildCmdSync(this.u, CS.NONE, 0, 0, 0);
-      writeSlot(this.entries, queueIdx(Atomics.load(i32, r + Q_CONS), this.handle.log2size), this.u);
+      writeSlot(this.entries, queueIdx(Atomics.load(i32, r + Q_CONS), this.h.log2size), this.u);
     }
     this.transport.ackGerror(gerror);
     return true;
@@ -250,7 +357,7 @@ export class GuestQueue {
   /** Register snapshot and statistics, for tests and tools. */
   state(): { prod: number; cons: number; err: number; gerror: number; gerrorn: number; cmds: number; syncs: number; errors: number; slotReads: number } {
     const i32 = this.i32;
-    const r = this.handle.regs;
+    const r = this.h.regs;
     const cons = Atomics.load(i32, r + Q_CONS);
     return {
       prod: Atomics.load(i32, r + Q_PROD), cons, err: (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT,
@@ -262,7 +369,7 @@ export class GuestQueue {
 
   /** Write raw words into slot `pos` without publishing (tests: a guest racing its own queue memory). */
   writeSlotRaw(pos: number, u: Uint32Array): void {
-    writeSlot(this.entries, queueIdx(pos, this.handle.log2size), u);
+    writeSlot(this.entries, queueIdx(pos, this.h.log2size), u);
   }
 
   /** The driver's current PROD. */
@@ -274,7 +381,7 @@ export class GuestQueue {
     if (this.encodeBuf.length < 4 * cmds.length) this.encodeBuf = new Uint32Array(4 * cmds.length);
     const words = this.encodeBuf;
     for (let k = 0; k < cmds.length; k++) {
-      const [w0, w1] = encodeCommand(cmds[k]!, this.handle.features);
+      const [w0, w1] = encodeCommand(cmds[k]!, this.h.features);
       words[4 * k] = Number(w0 & 0xffffffffn);
       words[4 * k + 1] = Number(w0 >> 32n);
       words[4 * k + 2] = Number(w1 & 0xffffffffn);
@@ -284,7 +391,7 @@ export class GuestQueue {
   }
 
   private buildInvalidation(asid: number, iova: number, size: number, granule: number, leaf: boolean): { words: Uint32Array; n: number } {
-    const ril = this.handle.features.RIL;
+    const ril = this.h.features.RIL;
     const lo = iova % 2 ** 32;
     const hi = Math.floor(iova / 2 ** 32);
     if (!ril && size / 4096 > CMDQ_MAX_TLBI_OPS) {
@@ -302,7 +409,7 @@ export class GuestQueue {
   }
 
   private begin(cs: CsMode | null, timeoutMs: number): void {
-    if (cs === 'irq' && !this.handle.features.MSI) throw new RangeError("cs 'irq' needs an SMMU with MSI (SMMU_IDR0.MSI)");
+    if (cs === 'irq' && !this.h.features.MSI) throw new RangeError("cs 'irq' needs an SMMU with MSI (SMMU_IDR0.MSI)");
     this.csCode = cs === null ? -1 : CS_CODE[cs];
     this.timeoutMs = timeoutMs;
     this.live.begin(timeoutMs);
@@ -318,7 +425,7 @@ export class GuestQueue {
   /** Write `batch` commands from words[i..] (plus the sync) and publish PROD once. */
   private writeBatch(words: Uint32Array, i: number, batch: number, withSync: boolean): number {
     const e = this.entries;
-    const log2 = this.handle.log2size;
+    const log2 = this.h.log2size;
     let prod = this.prod;
     for (let k = 0; k < batch; k++) {
       const b = queueIdx(prod, log2) << 2;
@@ -332,10 +439,10 @@ export class GuestQueue {
     if (withSync) {
       const slot = queueIdx(prod, log2);
       // MSI polling as Linux: the sync's MSI (data 0) lands on its own slot's first word.
-      const msi = this.csCode === CS.IRQ ? this.handle.baseIpa + 16 * slot : 0;
+      const msi = this.csCode === CS.IRQ ? this.h.baseIpa + 16 * slot : 0;
       buildCmdSync(this.u, this.csCode, msi % 2 ** 32, Math.floor(msi / 2 ** 32), 0);
       writeSlot(e, slot, this.u);
-      this.syncWord = (this.handle.basePa >>> 2) + (slot << 2);
+      this.syncWord = (this.h.basePa >>> 2) + (slot << 2);
       prod = queueIncProd(prod, 1, log2);
       this.syncEnd = prod;
     }
@@ -347,12 +454,12 @@ export class GuestQueue {
   /** Check the wait condition: 0 when met, PENDING (with waitIndex/waitValue set) otherwise; throws on a queue error. */
   private poll(cond: number): number {
     const i32 = this.i32;
-    const r = this.handle.regs;
+    const r = this.h.regs;
     const cons = Atomics.load(i32, r + Q_CONS);
     if (cond === COND_SPACE) {
-      if (queueFree(this.prod, cons, this.handle.log2size) >= this.need) return 0;
+      if (queueFree(this.prod, cons, this.h.log2size) >= this.need) return 0;
     } else {
-      if (queueConsumed(cons, this.syncEnd, this.handle.log2size)) return 0;
+      if (queueConsumed(cons, this.syncEnd, this.h.log2size)) return 0;
       if (this.csCode === CS.IRQ) {
         const v = Atomics.load(i32, this.syncWord);
         if (v === 0) return 0;
@@ -370,7 +477,7 @@ export class GuestQueue {
 
   private checkError(cons: number): void {
     const i32 = this.i32;
-    const r = this.handle.regs;
+    const r = this.h.regs;
     if (((Atomics.load(i32, r + Q_GERROR) ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) === 0) return;
     const err = (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT;
     const pos = cons & ~CONS_ERR_MASK;
@@ -381,7 +488,7 @@ export class GuestQueue {
     const kind = reason >>> 16;
     const code = reason & 0xffff;
     const u = new Uint32Array(4);
-    readSlot(this.entries, queueIdx(pos, this.handle.log2size), u);
+    readSlot(this.entries, queueIdx(pos, this.h.log2size), u);
     switch (kind) {
       case ERR_KIND.DECODE: return illReason(code, u);
       case ERR_KIND.VSMMU: return rejectReason(code, u);
@@ -392,7 +499,7 @@ export class GuestQueue {
   }
 
   private spinUs(): number {
-    return Atomics.load(this.i32, this.handle.ctl + CTL_SPIN_US);
+    return Atomics.load(this.i32, this.h.ctl + CTL_SPIN_US);
   }
 
   /** Wait until `cond` holds: spin for the budget, then Atomics.wait in slices. */
@@ -425,7 +532,7 @@ export class GuestQueue {
   private afterSlice(): void {
     const s = this.live.check();
     if (s === LIVE.OK) return;
-    const cons = Atomics.load(this.i32, this.handle.regs + Q_CONS);
+    const cons = Atomics.load(this.i32, this.h.regs + Q_CONS);
     const err = (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT;
     if (s === LIVE.DEAD) throw new KernelThreadDeadError(this.prod, cons >>> 0, err, this.live.why);
     throw new SyncTimeoutError(this.prod, cons >>> 0, err, this.timeoutMs);

@@ -51,11 +51,18 @@ export interface VmOptions {
 
 export interface QueueOptions {
   path?: string;
+  /**
+   * Paths to provision as well, idle, so the guest can move the queue to
+   * one of them at run time with `q.switchPath(path)` (a live migration to
+   * a host with fewer vCMDQs falls back to 'trap'). Each costs a queue.
+   */
+  standby?: readonly string[];
   /** Entries = 2^log2size (default 8: 256 entries; Linux wants more than 64). */
   log2size?: number;
 }
 
-export type QueueOpener = (vm: Vm, opts: QueueOptions) => Promise<GuestQueue>;
+/** Provisions one queue of a registered path and returns its handle (GuestQueue drives it through the path's transport). */
+export type QueueOpener = (vm: Vm, opts: QueueOptions) => Promise<QueueHandle>;
 const queueOpeners = new Map<string, QueueOpener>();
 
 /** Add a queue path (the trap path registers 'trap'). 'doorbell' is built in. */
@@ -80,6 +87,8 @@ export class Host {
   private nextId = 1;
   private nextQid = 0;
   private nextMailbox = 0;
+  /** Paths' own threads, stopped before the kernel thread they make requests on. */
+  private readonly stopHooks: (() => Promise<void>)[] = [];
   private readonly vms = new Map<number, Vm>();
   private exited: Promise<number>;
   private deadWhy: string | null = null;
@@ -184,10 +193,23 @@ export class Host {
     return this.nextQid++;
   }
 
+  /**
+   * @internal a fresh mailbox id, registered with no server: the caller
+   * hands it to the thread that serves it (the trap path's VMM).
+   */
+  allocMailboxId(): number {
+    if (this.nextMailbox >= MAX_MAILBOXES) throw new RangeError(`at most ${MAX_MAILBOXES} mailboxes`);
+    return this.nextMailbox++;
+  }
+
+  /** @internal `stop` runs `fn` (last registered first) before stopping the kernel thread. */
+  onStop(fn: () => Promise<void>): void {
+    this.stopHooks.push(fn);
+  }
+
   /** A mailbox served by the kernel thread (DMA agents, the trap path's ioctl channel). */
   async mailbox(): Promise<MailboxHandle> {
-    if (this.nextMailbox >= MAX_MAILBOXES) throw new RangeError(`at most ${MAX_MAILBOXES} mailboxes`);
-    const id = this.nextMailbox++;
+    const id = this.allocMailboxId();
     await this.control({ op: 'addMailbox', mbid: id });
     return { sab: this.sab, ctl: KTHREAD_CTL, id, server: 'kernel thread' };
   }
@@ -197,8 +219,9 @@ export class Host {
     return new DmaAgent(await this.mailbox());
   }
 
-  /** Stop the kernel thread; pending waiters get KernelThreadDeadError. No worker is left running. */
+  /** Stop the paths' threads, then the kernel thread; pending waiters get KernelThreadDeadError. No worker is left running. */
   async stop(): Promise<void> {
+    for (let fn = this.stopHooks.pop(); fn !== undefined; fn = this.stopHooks.pop()) await fn();
     if (this.deadWhy === null) {
       Atomics.store(this.i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STOPPING);
       Atomics.add(this.i32, KTHREAD_CTL + CTL_WAKE, 1);
@@ -296,18 +319,24 @@ export class Vm {
     await this.host.control({ op: 'attachStream', psid, stePa });
   }
 
-  /** Open a vCMDQ of this VM ('doorbell' unless a registered path is named). */
+  /** Open a command queue of this VM on `opts.path` ('doorbell' by default), with its `standby` paths provisioned. */
   async openQueue(opts: QueueOptions = {}): Promise<GuestQueue> {
-    const path = opts.path ?? 'doorbell';
-    if (path !== 'doorbell') {
-      const opener = queueOpeners.get(path);
-      if (opener === undefined) throw new Error(`no queue path '${path}' (is its module imported?)`);
-      return opener(this, opts);
-    }
-    return new GuestQueue(await this.createQueue(opts));
+    const paths = [opts.path ?? 'doorbell', ...(opts.standby ?? [])];
+    if (new Set(paths).size !== paths.length) throw new RangeError(`each path once: ${paths.join(', ')}`);
+    const handles: QueueHandle[] = [];
+    for (const path of paths) handles.push(await this.queueHandle(path, opts));
+    const [active, ...standby] = handles;
+    return new GuestQueue(standby.length === 0 ? active! : { ...active!, standby });
   }
 
-  /** Allocate a queue in guest RAM, program its registers and have the kernel thread serve it; returns its handle. */
+  private queueHandle(path: string, opts: QueueOptions): Promise<QueueHandle> {
+    if (path === 'doorbell') return this.createQueue(opts);
+    const opener = queueOpeners.get(path);
+    if (opener === undefined) throw new Error(`no queue path '${path}' (is its module imported?)`);
+    return opener(this, opts);
+  }
+
+  /** Allocate a vCMDQ in guest RAM, program its registers and have the kernel thread serve it; returns its handle. */
   async createQueue(opts: QueueOptions = {}): Promise<QueueHandle> {
     const log2size = opts.log2size ?? 8;
     const features = this.host.features;
@@ -326,7 +355,7 @@ export class Vm {
     Atomics.store(i32, r + Q_CONFIG, CONFIG_EN);
     await this.host.control({ op: 'addQueue', qid, vmid: this.vmid });
     return {
-      path: opts.path ?? 'doorbell', sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs: r, log2size,
+      path: 'doorbell', sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs: r, log2size,
       basePa: this.ramBase + baseIpa, baseIpa, vmid: this.vmid, features,
     };
   }

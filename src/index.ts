@@ -9,8 +9,11 @@ export * from './queue.ts';
 export * as layout from './layout.ts';
 export { MailboxClient, MailboxServer, MB_EIO, MB_ENOSYS, type MailboxHandle, type MailboxHandler } from './mailbox.ts';
 export { SyncTimeoutError, ServerDeadError, KernelThreadDeadError, MailboxTimeoutError } from './waiter.ts';
-export { GuestQueue, QueueError, CMDQ_BATCH_ENTRIES, type CsMode, type QueueHandle, type QueueTransport, type SubmitOptions } from './guest.ts';
+export { GuestQueue, QueueError, PathSwitchError, CMDQ_BATCH_ENTRIES, type CsMode, type QueueHandle, type QueueTransport, type SubmitOptions } from './guest.ts';
 export {
   startHost, registerQueuePath, Host, Vm, DmaAgent,
   type HostOptions, type VmOptions, type QueueOptions, type QueueOpener, type AttachOptions, type Translation,
 } from './host.ts';
+// The trap path: importing it registers 'trap' with openQueue and GuestQueue in every thread that loads the package.
+export { TrapError, type TrapExtra } from './trap/transport.ts';
+export { TrapPath, trapPathOf, stopTrapPath } from './trap/path.ts';

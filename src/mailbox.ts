@@ -45,7 +45,12 @@ export class MailboxClient {
   private readonly base: number;
   private readonly live: Liveness;
 
-  constructor(handle: MailboxHandle) {
+  /**
+   * `beat`: word offset of the caller's own HEARTBEAT when the caller is
+   * itself a server thread (the VMM): bumped between wait slices, so that
+   * its clients see it alive while it waits here.
+   */
+  constructor(handle: MailboxHandle, private readonly beat = -1) {
     this.handle = handle;
     this.i32 = new Int32Array(handle.sab);
     this.base = mailboxWords(handle.id);
@@ -126,6 +131,7 @@ export class MailboxClient {
   }
 
   private afterSlice(op: number, timeoutMs: number): void {
+    if (this.beat >= 0) Atomics.add(this.i32, this.beat, 1);
     const s = this.live.check();
     if (s === LIVE.DEAD) throw new ServerDeadError(this.handle.server, this.live.why);
     if (s === LIVE.TIMEOUT) throw new MailboxTimeoutError(op, timeoutMs);

@@ -1,15 +1,17 @@
 // Host side of the trap path: starts the VMM thread (one per host, serving
 // every VM's trapped registers one at a time), gives it an ioctl mailbox on
 // the kernel thread, and opens trapped queues: `vm.openQueue({ path: 'trap' })`
-// once this module is imported. The queue's entries live in guest RAM and its
-// registers in the same register block layout as a vCMDQ, so GuestQueue
-// drives it unchanged; only PROD/GERRORN/CONFIG writes go through the VMM.
+// once this module is imported (src/index.ts does, so the package entry and
+// every thread that loads it have the path). The queue's entries live in
+// guest RAM and its registers in the same register block layout as a vCMDQ,
+// so GuestQueue drives it unchanged; only PROD/GERRORN/CONFIG (and the
+// vSMMU's STRTAB_BASE) writes go through the VMM. host.stop() stops the VMM.
 
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import { GuestQueue } from '../guest.ts';
+import type { QueueHandle } from '../guest.ts';
 import { registerQueuePath, type Host, type QueueOptions, type Vm } from '../host.ts';
 import {
-  CONFIG_EN, CTL_HEARTBEAT_MS, CTL_SPIN_US, CTL_STALE_MS, CTL_STATE, CTL_WAKE, CTL_CTRL, KTHREAD_CTL, MAX_MAILBOXES,
+  CONFIG_EN, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_SPIN_US, CTL_STALE_MS, CTL_STATE, CTL_WAKE, CTL_CTRL, KTHREAD_CTL,
   Q_BASE, Q_BASE_IPA, Q_LOG2SIZE, Q_VMID, SERVER_STATE, VMM_CTL, kick, queueRegs,
 } from '../layout.ts';
 import type { MailboxHandle } from '../mailbox.ts';
@@ -24,12 +26,6 @@ export class TrapPath {
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private readonly vms = new Set<number>();
-  /**
-   * Trap mailboxes are taken from the top of the mailbox region (the host
-   * hands out kernel-thread mailboxes from the bottom, and a trap mailbox
-   * must not be polled by the kernel thread).
-   */
-  private nextMailbox = MAX_MAILBOXES - 1;
   private readonly exited: Promise<number>;
   private deadWhy: string | null = null;
 
@@ -61,6 +57,7 @@ export class TrapPath {
       transferList: [port2],
     });
     const path = new TrapPath(host, worker, port1);
+    host.onStop(() => path.stop());
     await path.reply(0);
     return path;
   }
@@ -91,8 +88,8 @@ export class TrapPath {
     return done;
   }
 
-  /** Open a trapped CMDQ for `vm`: registers and ring as a vCMDQ, served by the VMM. */
-  async openQueue(vm: Vm, opts: QueueOptions): Promise<GuestQueue> {
+  /** Provision a trapped CMDQ for `vm`: registers and ring as a vCMDQ, served by the VMM through its own trap mailbox. */
+  async openQueue(vm: Vm, opts: QueueOptions): Promise<QueueHandle> {
     if (!this.vms.has(vm.vmid)) {
       await this.control({ op: 'addVm', vmid: vm.vmid, ramBase: vm.ramBase, ramBytes: vm.ramBytes, vsids: vm.streams.map((s) => s.vsid) });
       this.vms.add(vm.vmid);
@@ -111,18 +108,18 @@ export class TrapPath {
     i32[r + Q_BASE] = vm.ramBase + baseIpa;
     i32[r + Q_BASE_IPA] = baseIpa;
     i32[r + Q_VMID] = vm.vmid;
-    if (this.nextMailbox < 0) throw new RangeError('no mailbox left for a trapped queue');
-    const mbid = this.nextMailbox--;
-    await this.control({ op: 'addQueue', qid, vmid: vm.vmid });
-    await this.control({ op: 'addMailbox', mbid });
+    // The mailbox is this vCPU's exit into the VMM: the VMM knows the queue
+    // (and VM) by the mailbox, never by what the guest writes into it.
+    const mbid = this.host.allocMailboxId();
+    await this.control({ op: 'addQueue', qid, vmid: vm.vmid, mbid });
     const extra: TrapExtra = { trap: { sab: this.host.sab, ctl: VMM_CTL, id: mbid, server: 'VMM' } };
-    const handle = {
+    const handle: QueueHandle = {
       path: 'trap', sab: this.host.sab, ctl: VMM_CTL, qid, regs: r, log2size,
       basePa: vm.ramBase + baseIpa, baseIpa, vmid: vm.vmid, features, extra,
     };
     // The guest enables its queue: a trapped CONFIG write, like every register write on this path.
     new TrapTransport(handle).writeConfig(CONFIG_EN);
-    return new GuestQueue(handle);
+    return handle;
   }
 
   /** Stop the VMM thread (no worker left running). */
@@ -136,6 +133,18 @@ export class TrapPath {
       clearTimeout(timer);
     }
     this.onExit('stopped');
+  }
+
+  /** Test hook: the VMM thread exits abruptly at its next pass, without marking itself dead. */
+  crashOnNextPass(): void {
+    Atomics.store(this.host.i32, VMM_CTL + CTL_CRASH, 1);
+    kick(this.host.i32, VMM_CTL);
+  }
+
+  /** Test hook: kill the VMM thread from outside (worker.terminate), as a crash would. */
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+    await this.exited;
   }
 }
 
@@ -151,10 +160,10 @@ export function trapPathOf(host: Host): Promise<TrapPath> {
   return p;
 }
 
-/** Stop the host's VMM thread if it was started; the host's stop() must call this (or the test does). */
+registerQueuePath('trap', async (vm, opts) => (await trapPathOf(vm.host)).openQueue(vm, opts));
+
+/** Stop the host's VMM thread now, if it was started (host.stop() does this too). */
 export async function stopTrapPath(host: Host): Promise<void> {
   const p = paths.get(host);
   if (p !== undefined) await (await p).stop();
 }
-
-registerQueuePath('trap', async (vm, opts) => (await trapPathOf(vm.host)).openQueue(vm, opts));

@@ -7,8 +7,10 @@
 // anywhere the module is loaded.
 
 import { GuestQueue, type QueueHandle, type QueueTransport } from '../guest.ts';
+import { CONS_ERR_MASK, CONS_ERR_SHIFT, Q_CONS, Q_PROD } from '../layout.ts';
 import { MailboxClient, type MailboxHandle } from '../mailbox.ts';
-import { TRAP_OP } from './vmm.ts';
+import { KernelThreadDeadError } from '../waiter.ts';
+import { TRAP_ERRNO, TRAP_OP } from './vmm.ts';
 
 /** QueueHandle.extra of a trap-path queue. */
 export interface TrapExtra {
@@ -29,7 +31,9 @@ export class TrapError extends Error {
 export class TrapTransport implements QueueTransport {
   private readonly client: MailboxClient;
   private readonly timeoutMs: number;
+  private readonly i32: Int32Array;
   constructor(private readonly h: QueueHandle) {
+    this.i32 = new Int32Array(h.sab);
     const extra = h.extra as TrapExtra | undefined;
     if (extra?.trap === undefined) throw new TypeError(`queue ${h.qid}: a trap-path handle needs extra.trap (the VMM mailbox)`);
     this.client = new MailboxClient(extra.trap);
@@ -49,12 +53,25 @@ export class TrapTransport implements QueueTransport {
     this.write(TRAP_OP.CONFIG, v);
   }
 
-  private write(op: number, v: number): void {
+  setStreamTableBase(ipa: number): void {
+    if (!Number.isInteger(ipa) || ipa < 0 || ipa >= 2 ** 52) throw new RangeError(`STRTAB_BASE must be an IPA, got ${ipa}`);
+    this.write(TRAP_OP.STRTAB_BASE, ipa % 2 ** 32, Math.floor(ipa / 2 ** 32));
+  }
+
+  private write(op: number, v: number, v1 = 0): void {
     const c = this.client;
-    c.args[0] = this.h.qid;
-    c.args[1] = v;
+    c.args[0] = v;
+    c.args[1] = v1;
     const rc = c.call(op, this.timeoutMs);
-    if (rc < 0) throw new TrapError(op, rc);
+    if (rc === 0) return;
+    if (rc === TRAP_ERRNO.KERNEL_DEAD) {
+      // The same error a vCMDQ guest gets when the kernel thread dies under it.
+      const i32 = this.i32;
+      const cons = Atomics.load(i32, this.h.regs + Q_CONS);
+      throw new KernelThreadDeadError(Atomics.load(i32, this.h.regs + Q_PROD), cons >>> 0, (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT,
+        'the VMM found it dead during a trapped register write');
+    }
+    throw new TrapError(op, rc);
   }
 }
 

@@ -5,24 +5,43 @@
 // the guest-side transport are here so both sides share one definition.
 
 import type { SmmuFeatures } from '../features.ts';
-import { MB_PAYLOAD_BYTES, queueRegs } from '../layout.ts';
+import { CTL_HEARTBEAT, MB_PAYLOAD_BYTES, VMM_CTL, mailboxWords, queueRegs } from '../layout.ts';
 import { MailboxClient, type MailboxHandle } from '../mailbox.ts';
 import { STE_BYTES } from '../model/structs.ts';
+import { MailboxTimeoutError, ServerDeadError } from '../waiter.ts';
 import { TrapCmdq, type TrapKernel } from './cmdq.ts';
 import { TRAP_KOP } from './kernel.ts';
 
-/** Trapped register writes, guest vCPU -> VMM (mailbox ops on the VMM's control block). */
+/**
+ * Trapped register writes, guest vCPU -> VMM (mailbox ops on the VMM's
+ * control block). Each vCPU's queue has its own mailbox and the VMM knows
+ * the queue and VM by it, as a VMM knows which vCPU exited; nothing the
+ * guest writes in the mailbox can name another queue or VM.
+ */
 export const TRAP_OP = {
-  /** args: qid, value. SMMU_CMDQ_PROD: consumes synchronously before returning. */
+  /** args: value. SMMU_CMDQ_PROD: consumes synchronously before returning. */
   PROD: 1,
-  /** args: qid, value. GERRORN: an ack resumes consumption. */
+  /** args: value. GERRORN: an ack resumes consumption. */
   GERRORN: 2,
-  /** args: qid, value. CONFIG (CR0.CMDQEN): enabling resumes consumption. */
+  /** args: value. CONFIG (CR0.CMDQEN): enabling resumes consumption. */
   CONFIG: 3,
-  /** args: vmid, ipaLo, ipaHi. SMMU_STRTAB_BASE of the guest's linear stream table. */
+  /** args: ipaLo, ipaHi. SMMU_STRTAB_BASE of the VM's linear stream table (64-byte aligned, in guest RAM). */
   STRTAB_BASE: 4,
-  /** args: qid -> results [1] forwarded, [2] handled by the VMM, [3] ioctls (not a register: the CLI's window into the VMM). */
+  /** -> results [1] forwarded, [2] handled by the VMM, [3] ioctls (not a register: the CLI's window into the VMM). */
   STATS: 5,
+} as const;
+
+/** results[0] of a trapped write, besides 0. */
+export const TRAP_ERRNO = {
+  /** The mailbox is bound to no queue. */
+  NO_QUEUE: -2,
+  /** The ioctl found the kernel thread dead: the guest gets KernelThreadDeadError. */
+  KERNEL_DEAD: -19,
+  /** A bad register value (STRTAB_BASE outside guest RAM or misaligned). */
+  INVAL: -22,
+  NOSYS: -38,
+  /** The ioctl got no answer in time. */
+  KERNEL_TIMEOUT: -110,
 } as const;
 
 /** The kernel reached through the IOMMU_HWPT_INVALIDATE / nested-STE ioctls. */
@@ -70,16 +89,17 @@ export interface VmmVm {
 /** Control messages host -> VMM thread (answered {id, ok, error?}). */
 export type VmmCtrl =
   | { id: number; op: 'addVm'; vmid: number; ramBase: number; ramBytes: number; vsids: number[] }
-  | { id: number; op: 'addQueue'; qid: number; vmid: number }
-  | { id: number; op: 'addMailbox'; mbid: number };
+  | { id: number; op: 'addQueue'; qid: number; vmid: number; mbid: number };
 
 export class Vmm {
   private readonly vms = new Map<number, { vm: VmmVm; kernel: IoctlKernel }>();
-  private readonly queues = new Map<number, TrapCmdq>();
+  /** Trap mailbox (word offset) -> the queue it exits for, and its VM. */
+  private readonly traps = new Map<number, { q: TrapCmdq; vm: VmmVm }>();
   private readonly ioctl: MailboxClient;
 
   constructor(private readonly i32: Int32Array, private readonly feat: SmmuFeatures, ioctlMailbox: MailboxHandle) {
-    this.ioctl = new MailboxClient(ioctlMailbox);
+    // While an ioctl is in the kernel the VMM is alive: its heartbeat goes on, so vCPUs waiting on it do not give up.
+    this.ioctl = new MailboxClient(ioctlMailbox, VMM_CTL + CTL_HEARTBEAT);
   }
 
   addVm(vmid: number, ramBase: number, ramBytes: number, vsids: number[]): void {
@@ -88,42 +108,55 @@ export class Vmm {
     this.vms.set(vmid, { vm, kernel: new IoctlKernel(this.ioctl, vm) });
   }
 
-  addQueue(qid: number, vmid: number): void {
+  /** Queue `qid` of VM `vmid`, whose vCPU exits through mailbox `mbid`. */
+  addQueue(qid: number, vmid: number, mbid: number): void {
     const v = this.vms.get(vmid);
     if (v === undefined) throw new Error(`VMM: no VM ${vmid}`);
     const { vm, kernel } = v;
-    this.queues.set(qid, new TrapCmdq(this.i32, queueRegs(qid), qid, this.feat, kernel, kernel.batch, vm.ramBase, vm.ramBytes, vm.vsids));
+    const q = new TrapCmdq(this.i32, queueRegs(qid), qid, this.feat, kernel, kernel.batch, vm.ramBase, vm.ramBytes, vm.vsids);
+    this.traps.set(mailboxWords(mbid), { q, vm });
   }
 
-  /** One trapped write; results[0] = 0 or -errno. Runs to completion: the VMM's device lock is this thread. */
-  trap(op: number, a0: number, a1: number, a2: number, res: Int32Array, r: number): void {
-    if (op === TRAP_OP.STRTAB_BASE) {
-      const v = this.vms.get(a0);
-      if (v === undefined || a2 !== 0) {
-        res[r] = -22;
-        return;
+  /**
+   * One trapped write through the mailbox at word offset `mb`; results[0] =
+   * 0 or a TRAP_ERRNO. Runs to completion: the VMM's device lock is this thread.
+   */
+  trap(op: number, mb: number, a0: number, a1: number, res: Int32Array, r: number): void {
+    const t = this.traps.get(mb);
+    if (t === undefined) {
+      res[r] = TRAP_ERRNO.NO_QUEUE;
+      return;
+    }
+    const q = t.q;
+    try {
+      switch (op) {
+        case TRAP_OP.PROD: q.writeProd(a0); break;
+        case TRAP_OP.GERRORN: q.writeGerrorn(a0); break;
+        case TRAP_OP.CONFIG: q.writeConfig(a0); break;
+        case TRAP_OP.STRTAB_BASE: {
+          const ipa = a0 >>> 0;
+          if (a1 !== 0 || ipa % STE_BYTES !== 0 || ipa >= t.vm.ramBytes) {
+            res[r] = TRAP_ERRNO.INVAL;
+            return;
+          }
+          t.vm.strtabIpa = ipa;
+          break;
+        }
+        case TRAP_OP.STATS:
+          res[r + 1] = q.forwarded;
+          res[r + 2] = q.handledByVmm;
+          res[r + 3] = q.ioctls;
+          break;
+        default:
+          res[r] = TRAP_ERRNO.NOSYS;
+          return;
       }
-      v.vm.strtabIpa = a1 >>> 0;
-      res[r] = 0;
+    } catch (e) {
+      // The ioctl could not complete: tell the vCPU why instead of a generic -EIO.
+      if (e instanceof ServerDeadError) res[r] = TRAP_ERRNO.KERNEL_DEAD;
+      else if (e instanceof MailboxTimeoutError) res[r] = TRAP_ERRNO.KERNEL_TIMEOUT;
+      else throw e;
       return;
-    }
-    const q = this.queues.get(a0);
-    if (q === undefined) {
-      res[r] = -2;
-      return;
-    }
-    switch (op) {
-      case TRAP_OP.PROD: q.writeProd(a1); break;
-      case TRAP_OP.GERRORN: q.writeGerrorn(a1); break;
-      case TRAP_OP.CONFIG: q.writeConfig(a1); break;
-      case TRAP_OP.STATS:
-        res[r + 1] = q.forwarded;
-        res[r + 2] = q.handledByVmm;
-        res[r + 3] = q.ioctls;
-        break;
-      default:
-        res[r] = -38;
-        return;
     }
     res[r] = 0;
   }

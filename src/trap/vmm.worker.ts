@@ -32,15 +32,16 @@ const server = new MailboxServer(i32);
 for (const op of Object.values(TRAP_OP)) {
   server.register(op, (m, base) => {
     const a = base + MB_ARG0;
-    vmm.trap(op, m[a]!, m[a + 1]!, m[a + 2]!, m, base + MB_RES0);
+    vmm.trap(op, base, m[a]!, m[a + 1]!, m, base + MB_RES0);
   });
 }
 
 function control(msg: VmmCtrl): void {
   switch (msg.op) {
     case 'addVm': return vmm.addVm(msg.vmid, msg.ramBase, msg.ramBytes, msg.vsids);
-    case 'addQueue': return vmm.addQueue(msg.qid, msg.vmid);
-    case 'addMailbox': return server.add(msg.mbid);
+    case 'addQueue':
+      vmm.addQueue(msg.qid, msg.vmid, msg.mbid);
+      return server.add(msg.mbid);
   }
 }
 
