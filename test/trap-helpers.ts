@@ -6,7 +6,13 @@ import { encodeWords } from '../src/codec.ts';
 import { DEFAULT_FEATURES, type SmmuFeatures } from '../src/features.ts';
 import { FIELD_COUNT } from '../src/fields.ts';
 import { MB_PAYLOAD_BYTES, MMIO_BYTES, Q_BASE, Q_LOG2SIZE, queueRegs } from '../src/layout.ts';
+import type { QueueHandle } from '../src/guest.ts';
+import type { Host } from '../src/host.ts';
+import { MailboxClient } from '../src/mailbox.ts';
 import { TrapCmdq, type TrapKernel } from '../src/trap/cmdq.ts';
+import { TRAP_KOP } from '../src/trap/kernel.ts';
+import type { TrapExtra } from '../src/trap/transport.ts';
+import { TRAP_OP } from '../src/trap/vmm.ts';
 import { HwptInvalidate, type CommandSink } from '../src/trap/iommufd.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 
@@ -133,4 +139,34 @@ export class Rig {
     this.write(...cmds);
     this.cmdq.writeProd(this.prod);
   }
+}
+
+/** The VMM's counters of a trap queue (its STATS op, through the queue's own trap mailbox). */
+export function trapStats(handle: QueueHandle): { forwarded: number; handled: number; ioctls: number } {
+  const trap = (handle.extra as TrapExtra).trap;
+  const c = new MailboxClient(trap);
+  if (c.call(TRAP_OP.STATS) !== 0) throw new Error('STATS trap failed');
+  return { forwarded: c.results[1]!, handled: c.results[2]!, ioctls: c.results[3]! };
+}
+
+/** The kernel side's counters for a VM: commands its IOMMU_HWPT_INVALIDATEs executed, vSTEs installed. */
+export async function kernelCounter(host: Host): Promise<(vmid: number) => { executed: number; steInstalls: number }> {
+  const c = new MailboxClient(await host.mailbox());
+  return (vmid) => {
+    c.args[0] = vmid;
+    if (c.call(TRAP_KOP.STATS) !== 0) throw new Error(`no hwpt for VM ${vmid}`);
+    return { executed: c.results[1]!, steInstalls: c.results[2]! };
+  };
+}
+
+/** The VM streams of a vector's vsid table. */
+export function streamsOf(v: Vector): { vsid: number; psid: number }[] {
+  return Object.entries(v.vsid_table ?? {}).map(([a, b]) => ({ vsid: Number(a), psid: Number(b) }));
+}
+
+/** Concatenate 4-word commands into one words array for submitWords. */
+export function wordsOf(cmds: readonly Uint32Array[]): Uint32Array {
+  const a = new Uint32Array(cmds.length * 4);
+  cmds.forEach((u, i) => a.set(u, i * 4));
+  return a;
 }

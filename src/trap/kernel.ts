@@ -20,6 +20,8 @@ export const TRAP_KOP = {
   IOMMUFD_INVALIDATE: 2,
   /** args: vmid, vsid; payload: the guest's 64-byte vSTE -> results: [0] = 0 | -errno, [1] = 1 when the vSTE was refused (STE set to abort). */
   NESTED_STE: 3,
+  /** args: vmid -> results: [0] = 0 | -ENOENT, [1] commands executed for the VM's IOMMU_HWPT_INVALIDATEs, [2] vSTE installs (debug, not an ioctl: how tests count each forwarded command executed once). */
+  STATS: 4,
 } as const;
 
 /** What the kernel thread knows of a VM. */
@@ -30,6 +32,7 @@ export interface KernelVms {
 export class TrapKernelSide {
   private readonly hwpt = new Map<number, HwptInvalidate>();
   private readonly stePa = new Map<number, number>();
+  private readonly steInstalls = new Map<number, number>();
   private readonly vste = new Uint32Array(16);
   private readonly ste = new Uint32Array(16);
   private readonly cfgi = new Uint32Array(FIELD_COUNT);
@@ -57,6 +60,13 @@ export class TrapKernelSide {
       const rc = this.nestedSte(i32, i32[base + MB_ARG0]!, i32[base + MB_ARG0 + 1]! >>> 0, i32[base + MB_PAYLOAD]!);
       i32[base + MB_RES0] = rc < 0 ? rc : 0;
       i32[base + MB_RES0 + 1] = rc > 0 ? 1 : 0;
+    });
+    server.register(TRAP_KOP.STATS, (i32, base) => {
+      const vmid = i32[base + MB_ARG0]!;
+      const hw = this.hwptOf(vmid);
+      i32[base + MB_RES0] = hw === undefined ? -ENOENT : 0;
+      i32[base + MB_RES0 + 1] = hw?.executed ?? 0;
+      i32[base + MB_RES0 + 2] = this.steInstalls.get(vmid) ?? 0;
     });
   }
 
@@ -109,6 +119,7 @@ export class TrapKernelSide {
     this.cfgi[F.SID] = psid;
     this.model.execute(this.cfgi);
     this.model.execute(this.sync);
+    this.steInstalls.set(vmid, (this.steInstalls.get(vmid) ?? 0) + 1);
     return reject === null ? 0 : 1;
   }
 }
