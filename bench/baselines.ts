@@ -2,6 +2,7 @@
 // bare Atomics wait/wait ping-pong, bare spin ping-pong, postMessage echo.
 import { Worker } from 'node:worker_threads';
 import { workerUrl } from '../src/worker-url.ts';
+import { startThreads } from './affinity.ts';
 import { PING, PONG, SLEEPING, STOP, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 import { BenchTimeoutError, type BaselinePathName, type Params } from './types.ts';
@@ -11,6 +12,8 @@ export interface LatencyPath {
   readonly name: string;
   readonly params: Params;
   sample(out: Float64Array, from: number, count: number): void | Promise<void>;
+  /** CPU clock charged to this path, µs (e.g. its kernel thread's); absent = the whole process's. */
+  cpuUs?(): number;
   close(): Promise<void>;
 }
 
@@ -33,13 +36,17 @@ function onceWithin<T>(what: string, ms: number, start: (resolve: (v: T) => void
   });
 }
 
+/** A consumer worker, placed on the server CPU (bench/affinity.ts). */
 async function startWorker(file: string, workerData: unknown, timeoutMs: number): Promise<Worker> {
-  const w = new Worker(workerUrl(file), { workerData });
-  await onceWithin<void>(`${file} start`, timeoutMs, (resolve, reject) => {
-    w.once('online', () => resolve());
-    w.once('error', reject);
+  const { value } = await startThreads('server', async () => {
+    const w = new Worker(workerUrl(file), { workerData });
+    await onceWithin<void>(`${file} start`, timeoutMs, (resolve, reject) => {
+      w.once('online', () => resolve());
+      w.once('error', reject);
+    });
+    return w;
   });
-  return w;
+  return value;
 }
 
 /** Waits for the worker to exit on its own, terminating it if it does not. */

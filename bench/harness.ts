@@ -2,6 +2,7 @@
 // progress on stderr, machine facts, turning samples into result rows.
 import os from 'node:os';
 import { Bench } from 'tinybench';
+import { pinningEnabled } from './affinity.ts';
 import type { LatencyPath } from './baselines.ts';
 import { cdfPoints, nowUs, summarizeSorted, sortedCopy, type CdfPoint } from './stats.ts';
 import type { Params, PathName, ResultRow, ScenarioName } from './types.ts';
@@ -64,8 +65,15 @@ export interface Measured {
   path: LatencyPath;
   /** Kept samples (µs), in the order taken. */
   samples: Float64Array;
-  /** Process CPU (user + system, all threads) spent while this path's kept samples were taken, µs. */
+  /** CPU spent while this path's kept samples were taken, µs: its own clock (LatencyPath.cpuUs) or the process's. */
   cpuUs: number;
+}
+
+/** The path's own CPU clock (e.g. its kernel thread's) if it has one, else the whole process's (user + system), µs. */
+function cpuNow(p: LatencyPath): number {
+  if (p.cpuUs) return p.cpuUs();
+  const c = process.cpuUsage();
+  return c.user + c.system;
 }
 
 /**
@@ -87,10 +95,9 @@ export async function runInterleaved(label: string, paths: LatencyPath[], profil
       progress.update(`[bench] ${label}: round ${r + 1}/${profile.rounds} ${m.path.name}`);
       await m.path.sample(scratch, 0, profile.rewarm);
       const n = chunkSize(profile.samples, profile.rounds, r);
-      const cpu0 = process.cpuUsage();
+      const cpu0 = cpuNow(m.path);
       await m.path.sample(m.samples, filled[k]!, n);
-      const cpu = process.cpuUsage(cpu0);
-      m.cpuUs += cpu.user + cpu.system;
+      m.cpuUs += cpuNow(m.path) - cpu0;
       filled[k]! += n;
     }
   }
@@ -131,6 +138,8 @@ export interface MachineInfo {
   clock_ns: number;
   /** Atomics.notify with nobody waiting, ns: the price a producer pays per doorbell when the consumer is awake. */
   notify_idle_ns: number;
+  /** Producer (main thread) on CPU 0, server threads on CPU 1 (bench/affinity.ts). */
+  pinned: boolean;
 }
 
 /**
@@ -167,5 +176,6 @@ export async function machineInfo(): Promise<MachineInfo> {
     arch: process.arch,
     date: new Date().toISOString(),
     ...(await singleThreadCosts()),
+    pinned: pinningEnabled(),
   };
 }

@@ -1,10 +1,10 @@
 // Slowdown injection for demonstrating that the gate catches a regression.
 //
-// Contract with the doorbell path: the kernel-thread consumer reads
-// process.env[INJECT_DELAY_ENV] ONCE at start-up (worker threads inherit the
-// parent's environment) with injectedDelayUs(), and when it is > 0 calls
-// busyDelayUs(delay) once per doorbell it services, before it advances CONS.
-// Unset or "0" means no delay and no cost on the hot path beyond one branch.
+// The bench (never the library) reads VCMDQ_INJECT_DELAY_US once and passes
+// it to startHost({ injectDelayUs }) of the doorbell hosts; the kernel thread
+// then busy-waits that many µs per command it consumes (CMD_SYNC excepted),
+// as a slower SMMU would. The trap path, the reference of the gate's ratios,
+// is not slowed. Unset or "0" means no delay.
 //
 //   VCMDQ_INJECT_DELAY_US=20 node dist/cli.js gate --baseline bench/baseline.json   # must exit 1
 
@@ -14,12 +14,6 @@ export function injectedDelayUs(env: Record<string, string | undefined> = proces
   const raw = env[INJECT_DELAY_ENV];
   if (raw === undefined || raw.trim() === '') return 0;
   const us = Number(raw);
-  if (!Number.isFinite(us) || us < 0) throw new RangeError(`${INJECT_DELAY_ENV}=${raw}: expected a non-negative number of microseconds`);
+  if (!Number.isInteger(us) || us < 0) throw new RangeError(`${INJECT_DELAY_ENV}=${raw}: expected a whole, non-negative number of microseconds`);
   return us;
-}
-
-/** Burns `us` microseconds on this thread: a spin, not a sleep, so it costs CPU like real extra work would. */
-export function busyDelayUs(us: number): void {
-  const end = performance.now() + us / 1000;
-  while (performance.now() < end);
 }

@@ -1,72 +1,79 @@
-// The public queue API as the bench uses it (DESIGN.md "Public API shape").
-// Looked up at run time on the package entry so the bench builds and its
-// baselines run before the paths exist; a missing API is a clean
-// BenchUnavailableError, not a crash.
-import * as lib from '../src/index.ts';
+// The public queue API as the bench uses it (src/index.ts, plus the trap
+// path's module so 'trap' is registered), and the per-path set-up: each path
+// gets its own host, so the kernel thread's spin budget is a host property.
+import { buildTlbiNhVa, startHost, type GuestQueue, type Host, type Vm } from '../src/index.ts';
+import { stopTrapPath } from '../src/trap/path.ts';
+import { startThreads } from './affinity.ts';
 import { BenchUnavailableError, type QueuePathName } from './types.ts';
 
 export type CsMode = 'none' | 'sev' | 'irq';
 export const CS_MODES: readonly CsMode[] = ['none', 'sev', 'irq'];
 
-/** Command objects as the codec takes them: op plus named fields, addresses as bigint. */
-export type CommandObject = { op: string } & Record<string, number | bigint | string>;
-
-export interface SubmitOptions {
-  sync?: boolean;
-  cs?: CsMode;
-  timeoutMs?: number;
-}
-
-export interface QueueLike {
-  submit(cmds: readonly CommandObject[], opts?: SubmitOptions): unknown;
-}
-
-export interface VmLike {
-  openQueue(opts: { path: 'doorbell' | 'trap'; log2size?: number }): Promise<QueueLike>;
-}
-
-export interface HostLike {
-  createVm(opts: { vmid: number; ramBytes?: number; streams: { vsid: number; psid: number }[] }): Promise<VmLike>;
-  stop(): Promise<void>;
-}
-
-export type StartHost = (opts: { spinUs?: number; memBytes?: number }) => Promise<HostLike>;
-
-export function queueApi(): StartHost {
-  // Reflect.get: a property the bundler cannot resolve statically (no build warning while it is absent).
-  const startHost: unknown = Reflect.get(lib, 'startHost');
-  if (typeof startHost !== 'function') throw new BenchUnavailableError('src/index.ts exports no startHost yet (doorbell path not landed)');
-  return startHost as StartHost;
-}
-
 /** Kernel-thread spin budget of the doorbell-spin path: above the ~20-50 µs that node-latency-floor.md §3 shows a spinning side needs to stay at the floor. */
 export const SPIN_US = 50;
 
 export const VMID = 1;
+export const ASID = 1;
 export const STREAM = { vsid: 0, psid: 0x10 };
 
 export interface OpenedPath {
   name: QueuePathName;
-  host: HostLike;
-  queue: QueueLike;
+  host: Host;
+  vm: Vm;
+  queue: GuestQueue;
+  /** OS threads started for this path (kernel thread, VMM): for CPU time. */
+  tids: string[];
+  /** The kernel thread's TID ('' when it could not be told apart). */
+  kthreadTid: string;
+  close(): Promise<void>;
 }
 
-/** Host + VM + queue of one path: each path gets its own host so the spin budget is a host property. */
-export async function openPath(name: QueuePathName): Promise<OpenedPath> {
-  const startHost = queueApi();
-  const host = await startHost({ spinUs: name === 'doorbell-spin' ? SPIN_US : 0 });
+export interface PathOptions {
+  /** Kernel-thread spin budget; default per path (0, or SPIN_US for doorbell-spin). */
+  spinUs?: number;
+  /** Busy µs per command the kernel thread consumes (the gate's self-test; doorbell hosts only). */
+  injectDelayUs?: number;
+}
+
+export function spinUsOf(name: QueuePathName): number {
+  return name === 'doorbell-spin' ? SPIN_US : 0;
+}
+
+async function stopHost(host: Host): Promise<void> {
+  try {
+    await stopTrapPath(host);
+  } finally {
+    await host.stop();
+  }
+}
+
+/** Host + VM + first queue of one path, its threads on the server CPU. */
+export async function openPath(name: QueuePathName, opts: PathOptions = {}): Promise<OpenedPath> {
+  const spinUs = opts.spinUs ?? spinUsOf(name);
+  // The slowdown models a slower doorbell consumer; the trap path is the reference it is compared with.
+  const injectDelayUs = name === 'trap' ? 0 : (opts.injectDelayUs ?? 0);
+  const started = await startThreads('server', () => startHost({ spinUs, injectDelayUs }));
+  const host = started.value;
   try {
     const vm = await host.createVm({ vmid: VMID, streams: [STREAM] });
-    const queue = await vm.openQueue({ path: name === 'trap' ? 'trap' : 'doorbell' });
-    return { name, host, queue };
+    const opened = await startThreads('server', () => vm.openQueue({ path: name === 'trap' ? 'trap' : 'doorbell' }));
+    return {
+      name, host, vm, queue: opened.value, tids: [...started.tids, ...opened.tids],
+      kthreadTid: started.tids.length === 1 ? started.tids[0]! : '',
+      close: () => stopHost(host),
+    };
   } catch (e) {
-    await host.stop();
+    await stopHost(host);
     if (name === 'trap' && e instanceof Error) throw new BenchUnavailableError(`trap path: ${e.message}`);
     throw e;
   }
 }
 
-/** One leaf TLBI_NH_VA of a 4K page: the guest's single-page invalidation. */
-export function tlbiNhVa(page: number): CommandObject {
-  return { op: 'TLBI_NH_VA', vmid: VMID, asid: 1, addr: BigInt(page) << 12n, leaf: 1, num: 0, scale: 0, ttl: 0, tg: 0 };
+/** One leaf TLBI_NH_VA of a 4K page as the 4 queue words: the guest's single-page invalidation. */
+export function tlbiNhVaWords(page: number, out = new Uint32Array(4), at = 0): Uint32Array {
+  const u = new Uint32Array(4);
+  const addr = page * 4096;
+  buildTlbiNhVa(u, ASID, VMID, addr % 2 ** 32, Math.floor(addr / 2 ** 32), 0, 0, 0, 0, 1);
+  out.set(u, at);
+  return out;
 }

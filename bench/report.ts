@@ -17,6 +17,8 @@ export interface BenchOptions {
   profile: Profile;
   scenarios: readonly ScenarioName[];
   progress: Progress;
+  /** Busy µs per command in the doorbell kernel threads (0 = none). */
+  injectDelayUs?: number;
 }
 
 /**
@@ -28,6 +30,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
   const { profile, progress } = opts;
   const machine = await machineInfo();
   const report: BenchReport = { machine, profile, measured: [], unavailable: [], notes: [] };
+  if (opts.injectDelayUs) report.notes.push(`injected slowdown: ${opts.injectDelayUs} µs per command in the doorbell kernel threads`);
   const selected = SCENARIO_REGISTRY.filter((s) => opts.scenarios.includes(s.name));
   const wantBaseline = selected.some((s) => s.name === 'baseline');
   let haveBaselines = false;
@@ -35,7 +38,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
     progress.log(`[bench] ${s.name}: ${s.title}`);
     const t0 = performance.now();
     try {
-      const out = await s.run({ profile, progress });
+      const out = await s.run({ profile, progress, injectDelayUs: opts.injectDelayUs ?? 0 });
       report.measured.push(...out.measured);
       report.notes.push(...out.notes.map((n) => `${s.name}: ${n}`));
       progress.log(`[bench] ${s.name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -90,7 +93,7 @@ export function formatReport(report: BenchReport): string {
   const p = report.profile;
   const out: string[] = [
     `vcmdq bench (${p.name}): ${m.date}`,
-    `machine: ${m.cpus} CPUs (${m.cpu_model}), Node ${m.node} (V8 ${m.v8}), ${m.os} ${m.arch}; clock read ${fmt(m.clock_ns)} ns, idle Atomics.notify ${fmt(m.notify_idle_ns)} ns`,
+    `machine: ${m.cpus} CPUs (${m.cpu_model}), Node ${m.node} (V8 ${m.v8}), ${m.os} ${m.arch}; clock read ${fmt(m.clock_ns)} ns, idle Atomics.notify ${fmt(m.notify_idle_ns)} ns; ${m.pinned ? 'producer pinned to CPU 0, server threads to CPU 1' : 'threads not pinned'}`,
     `latency: ${p.samples} kept samples per path after ${p.warmup} warm-up, in ${p.rounds} interleaved rounds (+${p.rewarm} discarded per round); times in µs`,
   ];
   const scenarios = [...new Set(rows.map((r) => r.scenario))];

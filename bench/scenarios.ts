@@ -1,13 +1,19 @@
 // The scenario registry: what each scenario measures and on which paths.
 import { Bench } from 'tinybench';
+import type { CsMode as LibCsMode, GuestQueue } from '../src/index.ts';
+import { ACCESS, PROT } from '../src/index.ts';
+import { threadCpuUs } from './affinity.ts';
 import { startBaseline, type LatencyPath } from './baselines.ts';
 import { latencyRow, runInterleaved, type MeasuredRow, type Profile, type Progress } from './harness.ts';
-import { CS_MODES, openPath, queueApi, tlbiNhVa, type CommandObject, type CsMode, type OpenedPath, type QueueLike, type SubmitOptions } from './queue-api.ts';
+import { ASID, CS_MODES, openPath, STREAM, tlbiNhVaWords, type CsMode, type OpenedPath, type PathOptions } from './queue-api.ts';
 import { BASELINE_PATHS, BenchUnavailableError, PATHS, type Params, type PathName, type QueuePathName, type ScenarioName } from './types.ts';
+import { runUnmap } from './unmap.ts';
 
 export interface ScenarioContext {
   profile: Profile;
   progress: Progress;
+  /** Busy µs per command in the doorbell kernel thread (VCMDQ_INJECT_DELAY_US): the gate's self-test. */
+  injectDelayUs: number;
 }
 
 export interface ScenarioRun {
@@ -40,15 +46,14 @@ async function startBaselines(profile: Profile): Promise<LatencyPath[]> {
 }
 
 /** Opens every queue path; a path whose start fails is reported, the others still run. */
-async function openPaths(notes: string[]): Promise<OpenedPath[]> {
-  queueApi(); // one clear "not available" when the whole API is missing
+async function openPaths(ctx: ScenarioContext, notes: string[], names: readonly QueuePathName[] = PATHS, opts: PathOptions = {}): Promise<OpenedPath[]> {
   const opened: OpenedPath[] = [];
-  for (const name of PATHS) {
+  for (const name of names) {
     try {
-      opened.push(await openPath(name));
+      opened.push(await openPath(name, { injectDelayUs: ctx.injectDelayUs, ...opts }));
     } catch (e) {
       if (!(e instanceof BenchUnavailableError)) {
-        await closeAll(opened.map((o) => o.host).map((h) => ({ close: () => h.stop() })));
+        await closeAll(opened);
         throw e;
       }
       notes.push(`${name}: not available (${e.message})`);
@@ -58,26 +63,19 @@ async function openPaths(notes: string[]): Promise<OpenedPath[]> {
   return opened;
 }
 
-function assertBlocking(r: unknown, path: string): void {
-  if (r !== undefined && typeof (r as { then?: unknown }).then === 'function') {
-    throw new BenchUnavailableError(`${path}: submit() returned a promise; the bench times the blocking submit`);
-  }
-}
-
-/** One blocking submit per sample with a fixed, preallocated command list. */
+/** One blocking zero-allocation submit (TLBI_NH_VA + CMD_SYNC) per sample. */
 class SubmitPath implements LatencyPath {
   readonly params: Params;
-  private readonly opts: SubmitOptions;
-  constructor(readonly name: QueuePathName, private readonly q: QueueLike, private readonly cmds: readonly CommandObject[], cs: CsMode, timeoutMs: number) {
+  constructor(readonly name: QueuePathName, private readonly q: GuestQueue, private readonly words: Uint32Array, private readonly cs: CsMode, private readonly timeoutMs: number) {
     this.params = { cs };
-    this.opts = { sync: true, cs, timeoutMs };
   }
 
   sample(out: Float64Array, from: number, count: number): void {
+    const { q, words, cs, timeoutMs } = this;
     const end = from + count;
     for (let i = from; i < end; i++) {
       const t0 = performance.now();
-      assertBlocking(this.q.submit(this.cmds, this.opts), this.name);
+      q.submitWords(words, 1, cs as LibCsMode, timeoutMs);
       out[i] = (performance.now() - t0) * 1000;
     }
   }
@@ -89,14 +87,13 @@ class SubmitPath implements LatencyPath {
 }
 
 /** Keeps the CS modes a path accepts (one probe submit each); refusals become notes. */
-function csVariants(o: OpenedPath, cmds: readonly CommandObject[], timeoutMs: number, notes: string[]): SubmitPath[] {
+function csVariants(o: OpenedPath, words: Uint32Array, timeoutMs: number, notes: string[]): SubmitPath[] {
   const variants: SubmitPath[] = [];
   for (const cs of CS_MODES) {
     try {
-      assertBlocking(o.queue.submit(cmds, { sync: true, cs, timeoutMs }), o.name);
-      variants.push(new SubmitPath(o.name, o.queue, cmds, cs, timeoutMs));
+      o.queue.submitWords(words, 1, cs, timeoutMs);
+      variants.push(new SubmitPath(o.name, o.queue, words, cs, timeoutMs));
     } catch (e) {
-      if (e instanceof BenchUnavailableError) throw e;
       notes.push(`${o.name}: CS=${cs.toUpperCase()} not supported (${e instanceof Error ? e.message : String(e)})`);
     }
   }
@@ -121,13 +118,14 @@ const roundtrip: ScenarioDef = {
   name: 'roundtrip',
   title: 'Single invalidation round trip: TLBI_NH_VA + CMD_SYNC, submit to completion',
   includesBaselines: true,
-  async run({ profile, progress }) {
+  async run(ctx) {
+    const { profile, progress } = ctx;
     const notes: string[] = [];
-    const opened = await openPaths(notes);
-    const cmds = [tlbiNhVa(0x40000)];
+    const opened = await openPaths(ctx, notes);
+    const words = tlbiNhVaWords(0x40000);
     let baselines: LatencyPath[] = [];
     try {
-      const variants = opened.flatMap((o) => csVariants(o, cmds, profile.timeoutMs, notes));
+      const variants = opened.flatMap((o) => csVariants(o, words, profile.timeoutMs, notes));
       baselines = await startBaselines(profile);
       const measured = await runInterleaved('roundtrip', [...variants, ...baselines], profile, progress);
       const rows = measured.map((m) => {
@@ -136,14 +134,17 @@ const roundtrip: ScenarioDef = {
       });
       return { measured: rows, notes };
     } finally {
-      await closeAll([...baselines, ...opened.map((o) => ({ close: () => o.host.stop() }))]);
+      await closeAll([...baselines, ...opened]);
     }
   },
 };
 
 export const THROUGHPUT_BATCHES = [1, 16, 64, 256] as const;
-/** Commands per timed iteration: whole batches, one CMD_SYNC at the end, so every batch size moves the same work. */
+/** Commands per timed iteration: 64 batches, at most 4096 commands, one CMD_SYNC at the end (batch 1 trapped costs ~55 µs a command). */
 const COMMANDS_PER_ITERATION = 4096;
+const commandsPerIteration = (batch: number): number => Math.min(COMMANDS_PER_ITERATION, 64 * batch);
+/** Queue of 1024 entries: several 64-command publishes in flight, so the producer rarely waits for space. */
+const THROUGHPUT_LOG2SIZE = 10;
 
 /**
  * tinybench fits here (unlike the round trip): one iteration moves 4096
@@ -154,21 +155,25 @@ const COMMANDS_PER_ITERATION = 4096;
  */
 const throughput: ScenarioDef = {
   name: 'throughput',
-  title: `Batched throughput: ${COMMANDS_PER_ITERATION} commands per iteration in batches, one CMD_SYNC, model executing every command`,
-  async run({ profile, progress }) {
+  title: `Batched throughput: 64 batches (at most ${COMMANDS_PER_ITERATION} commands) per iteration, one CMD_SYNC, model executing every command`,
+  async run(ctx) {
+    const { profile, progress } = ctx;
     const notes: string[] = [];
-    const opened = await openPaths(notes);
+    const opened = await openPaths(ctx, notes);
     try {
+      const queues = await Promise.all(opened.map((o) => o.vm.openQueue({ path: o.name === 'trap' ? 'trap' : 'doorbell', log2size: THROUGHPUT_LOG2SIZE })));
       const rounds = profile.rounds;
       const iterationsPerRound = Math.max(4, Math.round(profile.samples / 100 / rounds));
-      const tasks = opened.flatMap((o) => THROUGHPUT_BATCHES.map((batch) => {
-        const cmds = Array.from({ length: batch }, (_, k) => tlbiNhVa(0x40000 + k));
-        const nosync: SubmitOptions = { sync: false, timeoutMs: profile.timeoutMs };
-        const sync: SubmitOptions = { sync: true, cs: 'sev', timeoutMs: profile.timeoutMs };
-        const perIter = Math.ceil(COMMANDS_PER_ITERATION / batch);
+      const tasks = opened.flatMap((o, oi) => THROUGHPUT_BATCHES.map((batch) => {
+        const q = queues[oi]!;
+        const words = new Uint32Array(4 * batch);
+        for (let k = 0; k < batch; k++) tlbiNhVaWords(0x40000 + k, words, 4 * k);
+        const perIter = Math.ceil(commandsPerIteration(batch) / batch);
+        const timeoutMs = profile.timeoutMs;
+        // One call per batch, as a driver issues a command list; the last one carries the CMD_SYNC.
         const fn = (): void => {
-          for (let b = 1; b < perIter; b++) assertBlocking(o.queue.submit(cmds, nosync), o.name);
-          assertBlocking(o.queue.submit(cmds, sync), o.name);
+          for (let b = 1; b < perIter; b++) q.submitWords(words, batch, null, timeoutMs);
+          q.submitWords(words, batch, 'sev', timeoutMs);
         };
         return { key: `${o.name}/${batch}`, path: o.name, batch, commands: perIter * batch, fn, samplesMs: [] as number[], cpuUs: 0, cpu0: process.cpuUsage() };
       }));
@@ -199,29 +204,163 @@ const throughput: ScenarioDef = {
       });
       return { measured: rows, notes };
     } finally {
-      await closeAll(opened.map((o) => ({ close: () => o.host.stop() })));
+      await closeAll(opened);
     }
   },
 };
 
-function pending(name: ScenarioName, title: string, needs: string): ScenarioDef {
-  return {
-    name,
-    title,
-    async run() {
-      throw new BenchUnavailableError(`not available yet: needs ${needs}`);
-    },
-  };
+/** SVA "process" address space: 64 pages from here, backed by guest data pages. */
+const SVA_VA = 0x7f00_0000_0000;
+const SVA_PAGES = 64;
+const SVA_DATA_IPA = 0x20_0000;
+/** munmap / mprotect size: 4 pages, Linux's typical small munmap; a COW break is one page. */
+const SVA_SPAN = 4;
+
+/**
+ * vSVA storm: a guest process's mm maintenance on its own stage-1 table (the
+ * CD's TTB0 is the process page table), each operation blocking on its
+ * invalidation as arm_smmu_mm_arch_invalidate_secondary_tlbs does. Before
+ * each operation the device (a DMA agent) touches the page, so the IOTLB has
+ * a live entry to invalidate. The op cycles: mprotect(RO) of 4 pages,
+ * COW break (one page pointed at a fresh frame, RW), munmap of 4 pages
+ * (re-mmapped untimed afterwards: mmap needs no invalidation).
+ */
+class SvaStormPath implements LatencyPath {
+  readonly params: Params = { ops: 'mprotect,cow,munmap', span_pages: SVA_SPAN };
+  private k = 0;
+  constructor(readonly name: QueuePathName, private readonly o: OpenedPath, private readonly pt: ReturnType<OpenedPath['vm']['pageTable']>,
+    private readonly dma: { translateRaw(psid: number, ssid: number, iova: number, access: number, timeoutMs?: number): number }, private readonly timeoutMs: number) {}
+
+  sample(out: Float64Array, from: number, count: number): void {
+    const { pt, o, dma, timeoutMs } = this;
+    const q = o.queue;
+    const opts = { cs: 'sev' as const, timeoutMs };
+    for (let i = from; i < from + count; i++) {
+      const op = this.k % 3;
+      const page = Math.floor(this.k / 3) % (SVA_PAGES / SVA_SPAN) * SVA_SPAN;
+      const va = SVA_VA + page * 4096;
+      this.k++;
+      if (dma.translateRaw(STREAM.psid, -1, va, ACCESS.READ, timeoutMs) !== 0) throw new Error(`svastorm ${this.name}: page 0x${va.toString(16)} not mapped before its op`);
+      const t0 = performance.now();
+      if (op === 0) {
+        pt.protect(va, SVA_SPAN * 4096, PROT.READ);
+        q.invalidateRange(ASID, va, SVA_SPAN * 4096, 4096, true, opts);
+      } else if (op === 1) {
+        pt.map(va, SVA_DATA_IPA + ((page + this.k) % SVA_PAGES) * 4096, 4096, PROT.READ | PROT.WRITE);
+        q.invalidateRange(ASID, va, 4096, 4096, true, opts);
+      } else {
+        pt.unmap(va, SVA_SPAN * 4096);
+        q.invalidateRange(ASID, va, SVA_SPAN * 4096, 4096, true, opts);
+      }
+      out[i] = (performance.now() - t0) * 1000;
+      if (op === 2) pt.map(va, SVA_DATA_IPA + page * 4096, SVA_SPAN * 4096, PROT.READ | PROT.WRITE);
+    }
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
-export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [
-  baseline,
-  roundtrip,
-  pending('unmap', 'DMA-unmap latency per granule, 1 and 2 guest vCPUs (dma_map_benchmark shape)', 'host.dma() and GuestQueue.attach in a vCPU worker'),
-  throughput,
-  pending('svastorm', 'vSVA storm: munmap / mprotect / COW breaks blocking on each invalidation', 'host.dma() and the SVA mapping helpers'),
-  pending('gapsweep', 'Gap sweep: arrival gap x spin budget, latency and kernel-thread CPU per command', "the kernel thread's own CPU time (per-thread schedstat) exported by the host"),
-];
+const svastorm: ScenarioDef = {
+  name: 'svastorm',
+  title: 'vSVA storm: mprotect / COW break / munmap on the process page table, each blocking on its invalidation',
+  async run(ctx) {
+    const { profile, progress } = ctx;
+    const notes: string[] = [];
+    const opened = await openPaths(ctx, notes);
+    try {
+      const paths: LatencyPath[] = [];
+      for (const o of opened) {
+        const pt = o.vm.pageTable();
+        await o.vm.attachDevice({ vsid: STREAM.vsid, cd: { asid: ASID, ttb0: pt.root } });
+        pt.map(SVA_VA, SVA_DATA_IPA, SVA_PAGES * 4096, PROT.READ | PROT.WRITE);
+        paths.push(new SvaStormPath(o.name, o, pt, await o.host.dma(), profile.timeoutMs));
+      }
+      // Each op is a few hundred µs on the trap path: a fifth of the latency profile keeps the quick run short.
+      const p: Profile = { ...profile, warmup: Math.round(profile.warmup / 5), samples: Math.round(profile.samples / 5) };
+      const measured = await runInterleaved('svastorm', paths, p, progress);
+      return { measured: measured.map((m) => latencyRow('svastorm', m.path.name as PathName, m.path.params, m.samples, m.cpuUs)), notes };
+    } finally {
+      await closeAll(opened);
+    }
+  },
+};
+
+export const GAPS_US = [0, 5, 20, 100, 1000] as const;
+export const GAP_SPIN_BUDGETS_US = [0, 10, 50] as const;
+
+/**
+ * One doorbell round trip per sample after an idle gap (busy-waited on the
+ * producer: a timer cannot do 5 µs), with the CPU time of the kernel thread
+ * alone (its /proc schedstat, bench/affinity.ts) as the path's CPU clock, so
+ * cpu_us_per_op is what the kernel thread burns per command, spinning
+ * included.
+ */
+class GapPath implements LatencyPath {
+  readonly params: Params;
+  constructor(readonly name: QueuePathName, private readonly o: OpenedPath, private readonly words: Uint32Array,
+    private readonly gapUs: number, spinUs: number, private readonly timeoutMs: number) {
+    this.params = { gap_us: gapUs, spin_us: spinUs, cs: 'sev' };
+  }
+
+  sample(out: Float64Array, from: number, count: number): void {
+    const { words, timeoutMs } = this;
+    const q = this.o.queue;
+    const gapMs = this.gapUs / 1000;
+    for (let i = from; i < from + count; i++) {
+      const until = performance.now() + gapMs;
+      while (performance.now() < until);
+      const t0 = performance.now();
+      q.submitWords(words, 1, 'sev', timeoutMs);
+      out[i] = (performance.now() - t0) * 1000;
+    }
+  }
+
+  cpuUs(): number {
+    return threadCpuUs(this.o.kthreadTid);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const gapsweep: ScenarioDef = {
+  name: 'gapsweep',
+  title: 'Gap sweep: arrival gap x kernel-thread spin budget; latency and kernel-thread CPU per command',
+  async run(ctx) {
+    const { profile, progress } = ctx;
+    const notes: string[] = [];
+    const opened: OpenedPath[] = [];
+    try {
+      for (const spinUs of GAP_SPIN_BUDGETS_US) {
+        opened.push(...await openPaths(ctx, notes, [spinUs === 0 ? 'doorbell-sleep' : 'doorbell-spin'], { spinUs }));
+      }
+      if (opened.some((o) => o.kthreadTid === '')) notes.push('kernel-thread TID not found: cpu_us_per_op is NaN');
+      const words = tlbiNhVaWords(0x40000);
+      // Gaps are measured one at a time (paths interleaved within each); the 1 ms gap alone is 1 ms per sample.
+      const p: Profile = { ...profile, warmup: Math.round(profile.warmup / 10), samples: Math.round(profile.samples / 10), rewarm: Math.max(2, Math.round(profile.rewarm / 4)) };
+      const measured: MeasuredRow[] = [];
+      for (const gap of GAPS_US) {
+        const paths = opened.map((o, k) => new GapPath(o.name, o, words, gap, GAP_SPIN_BUDGETS_US[k]!, profile.timeoutMs));
+        const m = await runInterleaved(`gapsweep ${gap} µs`, paths, p, progress);
+        measured.push(...m.map((x) => ({ row: latencyRow('gapsweep', x.path.name as PathName, x.path.params, x.samples, x.cpuUs).row })));
+      }
+      return { measured, notes };
+    } finally {
+      await closeAll(opened);
+    }
+  },
+};
+
+const unmap: ScenarioDef = {
+  name: 'unmap',
+  title: 'DMA-unmap latency per mapping size, 1 and 2 guest vCPUs (dma_map_benchmark shape)',
+  run: runUnmap,
+};
+
+export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep];
 
 export function scenarioByName(name: string): ScenarioDef | undefined {
   return SCENARIO_REGISTRY.find((s) => s.name === name);
