@@ -43,18 +43,22 @@ export const GATE_CS = 'sev';
 export const GATE_BATCH = 64;
 
 /**
- * Metric definitions with their default tolerances. p50 ratios are stable
- * to ~10% run to run here; p99 and throughput move ±20-30% (node-latency-floor.md
- * §1-2, §6); trap/doorbell-spin also inherits the bimodal spin floor
- * (0.9 vs 0.2 µs), which only ever moves it up.
+ * Metric definitions with their default tolerances, from repeated quick runs
+ * on this 2-vCPU machine with the bench's pinning (bench/affinity.ts), which
+ * keeps the spin floor in one mode (0.13-0.14 µs; unpinned it is bimodal,
+ * 0.14 vs 0.9 µs, and the spin ratios with it): trap / doorbell-spin p50
+ * 74-98x, its p99 80-900x (the trap path's tail), doorbell-spin / spin
+ * 3.4-4.2x, doorbell-sleep / wait 0.98-1.06x, throughput x spin round trip
+ * 0.48-4.0 (it inherits the spin floor's modes; recorded at the worst). The injected 20 µs per command moves every
+ * one of them by 1.7x to 30x.
  */
 export const METRIC_DEFS: readonly Omit<GateMetric, 'baseline'>[] = [
   { name: 'trap_over_doorbell_spin_p50', direction: 'higher', tolerance: 0.3, description: `roundtrip p50, trap / doorbell-spin (cs=${GATE_CS})` },
-  { name: 'trap_over_doorbell_spin_p99', direction: 'higher', tolerance: 0.4, description: `roundtrip p99, trap / doorbell-spin (cs=${GATE_CS})` },
-  { name: 'doorbell_spin_over_atomics_spin_p50', direction: 'lower', tolerance: 0.15, description: 'roundtrip p50, doorbell-spin / bare spin ping-pong' },
+  { name: 'trap_over_doorbell_spin_p99', direction: 'higher', tolerance: 0.5, description: `roundtrip p99, trap / doorbell-spin (cs=${GATE_CS})` },
+  { name: 'doorbell_spin_over_atomics_spin_p50', direction: 'lower', tolerance: 0.3, description: 'roundtrip p50, doorbell-spin / bare spin ping-pong' },
   { name: 'doorbell_sleep_over_atomics_wait_p50', direction: 'lower', tolerance: 0.15, description: 'roundtrip p50, doorbell-sleep / bare wait ping-pong' },
   {
-    name: 'throughput_b64_cmds_per_spin_rtt', direction: 'higher', tolerance: 0.25,
+    name: 'throughput_b64_cmds_per_spin_rtt', direction: 'higher', tolerance: 0.45,
     description: `doorbell-spin commands/s at batch ${GATE_BATCH} x bare spin round trip: commands moved per cross-core round trip, so the machine's cache-line speed cancels out`,
   },
 ];
@@ -116,24 +120,26 @@ export function regressions(verdicts: readonly Verdict[]): Verdict[] {
   return verdicts.filter((v) => v.status === 'fail' || v.status === 'missing');
 }
 
-function median(xs: readonly number[]): number {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const k = s.length >> 1;
-  return s.length % 2 ? s[k]! : (s[k - 1]! + s[k]!) / 2;
+/** The attempt worst in the metric's direction: a level every ordinary run reaches. */
+function worstOf(m: Pick<GateMetric, 'direction'>, xs: readonly number[]): number {
+  const ok = xs.filter(Number.isFinite);
+  if (ok.length === 0) return NaN;
+  return m.direction === 'higher' ? Math.min(...ok) : Math.max(...ok);
 }
 
 /**
- * New baseline from the attempts of an --update-baseline run: the median of
- * the attempts (a typical run, not a lucky one, or the gate would flake),
- * ratcheted so a recorded value only moves in the good direction. Tolerances
- * and metrics missing from the old file come from METRIC_DEFS.
+ * New baseline from the attempts of an --update-baseline run: the WORST of
+ * the attempts (the gate then judges the best of up to 3 runs against it
+ * minus a tolerance, so only a real shift fails, never an unlucky run: the
+ * trap path's p99 alone moved 80-860 µs between quick runs here), ratcheted
+ * so a recorded value only moves in the good direction. Tolerances and
+ * metrics missing from the old file come from METRIC_DEFS.
  */
 export function updatedBaseline(old: BaselineFile | null, attempts: Readonly<Record<string, readonly number[]>>, recorded: BaselineFile['recorded']): BaselineFile {
   const metrics = METRIC_DEFS.map((def) => {
     const prev = old?.metrics.find((m) => m.name === def.name);
     const tolerance = prev?.tolerance ?? def.tolerance;
-    const measured = median(attempts[def.name] ?? []);
+    const measured = worstOf(def, attempts[def.name] ?? []);
     let baseline = prev?.baseline ?? null;
     if (Number.isFinite(measured)) {
       if (baseline === null) baseline = measured;
@@ -145,4 +151,4 @@ export function updatedBaseline(old: BaselineFile | null, attempts: Readonly<Rec
 }
 
 export const BASELINE_NOTE =
-  'Perf gate baseline (vcmdq gate). Ratios measured within one quick run; a metric regresses when its best of up to 3 runs is worse than baseline by more than its tolerance. Written by --update-baseline (median of 3 runs, only ever moved in the good direction); null = not measured yet.';
+  'Perf gate baseline (vcmdq gate). Ratios measured within one quick run; a metric regresses when its best of up to 3 runs is worse than baseline by more than its tolerance. Written by --update-baseline (worst of 3 runs, only ever moved in the good direction); null = not measured yet.';

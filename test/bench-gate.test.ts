@@ -44,17 +44,19 @@ describe('gate comparison', () => {
     expect(regressions(judgeAll([{ ...lower, baseline: null }], { db_over_spin: [NaN] }))).toEqual([]);
   });
 
-  it('update records the median of attempts and only ratchets in the good direction', () => {
+  it('update records the worst attempt and only ratchets in the good direction', () => {
     const old = { note: 'n', recorded: null, metrics: METRIC_DEFS.map((d) => ({ ...d, baseline: d.direction === 'higher' ? 40 : 1.2 })) };
     const next = updatedBaseline(old, {
-      trap_over_doorbell_spin_p50: [30, 50, 45], // median 45 > 40: moves up
-      doorbell_spin_over_atomics_spin_p50: [1.5, 1.4, 1.3], // median 1.4 worse than 1.2: stays
-      doorbell_sleep_over_atomics_wait_p50: [1.0, 1.1, 0.9], // median 1.0: moves down (better)
+      trap_over_doorbell_spin_p50: [50, 45, 60], // worst 45 > 40: moves up
+      trap_over_doorbell_spin_p99: [30, 90, 95], // worst 30 < 40: stays
+      doorbell_spin_over_atomics_spin_p50: [1.1, 1.4, 1.0], // worst 1.4, worse than 1.2: stays
+      doorbell_sleep_over_atomics_wait_p50: [1.0, 1.1, 0.9], // worst 1.1 < 1.2: moves down (better)
     }, { date: 'd', machine: 'm' });
     const by = Object.fromEntries(next.metrics.map((m) => [m.name, m.baseline]));
     expect(by['trap_over_doorbell_spin_p50']).toBe(45);
     expect(by['doorbell_spin_over_atomics_spin_p50']).toBe(1.2);
-    expect(by['doorbell_sleep_over_atomics_wait_p50']).toBe(1.0);
+    expect(by['trap_over_doorbell_spin_p99']).toBe(40);
+    expect(by['doorbell_sleep_over_atomics_wait_p50']).toBe(1.1);
     expect(by['throughput_b64_cmds_per_spin_rtt']).toBe(40);
     expect(updatedBaseline(null, { trap_over_doorbell_spin_p99: [7] }, null).metrics.find((m) => m.name === 'trap_over_doorbell_spin_p99')!.baseline).toBe(7);
   });
