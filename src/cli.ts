@@ -3,6 +3,7 @@
 // that takes its arguments and returns the exit status.
 import { benchMain, gateMain } from '../bench/cli.ts';
 import { UsageError, decodeMain, encodeMain } from './cli/codec-cmds.ts';
+import { REPLAY_HELP, replayMain } from './cli/replay.ts';
 
 type Subcommand = (args: string[]) => number | Promise<number>;
 
@@ -10,6 +11,7 @@ const SUBCOMMANDS: Record<string, { readonly run: Subcommand; readonly help: str
   decode: { run: decodeMain, help: 'decode [<w0> <w1>]   print a command as JSON (no words: one "w0 w1" per stdin line)' },
   encode: { run: encodeMain, help: "encode '<json>'      print the two words of a command object" },
   bench: { run: benchMain, help: 'bench [--quick] [--scenario NAME] [--json FILE] [--svg FILE]   trap vs doorbell, side by side' },
+  replay: { run: replayMain, help: REPLAY_HELP },
   gate: { run: gateMain, help: 'gate --baseline FILE [--update-baseline]   perf regression gate on in-run ratios' },
 };
 

@@ -11,8 +11,7 @@ import type { Host } from '../src/host.ts';
 import { MailboxClient } from '../src/mailbox.ts';
 import { TrapCmdq, type TrapKernel } from '../src/trap/cmdq.ts';
 import { TRAP_KOP } from '../src/trap/kernel.ts';
-import type { TrapExtra } from '../src/trap/transport.ts';
-import { TRAP_OP } from '../src/trap/vmm.ts';
+import { readTrapCounts } from '../src/trap/transport.ts';
 import { HwptInvalidate, type CommandSink } from '../src/trap/iommufd.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 
@@ -141,12 +140,10 @@ export class Rig {
   }
 }
 
-/** The VMM's counters of a trap queue (its STATS op, through the queue's own trap mailbox). */
+/** The VMM's counters of a trap queue, named as the tests compare them. */
 export function trapStats(handle: QueueHandle): { forwarded: number; handled: number; ioctls: number } {
-  const trap = (handle.extra as TrapExtra).trap;
-  const c = new MailboxClient(trap);
-  if (c.call(TRAP_OP.STATS) !== 0) throw new Error('STATS trap failed');
-  return { forwarded: c.results[1]!, handled: c.results[2]!, ioctls: c.results[3]! };
+  const c = readTrapCounts(handle);
+  return { forwarded: c.forwarded, handled: c.handledByVmm, ioctls: c.ioctls };
 }
 
 /** The kernel side's counters for a VM: commands its IOMMU_HWPT_INVALIDATEs executed, vSTEs installed. */

@@ -10,6 +10,7 @@ import { GuestQueue, type QueueHandle, type QueueTransport } from '../guest.ts';
 import { CONS_ERR_MASK, CONS_ERR_SHIFT, Q_CONS, Q_PROD } from '../layout.ts';
 import { MailboxClient, type MailboxHandle } from '../mailbox.ts';
 import { KernelThreadDeadError } from '../waiter.ts';
+import type { TrapCounts } from './cmdq.ts';
 import { TRAP_ERRNO, TRAP_OP } from './vmm.ts';
 
 /** QueueHandle.extra of a trap-path queue. */
@@ -73,6 +74,14 @@ export class TrapTransport implements QueueTransport {
     }
     throw new TrapError(op, rc);
   }
+}
+
+/** The VMM's counters of the trap queue `handle` (its STATS op, through the queue's own trap mailbox). */
+export function readTrapCounts(handle: QueueHandle): TrapCounts {
+  const c = new MailboxClient((handle.extra as TrapExtra).trap);
+  const rc = c.call(TRAP_OP.STATS);
+  if (rc !== 0) throw new TrapError(TRAP_OP.STATS, rc);
+  return { forwarded: c.results[1]!, handledByVmm: c.results[2]!, ioctls: c.results[3]! };
 }
 
 GuestQueue.registerTransport('trap', (h) => new TrapTransport(h));
