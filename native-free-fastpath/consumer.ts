@@ -71,6 +71,7 @@ export class Consumer {
   private readonly f = new Uint32Array(FIELD_COUNT);
   private readonly tr = new Uint32Array(8);
   private ctrlSeen = 0;
+  private hooks: ConsumerHooks | null = null;
 
   constructor(
     private readonly i32: Int32Array,
@@ -138,6 +139,7 @@ export class Consumer {
    * after the last work (io_uring SQPOLL idle), then sleeps on WAKE.
    */
   run(hooks: ConsumerHooks): void {
+    this.hooks = hooks;
     const i32 = this.i32;
     const ctl = this.ctl;
     Atomics.store(i32, ctl + CTL_STATE, SERVER_STATE.RUNNING);
@@ -190,6 +192,10 @@ export class Consumer {
     const r = q.regs;
     const log2 = q.log2size;
     const prod = Atomics.load(i32, r + Q_PROD); // acquire: slots up to PROD are written
+    // The crash test hook is read after PROD: a PROD published after the
+    // hook was armed is then never consumed (seq_cst order), so a test can
+    // rely on its submission meeting a dead thread.
+    if (Atomics.load(i32, this.ctl + CTL_CRASH) !== 0) this.hooks?.crash();
     let cons = q.cons;
     if (!queueValidProd(prod, cons, log2)) {
       this.fail(q, cons, CERROR.ILL, ERR_KIND.BAD_PROD, prod & 0xffff);
@@ -200,7 +206,6 @@ export class Consumer {
     const vsmmu = q.vm.vsmmu;
     const idxMask = (1 << log2) - 1;
     let done = 0;
-    let syncs = 0;
     while (cons !== prod) {
       readSlot(q.entries, cons & idxMask, u); // the one read of this slot; only `u` is looked at below
       done++;
@@ -209,7 +214,7 @@ export class Consumer {
       if (ill !== 0 || rejected !== 0) {
         q.cons = cons;
         this.fail(q, cons, CERROR.ILL, ill !== 0 ? ERR_KIND.DECODE : ERR_KIND.VSMMU, ill !== 0 ? ill : rejected);
-        this.count(q, done, syncs);
+        this.count(q, done);
         return done;
       }
       let cerror = 0;
@@ -226,7 +231,6 @@ export class Consumer {
           // signal, then let CONS pass it.
           cons = queueIncProd(cons, 1, log2);
           this.completeSync(q, cons);
-          syncs++;
           continue;
         default:
           // convertVcmdq admits nothing else; refuse rather than trust that.
@@ -235,7 +239,7 @@ export class Consumer {
       if (cerror !== 0) {
         q.cons = cons;
         this.fail(q, cons, cerror, ERR_KIND.MODEL, cerror);
-        this.count(q, done, syncs);
+        this.count(q, done);
         return done;
       }
       cons = queueIncProd(cons, 1, log2);
@@ -244,16 +248,15 @@ export class Consumer {
     q.cons = cons;
     Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
     Atomics.notify(i32, r + Q_CONS);
-    this.count(q, done, syncs);
+    this.count(q, done);
     return done;
   }
 
-  private count(q: QueueEntry, cmds: number, syncs: number): void {
+  private count(q: QueueEntry, cmds: number): void {
     const i32 = this.i32;
     const r = q.regs;
     i32[r + Q_STAT_CMDS] = (i32[r + Q_STAT_CMDS]! + cmds) | 0;
     i32[r + Q_STAT_SLOT_READS] = (i32[r + Q_STAT_SLOT_READS]! + cmds) | 0;
-    i32[r + Q_STAT_SYNCS] = (i32[r + Q_STAT_SYNCS]! + syncs) | 0;
     i32[r + Q_STAT_PASSES]!++;
   }
 
@@ -270,6 +273,8 @@ export class Consumer {
         Atomics.notify(i32, pa >>> 2);
       }
     }
+    // Counted before the publish, so a guest that saw its sync complete also sees it counted.
+    i32[q.regs + Q_STAT_SYNCS]!++;
     Atomics.store(i32, q.regs + Q_CONS, consAfter | q.errBits); // publish: CONS release
     if (cs === CS.SEV) Atomics.notify(i32, q.regs + Q_CONS);
   }
