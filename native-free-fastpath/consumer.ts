@@ -208,13 +208,17 @@ export class Consumer {
     let done = 0;
     while (cons !== prod) {
       readSlot(q.entries, cons & idxMask, u); // the one read of this slot; only `u` is looked at below
+      i32[r + Q_STAT_SLOT_READS]!++;
+      // Statistics are counted before the publish that completes the command,
+      // so a guest that sees CONS or GERROR move also sees them counted.
+      i32[r + Q_STAT_CMDS]!++;
       done++;
       const rejected = vsmmu.convertVcmdq(u);
       const ill = decodeWords(u, f, this.features);
       if (ill !== 0 || rejected !== 0) {
         q.cons = cons;
         this.fail(q, cons, CERROR.ILL, ill !== 0 ? ERR_KIND.DECODE : ERR_KIND.VSMMU, ill !== 0 ? ill : rejected);
-        this.count(q, done);
+        i32[r + Q_STAT_PASSES]!++;
         return done;
       }
       let cerror = 0;
@@ -239,25 +243,17 @@ export class Consumer {
       if (cerror !== 0) {
         q.cons = cons;
         this.fail(q, cons, cerror, ERR_KIND.MODEL, cerror);
-        this.count(q, done);
+        i32[r + Q_STAT_PASSES]!++;
         return done;
       }
       cons = queueIncProd(cons, 1, log2);
       if (delayUs !== 0 && !this.busyWaitUs(delayUs)) break;
     }
     q.cons = cons;
+    i32[r + Q_STAT_PASSES]!++;
     Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
     Atomics.notify(i32, r + Q_CONS);
-    this.count(q, done);
     return done;
-  }
-
-  private count(q: QueueEntry, cmds: number): void {
-    const i32 = this.i32;
-    const r = q.regs;
-    i32[r + Q_STAT_CMDS] = (i32[r + Q_STAT_CMDS]! + cmds) | 0;
-    i32[r + Q_STAT_SLOT_READS] = (i32[r + Q_STAT_SLOT_READS]! + cmds) | 0;
-    i32[r + Q_STAT_PASSES]!++;
   }
 
   /** CMD_SYNC at CONS-1 completed: the signal its CS asks for, with CONS published past it. */
@@ -284,10 +280,10 @@ export class Consumer {
     const i32 = this.i32;
     const r = q.regs;
     i32[r + Q_ERR_REASON] = (kind << 16) | (code & 0xffff);
+    i32[r + Q_STAT_ERRORS]!++;
     q.errBits = cerror << CONS_ERR_SHIFT;
     Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS (with ERR) release, before GERROR
     this.raiseGerror(q, GERROR_CMDQ_ERR);
-    i32[r + Q_STAT_ERRORS]!++;
     notifyQueueWaiters(i32, q.qid);
   }
 
