@@ -160,6 +160,9 @@ export class GuestQueue {
   private waitIndex = 0;
   private waitValue = 0;
   private encodeBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
+  /** invalidateRange's commands and its TLBI template: reused, so an unmap allocates nothing. */
+  private invBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
+  private readonly invTemplate = new Uint32Array(FIELD_COUNT);
 
   /** Build the driver for `handle` in this thread. */
   static attach(handle: QueueHandle): GuestQueue {
@@ -322,14 +325,14 @@ export class GuestQueue {
    * instead when that would exceed 512 commands (CMDQ_MAX_TLBI_OPS). Then sync.
    */
   invalidateRange(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): void {
-    const { words, n } = this.buildInvalidation(asid, iova, size, granule, leaf);
-    this.submitWords(words, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+    const n = this.buildInvalidation(asid, iova, size, granule, leaf);
+    this.submitWords(this.invBuf, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
   }
 
   /** Async form of `invalidateRange`. */
   invalidateRangeAsync(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): Promise<void> {
-    const { words, n } = this.buildInvalidation(asid, iova, size, granule, leaf);
-    return this.submitWordsAsync(words, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+    const n = this.buildInvalidation(asid, iova, size, granule, leaf);
+    return this.submitWordsAsync(this.invBuf, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
   }
 
   /**
@@ -390,22 +393,23 @@ export class GuestQueue {
     return words;
   }
 
-  private buildInvalidation(asid: number, iova: number, size: number, granule: number, leaf: boolean): { words: Uint32Array; n: number } {
+  /** Build the invalidation of [iova, iova+size) into invBuf (grown only when a larger range needs it); returns the command count. */
+  private buildInvalidation(asid: number, iova: number, size: number, granule: number, leaf: boolean): number {
     const ril = this.h.features.RIL;
     const lo = iova % 2 ** 32;
     const hi = Math.floor(iova / 2 ** 32);
     if (!ril && size / 4096 > CMDQ_MAX_TLBI_OPS) {
-      buildTlbiNhAsid(this.u, asid, 0);
-      return { words: this.u, n: 1 };
+      buildTlbiNhAsid(this.invBuf, asid, 0);
+      return 1;
     }
-    const t = new Uint32Array(FIELD_COUNT);
+    const t = this.invTemplate;
     t[F.OP] = OP.TLBI_NH_VA;
     t[F.ASID] = asid;
     t[F.LEAF] = leaf ? 1 : 0;
     const n = tlbInvRange(null, 0, t, lo, hi, size, granule, 12, ril);
-    const words = new Uint32Array(4 * n);
-    tlbInvRange(words, 0, t, lo, hi, size, granule, 12, ril);
-    return { words, n };
+    if (this.invBuf.length < 4 * n) this.invBuf = new Uint32Array(4 * n);
+    tlbInvRange(this.invBuf, 0, t, lo, hi, size, granule, 12, ril);
+    return n;
   }
 
   private begin(cs: CsMode | null, timeoutMs: number): void {
