@@ -18,6 +18,10 @@ export const VSMMU_REJECT = {
 const nsnh = new Uint32Array(FIELD_COUNT);
 const scratch = new Uint32Array(4);
 
+/** Invalidations a guest may put on its vCMDQ (Tegra241's guest-owned set plus NH_VAA/NH_ALL): opcode -> 1. */
+const VCMDQ_INVALIDATIONS = new Uint8Array(256);
+for (const op of [OP.TLBI_NH_ALL, OP.TLBI_NH_ASID, OP.TLBI_NH_VA, OP.TLBI_NH_VAA, OP.ATC_INV]) VCMDQ_INVALIDATIONS[op] = 1;
+
 export class VSmmu {
   readonly vmid: number;
   readonly vsidToPsid: ReadonlyMap<number, number>;
@@ -72,22 +76,12 @@ export class VSmmu {
    */
   convertVcmdq(u: Uint32Array): number {
     const opcode = u[0]! & 0xff;
-    switch (opcode) {
-      case OP.TLBI_NH_ALL:
-      case OP.TLBI_NH_ASID:
-      case OP.TLBI_NH_VA:
-      case OP.TLBI_NH_VAA:
-        setField(u, F.VMID, this.vmid);
-        return 0;
-      case OP.ATC_INV:
-        return this.mapSid(u);
-      case OP.CMD_SYNC: {
-        const cs = getField(u, F.CS);
-        return cs === CS.NONE || cs === CS.SEV || cs === CS.IRQ ? 0 : VSMMU_REJECT.SYNC_CS | (opcode << 8);
-      }
-      default:
-        return VSMMU_REJECT.OPCODE | (opcode << 8);
+    if (opcode === OP.CMD_SYNC) {
+      const cs = getField(u, F.CS);
+      return cs === CS.NONE || cs === CS.SEV || cs === CS.IRQ ? 0 : VSMMU_REJECT.SYNC_CS | (opcode << 8);
     }
+    // A subset of what iommufd forwards, rewritten exactly as it would be.
+    return VCMDQ_INVALIDATIONS[opcode] === 1 ? this.convertIommufd(u) : VSMMU_REJECT.OPCODE | (opcode << 8);
   }
 
   private mapSid(u: Uint32Array): number {
