@@ -17,7 +17,7 @@ import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US,
   CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   MB_ARG0, MB_RES0, Q_BASE, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD,
-  Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE,
+  Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE,
   STATUS_ENABLED, notifyQueueWaiters, queueRegs, sleepUnlessWork,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
@@ -252,7 +252,7 @@ export class Consumer {
     q.cons = cons;
     i32[r + Q_STAT_PASSES]!++;
     Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
-    Atomics.notify(i32, r + Q_CONS);
+    if (Atomics.load(i32, r + Q_WAITERS) !== 0) Atomics.notify(i32, r + Q_CONS);
     return done;
   }
 
@@ -266,13 +266,13 @@ export class Consumer {
       if (pa < 0 || pa + 4 > i32.byteLength) this.raiseGerror(q, GERROR_MSI_CMDQ_ABT);
       else {
         Atomics.store(i32, pa >>> 2, f[F.MSIDATA]!); // publish: MSI release (a 32-bit write, as the SMMU's)
-        Atomics.notify(i32, pa >>> 2);
+        if (Atomics.load(i32, q.regs + Q_WAITERS) !== 0) Atomics.notify(i32, pa >>> 2);
       }
     }
     // Counted before the publish, so a guest that saw its sync complete also sees it counted.
     i32[q.regs + Q_STAT_SYNCS]!++;
     Atomics.store(i32, q.regs + Q_CONS, consAfter | q.errBits); // publish: CONS release
-    if (cs === CS.SEV) Atomics.notify(i32, q.regs + Q_CONS);
+    if (cs === CS.SEV && Atomics.load(i32, q.regs + Q_WAITERS) !== 0) Atomics.notify(i32, q.regs + Q_CONS);
   }
 
   /** Stop `q` at `cons` with CONS.ERR = cerror, as hardware: CONS.ERR before GERROR.CMDQ_ERR. */

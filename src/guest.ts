@@ -20,7 +20,7 @@ import { CS, F, FIELD_COUNT, OP } from './fields.ts';
 import { CMDQ_MAX_TLBI_OPS, tlbInvRange } from './invalidate.ts';
 import {
   CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, ERR_KIND, GERROR_CMDQ_ERR, Q_CONS, Q_ERR_REASON, Q_GERROR,
-  Q_GERRORN, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
+  Q_GERRORN, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
 } from './layout.ts';
 import { queueConsumed, queueFree, queueIdx, queueIncProd } from './queue.ts';
 import { rejectReason } from './vsmmu.ts';
@@ -517,17 +517,31 @@ export class GuestQueue {
         if (n % SPIN_CLOCK_EVERY === 0 && performance.now() > until) break;
       }
     }
+    const waiters = this.h.regs + Q_WAITERS;
     while (this.poll(cond) !== 0) {
-      Atomics.wait(this.i32, this.waitIndex, this.waitValue, this.live.sliceMs());
+      Atomics.add(this.i32, waiters, 1); // announce, then re-check: see WAITERS in layout.ts
+      try {
+        if (this.poll(cond) === 0) return;
+        Atomics.wait(this.i32, this.waitIndex, this.waitValue, this.live.sliceMs());
+      } finally {
+        Atomics.sub(this.i32, waiters, 1);
+      }
       if (this.poll(cond) === 0) return;
       this.afterSlice();
     }
   }
 
   private async blockAsync(cond: number): Promise<void> {
+    const waiters = this.h.regs + Q_WAITERS;
     while (this.poll(cond) !== 0) {
-      const w = atomicsWaitAsync(this.i32, this.waitIndex, this.waitValue, this.live.sliceMs());
-      if (w.async) await w.value;
+      Atomics.add(this.i32, waiters, 1); // announce, then re-check: see WAITERS in layout.ts
+      try {
+        if (this.poll(cond) === 0) return;
+        const w = atomicsWaitAsync(this.i32, this.waitIndex, this.waitValue, this.live.sliceMs());
+        if (w.async) await w.value;
+      } finally {
+        Atomics.sub(this.i32, waiters, 1);
+      }
       if (this.poll(cond) === 0) return;
       this.afterSlice();
     }
