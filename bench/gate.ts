@@ -51,10 +51,17 @@ export const GATE_BATCH = 64;
  * 3.4-4.2x, doorbell-sleep / wait 0.98-1.06x, throughput x spin round trip
  * 0.48-4.0 (it inherits the spin floor's modes; recorded at the worst). The injected 20 µs per command moves every
  * one of them by 1.7x to 30x.
+ *
+ * The trap / doorbell-spin ratios get wide tolerances: pinning fixes where
+ * the threads run, not where the host puts the two vCPUs, and in the far
+ * placement (spin floor ~0.9 µs, node-latency-floor.md) doorbell-spin is
+ * ~2x slower while the futex-bound trap path is not, halving both ratios
+ * with no regression in the code. A slowed consumer still moves them by
+ * more than 20x.
  */
 export const METRIC_DEFS: readonly Omit<GateMetric, 'baseline'>[] = [
-  { name: 'trap_over_doorbell_spin_p50', direction: 'higher', tolerance: 0.3, description: `roundtrip p50, trap / doorbell-spin (cs=${GATE_CS})` },
-  { name: 'trap_over_doorbell_spin_p99', direction: 'higher', tolerance: 0.5, description: `roundtrip p99, trap / doorbell-spin (cs=${GATE_CS})` },
+  { name: 'trap_over_doorbell_spin_p50', direction: 'higher', tolerance: 0.7, description: `roundtrip p50, trap / doorbell-spin (cs=${GATE_CS})` },
+  { name: 'trap_over_doorbell_spin_p99', direction: 'higher', tolerance: 0.75, description: `roundtrip p99, trap / doorbell-spin (cs=${GATE_CS})` },
   { name: 'doorbell_spin_over_atomics_spin_p50', direction: 'lower', tolerance: 0.3, description: 'roundtrip p50, doorbell-spin / bare spin ping-pong' },
   { name: 'doorbell_sleep_over_atomics_wait_p50', direction: 'lower', tolerance: 0.15, description: 'roundtrip p50, doorbell-sleep / bare wait ping-pong' },
   {
