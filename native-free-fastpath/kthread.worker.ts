@@ -6,7 +6,8 @@
 // Any exception escaping the loop marks STATE=DEAD and wakes every waiter
 // before the thread dies.
 
-import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { workerData, type MessagePort } from 'node:worker_threads';
+import { drainControlPort } from '../src/control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
 import { KTHREAD_CTL } from '../src/layout.ts';
 import { SmmuModel } from '../src/model/smmu.ts';
@@ -61,15 +62,7 @@ function control(msg: KthreadCtrl): void {
 }
 
 function drainControl(): void {
-  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
-    const msg = m.message as KthreadCtrl;
-    try {
-      control(msg);
-      port.postMessage({ id: msg.id, ok: true });
-    } catch (e) {
-      port.postMessage({ id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) });
-    }
-  }
+  drainControlPort<KthreadCtrl>(port, control);
 }
 
 try {

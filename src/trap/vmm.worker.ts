@@ -7,7 +7,8 @@
 // mailbox client (timeout + heartbeat: a dead kernel thread becomes -EIO
 // for the trapping vCPU, not a hang).
 
-import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { workerData, type MessagePort } from 'node:worker_threads';
+import { drainControlPort } from '../control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../features.ts';
 import {
   CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_STATE, CTL_STAT_PASSES, CTL_STAT_SLEEPS, MB_ARG0, MB_RES0,
@@ -46,15 +47,7 @@ function control(msg: VmmCtrl): void {
 }
 
 function drainControl(): void {
-  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
-    const msg = m.message as VmmCtrl;
-    try {
-      control(msg);
-      port.postMessage({ id: msg.id, ok: true });
-    } catch (e) {
-      port.postMessage({ id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) });
-    }
-  }
+  drainControlPort<VmmCtrl>(port, control);
 }
 
 function markDead(): void {
