@@ -336,27 +336,37 @@ export class Vm {
     return opener(this, opts);
   }
 
-  /** Allocate a vCMDQ in guest RAM, program its registers and have the kernel thread serve it; returns its handle. */
-  async createQueue(opts: QueueOptions = {}): Promise<QueueHandle> {
+  /**
+   * A queue of either path, not yet enabled or served: its ring in guest RAM
+   * (aligned to its size, as SMMU_CMDQ_BASE requires) and its register block
+   * with LOG2SIZE, BASE and VMID programmed.
+   */
+  allocQueueRegs(opts: QueueOptions): { qid: number; regs: number; log2size: number; baseIpa: number } {
     const log2size = opts.log2size ?? 8;
-    const features = this.host.features;
-    if (!(Number.isInteger(log2size) && log2size >= 0 && log2size <= features.CMDQS)) {
-      throw new RangeError(`log2size must be in 0..${features.CMDQS} (IDR1.CMDQS)`);
+    const cmdqs = this.host.features.CMDQS;
+    if (!(Number.isInteger(log2size) && log2size >= 0 && log2size <= cmdqs)) {
+      throw new RangeError(`log2size must be in 0..${cmdqs} (IDR1.CMDQS)`);
     }
     const bytes = 16 << log2size;
     const baseIpa = this.alloc(bytes, Math.max(bytes, 32));
     const qid = this.host.allocQueue();
-    const r = queueRegs(qid);
+    const regs = queueRegs(qid);
     const i32 = this.host.i32;
-    i32[r + Q_LOG2SIZE] = log2size;
-    i32[r + Q_BASE] = this.ramBase + baseIpa;
-    i32[r + Q_BASE_IPA] = baseIpa;
-    i32[r + Q_VMID] = this.vmid;
-    Atomics.store(i32, r + Q_CONFIG, CONFIG_EN);
+    i32[regs + Q_LOG2SIZE] = log2size;
+    i32[regs + Q_BASE] = this.ramBase + baseIpa;
+    i32[regs + Q_BASE_IPA] = baseIpa;
+    i32[regs + Q_VMID] = this.vmid;
+    return { qid, regs, log2size, baseIpa };
+  }
+
+  /** Allocate a vCMDQ in guest RAM, program its registers and have the kernel thread serve it; returns its handle. */
+  async createQueue(opts: QueueOptions = {}): Promise<QueueHandle> {
+    const { qid, regs, log2size, baseIpa } = this.allocQueueRegs(opts);
+    Atomics.store(this.host.i32, regs + Q_CONFIG, CONFIG_EN);
     await this.host.control({ op: 'addQueue', qid, vmid: this.vmid });
     return {
-      path: 'doorbell', sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs: r, log2size,
-      basePa: this.ramBase + baseIpa, baseIpa, vmid: this.vmid, features,
+      path: 'doorbell', sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs, log2size,
+      basePa: this.ramBase + baseIpa, baseIpa, vmid: this.vmid, features: this.host.features,
     };
   }
 }

@@ -12,7 +12,7 @@ import type { QueueHandle } from '../guest.ts';
 import { registerQueuePath, type Host, type QueueOptions, type Vm } from '../host.ts';
 import {
   CONFIG_EN, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_SPIN_US, CTL_STALE_MS, CTL_STATE, CTL_WAKE, CTL_CTRL, KTHREAD_CTL,
-  Q_BASE, Q_BASE_IPA, Q_LOG2SIZE, Q_VMID, SERVER_STATE, VMM_CTL, kick, queueRegs,
+  SERVER_STATE, VMM_CTL, kick,
 } from '../layout.ts';
 import type { MailboxHandle } from '../mailbox.ts';
 import { workerUrl } from '../worker-url.ts';
@@ -94,20 +94,8 @@ export class TrapPath {
       await this.control({ op: 'addVm', vmid: vm.vmid, ramBase: vm.ramBase, ramBytes: vm.ramBytes, vsids: vm.streams.map((s) => s.vsid) });
       this.vms.add(vm.vmid);
     }
-    const log2size = opts.log2size ?? 8;
+    const { qid, regs: r, log2size, baseIpa } = vm.allocQueueRegs(opts);
     const features = this.host.features;
-    if (!(Number.isInteger(log2size) && log2size >= 0 && log2size <= features.CMDQS)) {
-      throw new RangeError(`log2size must be in 0..${features.CMDQS} (IDR1.CMDQS)`);
-    }
-    const bytes = 16 << log2size;
-    const baseIpa = vm.alloc(bytes, Math.max(bytes, 32));
-    const qid = this.host.allocQueue();
-    const r = queueRegs(qid);
-    const i32 = this.host.i32;
-    i32[r + Q_LOG2SIZE] = log2size;
-    i32[r + Q_BASE] = vm.ramBase + baseIpa;
-    i32[r + Q_BASE_IPA] = baseIpa;
-    i32[r + Q_VMID] = vm.vmid;
     // The mailbox is this vCPU's exit into the VMM: the VMM knows the queue
     // (and VM) by the mailbox, never by what the guest writes into it.
     const mbid = this.host.allocMailboxId();
