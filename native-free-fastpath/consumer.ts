@@ -72,6 +72,8 @@ export class Consumer {
   private readonly tr = new Uint32Array(8);
   private ctrlSeen = 0;
   private hooks: ConsumerHooks | null = null;
+  /** The sleep re-check, bound once: the idle path allocates nothing either. */
+  private readonly hasWorkFn = (): boolean => this.hasWork();
 
   constructor(
     private readonly i32: Int32Array,
@@ -159,7 +161,7 @@ export class Consumer {
       }
       const spinUs = i32[ctl + CTL_SPIN_US]!;
       if (spinUs > 0 && this.spin(spinUs)) continue;
-      if (sleepUnlessWork(i32, ctl, () => this.hasWork(), i32[ctl + CTL_HEARTBEAT_MS]!)) i32[ctl + CTL_STAT_SLEEPS]!++;
+      if (sleepUnlessWork(i32, ctl, this.hasWorkFn, i32[ctl + CTL_HEARTBEAT_MS]!)) i32[ctl + CTL_STAT_SLEEPS]!++;
     }
   }
 
