@@ -139,18 +139,18 @@ const PENDING = -1;
 export class GuestQueue {
   private readonly i32: Int32Array;
   private readonly lanes: Lane[];
-  // The active lane, unpacked: the hot path reads these fields only.
-  private lane: Lane;
-  private h: QueueHandle;
-  private entries: Int32Array;
-  private transport: QueueTransport;
-  private live: Liveness;
-  private size: number;
+  // The active lane, unpacked by activate() (constructor, switchPath): the hot path reads these fields only.
+  private lane!: Lane;
+  private h!: QueueHandle;
+  private entries!: Int32Array;
+  private transport!: QueueTransport;
+  private live!: Liveness;
+  private size!: number;
   /** The active lane's handle with the others as standby (what `handle` returns). */
   private combined: QueueHandle;
   private readonly u = new Uint32Array(4);
   /** The driver's PROD (the register is its published copy). */
-  private prod: number;
+  private prod!: number;
   // State of the current wait (no per-call objects).
   private need = 0;
   private syncEnd = 0;
@@ -178,15 +178,19 @@ export class GuestQueue {
     const { standby = [], ...active } = handle;
     this.i32 = new Int32Array(handle.sab);
     this.lanes = [active, ...standby].map((h) => this.makeLane(h));
-    const first = this.lanes[0]!;
-    this.lane = first;
-    this.h = first.h;
-    this.entries = first.entries;
-    this.transport = first.transport;
-    this.live = first.live;
-    this.size = 1 << first.h.log2size;
-    this.prod = first.prod;
+    this.activate(this.lanes[0]!);
     this.combined = handle;
+  }
+
+  /** Make `lane` the one submissions go to: the driver's working copies of its handle, ring, transport and PROD. */
+  private activate(lane: Lane): void {
+    this.lane = lane;
+    this.h = lane.h;
+    this.entries = lane.entries;
+    this.transport = lane.transport;
+    this.live = lane.live;
+    this.size = 1 << lane.h.log2size;
+    this.prod = lane.prod;
   }
 
   /** Everything another thread needs to `attach` this queue (the active lane, the others as standby). Structured-clone safe. */
@@ -227,13 +231,7 @@ export class GuestQueue {
       throw new PathSwitchError(`queue ${this.h.qid}: cannot switch from '${this.h.path}' to '${path}': ${(e as Error).message}`, { cause: e });
     }
     this.lane.prod = this.prod;
-    this.lane = next;
-    this.h = next.h;
-    this.entries = next.entries;
-    this.transport = next.transport;
-    this.live = next.live;
-    this.size = 1 << next.h.log2size;
-    this.prod = next.prod;
+    this.activate(next);
     this.combined = { ...next.h, standby: this.lanes.filter((l) => l !== next).map((l) => l.h) };
   }
 
