@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { KernelThreadDeadError, ServerDeadError } from '../src/waiter.ts';
 import { Q_PROD } from '../src/layout.ts';
-import { evalWorker, makeVm, outcome, withHost } from './doorbell-helpers.ts';
+import { evalWorker, makeVm, outcome, thrown, withHost } from './doorbell-helpers.ts';
 
 const WAITER = `
   const q = lib.GuestQueue.attach(data.queue);
@@ -39,12 +39,7 @@ describe('killing the kernel thread mid-wait', () => {
       const t = await makeVm(host, 1, 0x10);
       const q = await t.vm.openQueue({ log2size: 4 });
       host.crashKernelThreadOnNextPass();
-      let err: unknown;
-      try {
-        q.submit([{ op: 'TLBI_NH_ASID', asid: 1 }], { cs: 'sev', timeoutMs: 20_000 });
-      } catch (e) {
-        err = e;
-      }
+      const err = thrown(() => q.submit([{ op: 'TLBI_NH_ASID', asid: 1 }], { cs: 'sev', timeoutMs: 20_000 }));
       expect(err).toBeInstanceOf(KernelThreadDeadError);
       expect((err as KernelThreadDeadError).prod).toBe(2);
       // The DMA agents' mailboxes fail the same way.

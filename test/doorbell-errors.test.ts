@@ -6,7 +6,7 @@ import type { Command } from '../src/codec.ts';
 import { QueueError } from '../src/guest.ts';
 import { KTHREAD_CTL, Q_CONS, Q_PROD, kick } from '../src/layout.ts';
 import { queueIncProd } from '../src/queue.ts';
-import { ASID, IOVA, makeVm, mapPage, pageOfPa, withHost, type TestVm } from './doorbell-helpers.ts';
+import { ASID, IOVA, makeVm, mapPage, pageOfPa, thrown, withHost, type TestVm } from './doorbell-helpers.ts';
 import type { DmaAgent } from '../src/host.ts';
 
 const tlbi = (page: number): Command => ({ op: 'TLBI_NH_VA', asid: ASID, addr: BigInt(IOVA + page * 4096), leaf: 1 });
@@ -56,12 +56,7 @@ describe('a command error stops only its queue', () => {
           words.set([Number(w0 & 0xffffffffn), Number(w0 >> 32n), Number(w1 & 0xffffffffn), Number(w1 >> 32n)], 8);
         }
         const start = qa.prodValue;
-        let err: unknown;
-        try {
-          qa.submitWords(words, 5, 'sev', 10_000);
-        } catch (e) {
-          err = e;
-        }
+        const err = thrown(() => qa.submitWords(words, 5, 'sev', 10_000));
         expect(err).toBeInstanceOf(QueueError);
         const qe = err as QueueError;
         expect(qe.cerror).toBe('ILL');
@@ -102,12 +97,7 @@ describe('a command error stops only its queue', () => {
           expect(n).toBeLessThan(1000);
           Atomics.wait(host.i32, q.handle.regs + Q_CONS, q.state().cons, 10);
         }
-        let err: unknown;
-        try {
-          q.sync('sev', 10_000);
-        } catch (e) {
-          err = e;
-        }
+        const err = thrown(() => q.sync('sev', 10_000));
         expect(err).toBeInstanceOf(QueueError);
         expect((err as QueueError).reason).toMatch(/PROD/);
         expect(q.skipFaultingCommand()).toBe(true);

@@ -80,3 +80,13 @@ export async function outcome(w: Worker): Promise<WorkerOutcome> {
     if (m.done) return m;
   }
 }
+
+/** What `fn` threw on this thread (undefined when it returned): for asserting an error's type and fields. */
+export function thrown(fn: () => void): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}

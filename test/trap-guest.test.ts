@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { PathSwitchError, QueueError, startHost, type Host } from '../src/index.ts';
 import { Q_CONS, Q_PROD } from '../src/layout.ts';
 import { STE_CFG } from '../src/model/structs.ts';
-import { ASID, IOVA, evalWorker, makeVm, mapPage, outcome, pageOfPa } from './doorbell-helpers.ts';
+import { ASID, IOVA, evalWorker, makeVm, mapPage, outcome, pageOfPa, thrown } from './doorbell-helpers.ts';
 import { kernelCounter, trapStats } from './trap-helpers.ts';
 
 let host: Host | undefined;
@@ -127,12 +127,7 @@ describe('switching a queue between the vCMDQ and the trap path', () => {
     const q = await t.vm.openQueue({ path: 'doorbell', standby: ['trap'], log2size: 4 });
     // CFGI_STE is not in a vCMDQ's command set: CERROR_ILL at index 1.
     expect(() => q.submit([{ op: 'TLBI_NH_ALL' }, { op: 'CFGI_STE', sid: 0, leaf: 1 }, { op: 'TLBI_NH_ALL' }])).toThrow(QueueError);
-    let err: unknown;
-    try {
-      q.switchPath('trap');
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => q.switchPath('trap'));
     expect(err).toBeInstanceOf(PathSwitchError);
     expect((err as Error).message).toMatch(/cannot switch from 'doorbell' to 'trap'.*CONS=0x1/);
     expect(q.path).toBe('doorbell');

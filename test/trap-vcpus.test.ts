@@ -4,7 +4,7 @@
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KernelThreadDeadError, ServerDeadError, startHost, trapPathOf, type Host } from '../src/index.ts';
-import { evalWorker, makeVm, outcome } from './doorbell-helpers.ts';
+import { evalWorker, makeVm, outcome, thrown } from './doorbell-helpers.ts';
 import { kernelCounter, trapStats } from './trap-helpers.ts';
 
 let host: Host | undefined;
@@ -79,12 +79,7 @@ describe('dead threads under a trapped write', () => {
     const t = await makeVm(host, 1, 0x10);
     const q = await t.vm.openQueue({ path: 'trap', log2size: 4 });
     host.crashKernelThreadOnNextPass();
-    let err: unknown;
-    try {
-      q.submit([{ op: 'TLBI_NH_ASID', asid: 1 }], { cs: 'sev', timeoutMs: 20_000 });
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => q.submit([{ op: 'TLBI_NH_ASID', asid: 1 }], { cs: 'sev', timeoutMs: 20_000 }));
     expect(err).toBeInstanceOf(KernelThreadDeadError);
   });
 
@@ -113,12 +108,7 @@ describe('dead threads under a trapped write', () => {
     const t = await makeVm(host, 1, 0x10);
     const q = await t.vm.openQueue({ path: 'trap', log2size: 4 });
     (await trapPathOf(host)).crashOnNextPass();
-    let err: unknown;
-    try {
-      q.submit([{ op: 'TLBI_NH_ASID', asid: 1 }], { cs: 'sev', timeoutMs: 20_000 });
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => q.submit([{ op: 'TLBI_NH_ASID', asid: 1 }], { cs: 'sev', timeoutMs: 20_000 }));
     expect(err).toBeInstanceOf(ServerDeadError);
     expect((err as ServerDeadError).server).toBe('VMM');
   });

@@ -10,6 +10,7 @@ import { CONS_ERR_SHIFT, Q_CONS } from '../src/layout.ts';
 import { MailboxClient } from '../src/mailbox.ts';
 import { TRAP_KOP } from '../src/trap/kernel.ts';
 import { CONVERT, IOMMUFD_ILLEGAL, kernelCounter, streamsOf, trapStats, wordsOf, words4, type Vector } from './trap-helpers.ts';
+import { thrown } from './doorbell-helpers.ts';
 
 let host: Host | undefined;
 afterEach(async () => {
@@ -67,12 +68,7 @@ describe('iommufd vectors through the VMM thread', () => {
       expect(trapStats(q.handle)).toMatchObject({ forwarded: 2, handled: 2 });
       expect(kernel(vm.vmid)).toEqual({ executed: 2, steInstalls: outcome.steInstalls });
     } else {
-      let err: unknown;
-      try {
-        q.submitWords(words, 3, 'sev');
-      } catch (e) {
-        err = e;
-      }
+      const err = thrown(() => q.submitWords(words, 3, 'sev'));
       expect(err).toBeInstanceOf(QueueError);
       expect((err as QueueError).index).toBe(1);
       expect(Atomics.load(host!.i32, q.handle.regs + Q_CONS)).toBe(1 | (1 << CONS_ERR_SHIFT));
