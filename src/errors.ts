@@ -24,3 +24,14 @@ export class CommandError extends Error {
     this.reason = reason;
   }
 }
+
+/**
+ * A public call refused an argument before doing anything: `argument` names
+ * it. A RangeError, so callers catching RangeError keep working.
+ */
+export class ArgumentError extends RangeError {
+  override readonly name = 'ArgumentError';
+  constructor(readonly argument: string, detail: string) {
+    super(`${argument} ${detail}`);
+  }
+}

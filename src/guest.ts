@@ -13,11 +13,11 @@
 // producer to another, so a guest survives losing its vCMDQ (live migration
 // to a host with fewer of them) without losing or repeating a command.
 
-import { buildCmdSync, buildTlbiNhAsid, encodeCommand, illReason, readSlot, writeSlot, type Command } from './codec.ts';
+import { buildCmdSync, encodeCommand, illReason, readSlot, writeSlot, type Command } from './codec.ts';
 import { CommandError, cerrorName } from './errors.ts';
 import type { SmmuFeatures } from './features.ts';
-import { CS, F, FIELD_COUNT, OP } from './fields.ts';
-import { CMDQ_MAX_TLBI_OPS, tlbInvRange } from './invalidate.ts';
+import { CS } from './fields.ts';
+import { tlbInvRangeAsid } from './invalidate.ts';
 import {
   CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, ERR_KIND, GERROR_CMDQ_ERR, Q_CONS, Q_ERR_REASON, Q_GERROR,
   Q_GERRORN, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
@@ -160,9 +160,8 @@ export class GuestQueue {
   private waitIndex = 0;
   private waitValue = 0;
   private encodeBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
-  /** invalidateRange's commands and its TLBI template: reused, so an unmap allocates nothing. */
+  /** invalidateRange's commands: reused, so an unmap allocates nothing. */
   private invBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
-  private readonly invTemplate = new Uint32Array(FIELD_COUNT);
 
   /** Build the driver for `handle` in this thread. */
   static attach(handle: QueueHandle): GuestQueue {
@@ -318,19 +317,29 @@ export class GuestQueue {
   }
 
   /**
-   * Invalidate [iova, iova+size) of `asid` as a Linux guest does: range TLBIs
-   * when the SMMU has RIL, one TLBI per granule without, and one TLBI_NH_ASID
-   * instead when that would exceed 512 commands (CMDQ_MAX_TLBI_OPS). Then sync.
+   * Invalidate every `granule` page overlapping [iova, iova+size) of `asid`
+   * as a Linux guest does (tlbInvRangeAsid: arm_smmu_tlb_inv_range_asid, the
+   * range rounded out to the granule; one TLBI_NH_ASID where a range cannot
+   * express the span), then sync. Arguments are checked before anything is
+   * sent: ArgumentError naming the argument.
    */
   invalidateRange(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): void {
-    const n = this.buildInvalidation(asid, iova, size, granule, leaf);
+    const n = tlbInvRangeAsid(null, 0, asid, iova, size, granule, leaf, this.h.features);
+    if (this.invBuf.length < 4 * n) this.invBuf = new Uint32Array(4 * n);
+    tlbInvRangeAsid(this.invBuf, 0, asid, iova, size, granule, leaf, this.h.features);
     this.submitWords(this.invBuf, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
   }
 
-  /** Async form of `invalidateRange`. */
+  /** Async form of `invalidateRange` (its commands in a buffer of its own: calls may overlap). */
   invalidateRangeAsync(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): Promise<void> {
-    const n = this.buildInvalidation(asid, iova, size, granule, leaf);
-    return this.submitWordsAsync(this.invBuf, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+    let words: Uint32Array;
+    try {
+      words = new Uint32Array(4 * tlbInvRangeAsid(null, 0, asid, iova, size, granule, leaf, this.h.features));
+      tlbInvRangeAsid(words, 0, asid, iova, size, granule, leaf, this.h.features);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.submitWordsAsync(words, words.length / 4, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
   }
 
   /**
@@ -389,25 +398,6 @@ export class GuestQueue {
       words[4 * k + 3] = Number(w1 >> 32n);
     }
     return words;
-  }
-
-  /** Build the invalidation of [iova, iova+size) into invBuf (grown only when a larger range needs it); returns the command count. */
-  private buildInvalidation(asid: number, iova: number, size: number, granule: number, leaf: boolean): number {
-    const ril = this.h.features.RIL;
-    const lo = iova % 2 ** 32;
-    const hi = Math.floor(iova / 2 ** 32);
-    if (!ril && size / 4096 > CMDQ_MAX_TLBI_OPS) {
-      buildTlbiNhAsid(this.invBuf, asid, 0);
-      return 1;
-    }
-    const t = this.invTemplate;
-    t[F.OP] = OP.TLBI_NH_VA;
-    t[F.ASID] = asid;
-    t[F.LEAF] = leaf ? 1 : 0;
-    const n = tlbInvRange(null, 0, t, lo, hi, size, granule, 12, ril);
-    if (this.invBuf.length < 4 * n) this.invBuf = new Uint32Array(4 * n);
-    tlbInvRange(this.invBuf, 0, t, lo, hi, size, granule, 12, ril);
-    return n;
   }
 
   private begin(cs: CsMode | null, timeoutMs: number): void {

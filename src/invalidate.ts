@@ -5,6 +5,8 @@
 // as numbers (exact up to 2^53).
 
 import { ATC_INV_SIZE_ALL, buildAtcInv, buildTlbiNhAsid, encodeWords } from './codec.ts';
+import { ArgumentError } from './errors.ts';
+import type { SmmuFeatures } from './features.ts';
 import { F, FIELD_COUNT, OP } from './fields.ts';
 
 /** Linux CMDQ_MAX_TLBI_OPS = 1 << (PAGE_SHIFT - 3) for 4 KiB pages. */
@@ -78,8 +80,88 @@ export function tlbInvRange(
   return n;
 }
 
+/** Translation granules a stage-1 table may use (TG0: 4K, 16K, 64K), the only `granule`s tlbInvRangeAsid takes. */
+export const GRANULES: readonly number[] = [4096, 16384, 65536];
+/** Input address bits of a stage-1 VA (VA_BITS = 48, T0SZ = 16): the range tlbInvRangeAsid accepts. */
+export const VA_BITS = 48;
+
+/**
+ * Does __arm_smmu_tlb_inv_range's RIL split of `numPages` use only SCALEs the
+ * field can hold? Each command takes the 5-bit window of the page count at
+ * __ffs(num_pages); 2^36 pages (all of a 48-bit space in 4K pages) would need
+ * SCALE = 36, an illegal command. At most 11 rounds (a page count < 2^53).
+ */
+function rilSplitFits(numPages: number, maxScale: number): boolean {
+  while (numPages > 0) {
+    const scale = ffs(numPages);
+    if (scale > maxScale) return false;
+    numPages -= (Math.floor(numPages / 2 ** scale) % 32) * 2 ** scale;
+  }
+  return true;
+}
+
+const asidTemplate = new Uint32Array(FIELD_COUNT);
+const nhAsidScratch = new Uint32Array(4);
+
+/** The whole-ASID fallback: one TLBI_NH_ASID at out[at..] (counted only when out is null). */
+function nhAsid(out: Uint32Array | null, at: number, asid: number): number {
+  if (out !== null) {
+    if (at + 4 > out.length) throw new RangeError('out holds no command');
+    buildTlbiNhAsid(nhAsidScratch, asid, 0);
+    out.set(nhAsidScratch, at);
+  }
+  return 1;
+}
+
+/**
+ * The guest driver's stage-1 unmap invalidation, Linux arm_smmu_tlb_inv_range_asid
+ * -> __arm_smmu_tlb_inv_range (TLBI_NH_VA, then the caller's CMD_SYNC): every
+ * `granule` page overlapping [iova, iova + size) of `asid`, the range rounded
+ * out to the granule (as io-pgtable's iommu_iotlb_gather hands Linux whole
+ * pages). TG = the granule, TTL = 3 for a leaf-only invalidation.
+ *
+ * Where a range cannot say it, one TLBI_NH_ASID (the whole ASID; always safe)
+ * instead: without RIL from CMDQ_MAX_TLBI_OPS pages on, as SVA's
+ * arm_smmu_mm_arch_invalidate_secondary_tlbs does (io-pgtable's DMA path
+ * has no such fallback and would send one TLBI per page); with RIL when the
+ * split would need a SCALE beyond the field (2^36 pages: a whole 48-bit space).
+ *
+ * Arguments are checked before anything is written: ArgumentError (a
+ * RangeError) naming the argument. Writes to out[at..] and returns the
+ * command count; out = null only counts.
+ */
+export function tlbInvRangeAsid(
+  out: Uint32Array | null, at: number, asid: number, iova: number, size: number, granule: number, leaf: boolean,
+  features: SmmuFeatures,
+): number {
+  const asidMax = features.ASID16 ? 0xffff : 0xff;
+  if (!Number.isInteger(asid) || asid < 0 || asid > asidMax) {
+    throw new ArgumentError('asid', `must be an integer in 0..${asidMax} (IDR0.ASID16=${features.ASID16 ? 1 : 0}), got ${asid}`);
+  }
+  if (!GRANULES.includes(granule)) throw new ArgumentError('granule', `must be 4096, 16384 or 65536 (a stage-1 TG0), got ${granule}`);
+  if (!Number.isSafeInteger(iova) || iova < 0 || iova >= 2 ** VA_BITS) {
+    throw new ArgumentError('iova', `must be an integer address in [0, 2^${VA_BITS}), got ${iova}`);
+  }
+  if (!Number.isSafeInteger(size) || size <= 0 || iova + size > 2 ** VA_BITS) {
+    throw new ArgumentError('size', `must be a whole number of bytes > 0 with iova + size <= 2^${VA_BITS}, got ${size}`);
+  }
+  if (typeof leaf !== 'boolean') throw new ArgumentError('leaf', `must be a boolean, got ${String(leaf)}`);
+  const start = iova - (iova % granule);
+  const pages = Math.ceil((iova + size) / granule) - start / granule;
+  const pgShift = Math.log2(granule);
+  const fits = features.RIL
+    ? rilSplitFits(!leaf && pages % 32 === 1 ? pages + 1 : pages, features.DS ? 63 : 31)
+    : pages < CMDQ_MAX_TLBI_OPS;
+  if (!fits) return nhAsid(out, at, asid);
+  const t = asidTemplate;
+  t.fill(0);
+  t[F.OP] = OP.TLBI_NH_VA;
+  t[F.ASID] = asid;
+  t[F.LEAF] = leaf ? 1 : 0;
+  return tlbInvRange(out, at, t, start % TWO_32, Math.floor(start / TWO_32), pages * granule, granule, pgShift, features.RIL);
+}
+
 const svaTemplate = new Uint32Array(FIELD_COUNT);
-const svaScratch = new Uint32Array(4);
 
 /**
  * arm_smmu_mm_arch_invalidate_secondary_tlbs (SVA): without RIL, a range of
@@ -88,14 +170,7 @@ const svaScratch = new Uint32Array(4);
  * number of commands written to out[at..].
  */
 export function svaInvRange(out: Uint32Array | null, at: number, asid: number, iovaLo: number, iovaHi: number, size: number, ril: boolean): number {
-  if (size === 0 || (!ril && size >= CMDQ_MAX_TLBI_OPS * PAGE_SIZE)) {
-    if (out !== null) {
-      if (at + 4 > out.length) throw new RangeError('out holds no command');
-      buildTlbiNhAsid(svaScratch, asid, 0);
-      out.set(svaScratch, at);
-    }
-    return 1;
-  }
+  if (size === 0 || (!ril && size >= CMDQ_MAX_TLBI_OPS * PAGE_SIZE)) return nhAsid(out, at, asid);
   svaTemplate.fill(0);
   svaTemplate[F.OP] = OP.TLBI_NH_VA;
   svaTemplate[F.ASID] = asid;
