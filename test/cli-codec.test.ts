@@ -1,13 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-
-// The built CLI (dist/ comes from the vitest global setup), as a user runs it.
-const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
-function vcmdq(args: string[], input = ''): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [cli, ...args], { input, encoding: 'utf8', timeout: 20_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { vcmdq } from './cli-helpers.ts';
 
 describe('vcmdq decode', () => {
   it('prints the TLBI_NH_VA of the 16-page range vector', () => {
@@ -75,14 +67,5 @@ describe('vcmdq encode', () => {
       expect(r.status).toBe(1);
       expect(r.stderr).toMatch(message);
     }
-  });
-});
-
-describe('dispatcher', () => {
-  it('an unknown subcommand exits 2 with the list', () => {
-    const r = vcmdq(['frobnicate']);
-    expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/unknown command frobnicate[\s\S]*decode[\s\S]*encode/);
-    expect(vcmdq(['toString']).status).toBe(2);
   });
 });

@@ -1,53 +1,86 @@
 // `vcmdq replay` as a user runs it: the built CLI on fixture dumps, through
 // both paths; the process must exit on its own (host.stop() ends every thread).
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { fixture, vcmdq } from './cli-helpers.ts';
 
-const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
-const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 function replay(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  // A timeout here would mean a thread kept the process alive.
-  const r = spawnSync(process.execPath, [cli, 'replay', ...args], { encoding: 'utf8', timeout: 20_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return vcmdq(['replay', ...args]);
 }
+const at = (index: number, wrap = 0) => ({ index, wrap });
 
 describe('vcmdq replay', () => {
   it('a legal dump through the trap path: the VMM forwards the invalidations and handles the syncs', () => {
     const r = replay('--path', 'trap', '--vmid', '3', '--stream', '0:0x10', fixture('replay-legal.txt'));
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ path: 'trap', prod: 6, cons: 6, error: null, executed: 6, forwarded: 4, handled_by_vmm: 2 });
+    expect(JSON.parse(r.stdout)).toEqual({
+      path: 'trap', prod: at(6), cons: at(6), error: null, gerror: [], executed: 6, forwarded: 4, handled_by_vmm: 2,
+      devices: [{ vsid: 0, psid: 0x10, dma: 'C_BAD_STREAMID' }],
+    });
   });
 
   it('the same dump through the doorbell path', () => {
     const r = replay('--path', 'doorbell', '--stream', '0:0x10', fixture('replay-legal.txt'));
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ path: 'doorbell', prod: 6, cons: 6, error: null, executed: 6, forwarded: 0, handled_by_vmm: 0 });
+    expect(JSON.parse(r.stdout)).toMatchObject({ path: 'doorbell', prod: at(6), cons: at(6), error: null, gerror: [], executed: 6, forwarded: 0, handled_by_vmm: 0 });
   });
 
-  it.each(['trap', 'doorbell'])('an illegal entry after the first batch stops the %s queue at its index, exit 0', (path) => {
+  it.each(['trap', 'doorbell'])('an illegal entry after the first batch stops the %s queue at its index, exit 0, GERROR.CMDQ_ERR active', (path) => {
     const r = replay('--path', path, fixture('replay-illegal.txt'));
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ path, prod: 77, cons: 70, error: { cerror: 'ILL', index: 70 }, executed: 70 });
+    expect(JSON.parse(r.stdout)).toMatchObject({ path, prod: at(77), cons: at(70), error: { cerror: 'ILL', index: 70 }, gerror: ['CMDQ_ERR'], executed: 70 });
   });
 
   it('an ATC_INV for a vSID the VM does not have is the kernel refusing it: CERROR_ILL at its index', () => {
     const r = replay('--path', 'trap', fixture('replay-legal.txt'));
-    expect(JSON.parse(r.stdout)).toEqual({ path: 'trap', prod: 6, cons: 2, error: { cerror: 'ILL', index: 2 }, executed: 2, forwarded: 2, handled_by_vmm: 0 });
+    expect(JSON.parse(r.stdout)).toEqual({
+      path: 'trap', prod: at(6), cons: at(2), error: { cerror: 'ILL', index: 2 }, gerror: ['CMDQ_ERR'], executed: 2, forwarded: 2, handled_by_vmm: 0, devices: [],
+    });
   });
 
-  it('unusable input exits 2 with a message naming the line', () => {
+  // SMMUv3 4.7.3: a CMD_SYNC's MSI write that aborts sets SMMU_GERROR.MSI_CMDQ_ABT_ERR; the sync still completes.
+  it.each(['trap', 'doorbell'])('%s: an MSI write outside guest RAM is reported as GERROR MSI_CMDQ_ABT, not as a queue error', (path) => {
+    const r = replay('--path', path, fixture('replay-msi-abort.txt'));
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ prod: at(2), cons: at(2), error: null, gerror: ['MSI_CMDQ_ABT'], executed: 2 });
+  });
+
+  it('prod and cons are index plus wrap: 300 commands on a 256-entry queue wrap once', () => {
+    const dump = join(mkdtempSync(join(tmpdir(), 'vcmdq-replay-')), 'syncs.txt');
+    writeFileSync(dump, '0x0000000000000046 0x0\n'.repeat(300));
+    const r = replay('--path', 'doorbell', dump);
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ prod: at(44, 1), cons: at(44, 1), error: null, executed: 300 });
+  });
+
+  describe('a CFGI_STE for a device (trap path)', () => {
+    const dump = fixture('replay-cfgi-ste.txt');
+    it('without --attach the device has no STE: the VMM refuses the CFGI_STE (-ENOENT)', () => {
+      const r = replay('--path', 'trap', '--stream', '0x10:0x20008', dump);
+      expect(JSON.parse(r.stdout)).toMatchObject({ error: { cerror: 'ILL', index: 0 }, devices: [{ vsid: 0x10, dma: 'C_BAD_STREAMID' }] });
+    });
+    it('--attach without --strtab: the VMM re-reads the vSTE at STRTAB_BASE 0, finds it invalid and the device now aborts', () => {
+      const r = replay('--path', 'trap', '--stream', '0x10:0x20008', '--attach', '0x10', dump);
+      expect(JSON.parse(r.stdout)).toMatchObject({ error: null, executed: 4, forwarded: 1, handled_by_vmm: 3, devices: [{ vsid: 0x10, psid: 0x20008, dma: 'STE_ABORT' }] });
+    });
+    it('--attach with --strtab: the vSTE is in the guest stream table, so the device stays attached (stage 1 bypass: IOVA 0 translates)', () => {
+      const r = replay('--path', 'trap', '--stream', '0x10:0x20008', '--attach', '0x10', '--strtab', '0x100000', dump);
+      expect(JSON.parse(r.stdout)).toMatchObject({ error: null, executed: 4, devices: [{ vsid: 0x10, dma: 'ok' }] });
+    });
+    it('--attach VSID:ASID gives a stage-1 context over an empty page table: IOVA 0 is a stage-1 translation fault', () => {
+      const r = replay('--path', 'trap', '--stream', '0x10:0x20008', '--attach', '0x10:7', '--strtab', '0x100000', dump);
+      expect(JSON.parse(r.stdout)).toMatchObject({ error: null, devices: [{ vsid: 0x10, dma: 'F_TRANSLATION' }] });
+    });
+  });
+
+  it('unusable input exits 2 with one line naming the line of the dump', () => {
     const r = replay('--path', 'trap', fixture('replay-badhex.txt'));
     expect(r.status).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/replay-badhex\.txt:3: expected two hex words .*0xZZ/);
+    expect(r.stderr).toMatch(/^vcmdq replay: [^\n]*replay-badhex\.txt:3: expected two hex words .*0xZZ'\n$/);
     expect(replay('--path', 'sideways', fixture('replay-legal.txt')).status).toBe(2);
-    expect(replay('--path', 'trap', '--stream', '1', fixture('replay-legal.txt')).status).toBe(2);
-    expect(replay('--path', 'trap', fixture('no-such-file.txt')).stderr).toMatch(/cannot read/);
-  });
-
-  it('is listed in the help', () => {
-    const r = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
-    expect(r.stderr).toMatch(/replay --path trap\|doorbell .*0 on doorbell/);
+    expect(replay('--path', 'trap', fixture('no-such-file.txt')).stderr).toMatch(/^vcmdq replay: cannot read .*no-such-file\.txt: ENOENT[^\n]*\n$/);
   });
 });

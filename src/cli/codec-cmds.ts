@@ -5,15 +5,24 @@ import { createInterface } from 'node:readline';
 import { decodeCommand, encodeCommand, type Command } from '../codec.ts';
 import { CommandError } from '../errors.ts';
 import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from '../features.ts';
-
-/** A command-line mistake: exit status 2. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
+import { UsageError } from './usage.ts';
 
 const BOOLEAN_FEATURES = Object.keys(DEFAULT_FEATURES).filter(
   (k) => typeof DEFAULT_FEATURES[k as keyof SmmuFeatures] === 'boolean',
 ) as (keyof SmmuFeatures)[];
+
+const CAPABILITY_FLAGS = `${BOOLEAN_FEATURES.map((k) => `--[no-]${k.toLowerCase()}`).join(' ')} --stall-model=N`;
+
+export const DECODE_USAGE = `usage: vcmdq decode [CAPS] [<w0> <w1>]
+  print a command (two 64-bit words, hex) as one JSON object; with no words,
+  read one "w0 w1" per stdin line (# starts a comment) and print one object per line.
+  exit 0: all legal; 1: an illegal command (its CERROR_ILL reason on stderr); 2: unusable input.
+  CAPS, the SMMU's capabilities (default: all but MPAM and DS, STALL_MODEL 0): ${CAPABILITY_FLAGS}`;
+
+export const ENCODE_USAGE = `usage: vcmdq encode [CAPS] '<json>'
+  print the two words of a command object, e.g. '{"op":"TLBI_NH_ASID","asid":1}'
+  (numbers may be given as 0x-hex strings); exit 1 names the field that does not fit.
+  CAPS as for decode: ${CAPABILITY_FLAGS}`;
 
 /**
  * Split capability flags from the other arguments: `--<cap>` / `--no-<cap>`
@@ -30,7 +39,7 @@ export function parseFeatureFlags(args: readonly string[]): { features: SmmuFeat
     else if (flag && BOOLEAN_FEATURES.includes(flag[2]!.toUpperCase() as keyof SmmuFeatures)) {
       partial[flag[2]!.toUpperCase()] = flag[1] === undefined;
     } else if (arg.startsWith('--')) {
-      throw new UsageError(`unknown option ${arg} (capabilities: ${BOOLEAN_FEATURES.map((k) => `--[no-]${k.toLowerCase()}`).join(' ')} --stall-model=N)`);
+      throw new UsageError(`unknown option ${arg} (capabilities: ${CAPABILITY_FLAGS})`);
     } else rest.push(arg);
   }
   return { features: makeFeatures(partial as Partial<SmmuFeatures>), rest };
@@ -67,7 +76,7 @@ export async function decodeMain(args: string[]): Promise<number> {
       throw e;
     }
   }
-  if (rest.length !== 0) throw new UsageError('usage: vcmdq decode [--no-ril ...] [<w0> <w1>]  (no words: one "w0 w1" per stdin line)');
+  if (rest.length !== 0) throw new UsageError(`want two words or none, got ${rest.length} (vcmdq help decode)`);
   // Every line is reported; the status is the worst one (2 bad input > 1 illegal command > 0).
   let status = 0;
   let lineNo = 0;
@@ -116,7 +125,7 @@ function commandFromJson(text: string): Command {
 
 export function encodeMain(args: string[]): number {
   const { features, rest } = parseFeatureFlags(args);
-  if (rest.length !== 1) throw new UsageError(`usage: vcmdq encode [--ds] '<json>'  e.g. '{"op":"TLBI_NH_ASID","asid":1}'`);
+  if (rest.length !== 1) throw new UsageError(`want one JSON object, got ${rest.length} arguments (vcmdq help encode)`);
   try {
     const [w0, w1] = encodeCommand(commandFromJson(rest[0]!), features);
     process.stdout.write(`${hex64(w0)} ${hex64(w1)}\n`);
