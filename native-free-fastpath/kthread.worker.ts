@@ -7,9 +7,9 @@
 // before the thread dies.
 
 import { workerData, type MessagePort } from 'node:worker_threads';
-import { drainControlPort } from '../src/control-port.ts';
+import { crashNow, drainControlPort } from '../src/control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
-import { KTHREAD_CTL } from '../src/layout.ts';
+import { CTL_CRASH, KTHREAD_CTL } from '../src/layout.ts';
 import { SmmuModel } from '../src/model/smmu.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 import { Consumer, VmEntry } from './consumer.ts';
@@ -70,7 +70,7 @@ try {
   port.postMessage({ id: 0, ok: true });
   consumer.run({
     control: drainControl,
-    crash: () => process.exit(70),
+    crash: () => crashNow(Atomics.load(i32, KTHREAD_CTL + CTL_CRASH)),
   });
   consumer.markDead();
   port.close();

@@ -16,15 +16,16 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { makeFeatures, type SmmuFeatures } from './features.ts';
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
-  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SPIN_US, CTL_STALE_MS, CTL_STATE,
-  CTL_WAKE, KTHREAD_CTL, KTHREAD_OP, MAX_MAILBOXES, MAX_QUEUES, MMIO_BYTES, Q_BASE, Q_BASE_IPA, Q_CONFIG,
-  Q_LOG2SIZE, Q_VMID, SERVER_STATE, kick, notifyQueueWaiters, queueRegs,
+  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SPIN_US, CTL_STALE_MS, KTHREAD_CTL,
+  KTHREAD_OP, MAX_MAILBOXES, MAX_QUEUES, MMIO_BYTES, Q_BASE, Q_BASE_IPA, Q_CONFIG, Q_LOG2SIZE, Q_VMID,
+  notifyQueueWaiters, queueRegs, type CrashHow,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
 import { GuestMemory, PhysLayout } from './model/mem.ts';
 import { TranslationTable, type TableOptions } from './model/pgtable.ts';
 import { STE_BYTES, STE_CFG, buildStage2, encodeSte, installNestedSte, writeGuestCd, type CdFields, type Stage2 } from './model/structs.ts';
 import { ACCESS } from './model/smmu.ts';
+import { ServerThread } from './server-thread.ts';
 import { workerUrl } from './worker-url.ts';
 
 export interface HostOptions {
@@ -70,9 +71,15 @@ export function registerQueuePath(path: string, opener: QueueOpener): void {
   queueOpeners.set(path, opener);
 }
 
-interface Pending {
-  resolve: () => void;
-  reject: (e: Error) => void;
+/** What `host.stop()` did. */
+export interface StopReport {
+  /** Threads that did not exit within the grace period and were terminated ('VMM', 'kernel thread'). */
+  killed: string[];
+}
+
+export interface StopOptions {
+  /** How long each thread may take to exit before it is terminated, ms (default 5000). */
+  graceMs?: number;
 }
 
 export class Host {
@@ -81,31 +88,22 @@ export class Host {
   readonly features: SmmuFeatures;
   /** Host-physical allocator above the MMIO region (stage-2 tables, STEs, VM RAM). */
   readonly phys: PhysLayout;
-  private readonly worker: Worker;
-  private readonly port: MessagePort;
-  private readonly pending = new Map<number, Pending>();
-  private nextId = 1;
+  private readonly thread: ServerThread;
   private nextQid = 0;
   private nextMailbox = 0;
-  /** Paths' own threads, stopped before the kernel thread they make requests on. */
-  private readonly stopHooks: (() => Promise<void>)[] = [];
+  /** Paths' own threads, stopped before the kernel thread they make requests on; each returns what it killed. */
+  private readonly stopHooks: ((graceMs: number) => Promise<string[]>)[] = [];
   private readonly vms = new Map<number, Vm>();
-  private exited: Promise<number>;
-  private deadWhy: string | null = null;
 
   private constructor(sab: SharedArrayBuffer, features: SmmuFeatures, worker: Worker, port: MessagePort) {
     this.sab = sab;
     this.i32 = new Int32Array(sab);
     this.features = features;
     this.phys = new PhysLayout(sab, MMIO_BYTES);
-    this.worker = worker;
-    this.port = port;
-    port.on('message', (m: { id: number; ok: boolean; error?: string }) => this.onReply(m));
-    this.exited = new Promise((resolve) => worker.once('exit', (code) => {
-      this.onExit(`kernel thread exited with code ${code}`);
-      resolve(code);
-    }));
-    worker.on('error', (e) => this.onExit(`kernel thread failed: ${e.message}`));
+    // Its death wakes every queue waiter (a waiter blocked on this thread relies on the heartbeat instead).
+    this.thread = new ServerThread('kernel thread', this.i32, KTHREAD_CTL, worker, port, () => {
+      for (let qid = 0; qid < this.nextQid; qid++) notifyQueueWaiters(this.i32, qid);
+    });
   }
 
   /** @internal use startHost */
@@ -128,52 +126,22 @@ export class Host {
       transferList: [port2],
     });
     const host = new Host(sab, features, worker, port1);
-    await host.expectReply(0);
+    await host.thread.expectReply(0);
     return host;
-  }
-
-  private expectReply(id: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (this.deadWhy !== null) reject(new Error(this.deadWhy));
-      else this.pending.set(id, { resolve, reject });
-    });
-  }
-
-  private onReply(m: { id: number; ok: boolean; error?: string }): void {
-    if (m.id === -1) {
-      this.onExit(`kernel thread died: ${m.error}`);
-      return;
-    }
-    const p = this.pending.get(m.id);
-    if (p === undefined) return;
-    this.pending.delete(m.id);
-    if (m.ok) p.resolve();
-    else p.reject(new Error(`kernel thread: ${m.error}`));
-  }
-
-  /** The worker is gone: make every waiter see it (a waiter blocked on this thread relies on the heartbeat instead). */
-  private onExit(why: string): void {
-    if (this.deadWhy === null) this.deadWhy = why;
-    Atomics.store(this.i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.DEAD);
-    for (let qid = 0; qid < this.nextQid; qid++) notifyQueueWaiters(this.i32, qid);
-    for (const p of this.pending.values()) p.reject(new Error(why));
-    this.pending.clear();
-    this.port.close();
   }
 
   /** Send a control message to the kernel thread and wait for its answer. */
   control(msg: Record<string, unknown>): Promise<void> {
-    const id = this.nextId++;
-    const done = this.expectReply(id);
-    if (this.deadWhy === null) {
-      this.port.postMessage({ ...msg, id });
-      Atomics.add(this.i32, KTHREAD_CTL + CTL_CTRL, 1); // publish: CTRL release (after the message is queued)
-      kick(this.i32, KTHREAD_CTL);
-    }
-    return done;
+    return this.thread.control(msg);
+  }
+
+  /** @internal throws the kernel thread's ServerDeadError when it is dead or the host stopped. */
+  checkAlive(): void {
+    this.thread.checkAlive();
   }
 
   async createVm(opts: VmOptions): Promise<Vm> {
+    this.checkAlive();
     if (this.vms.has(opts.vmid)) throw new Error(`VMID ${opts.vmid} already exists`);
     const ramBytes = opts.ramBytes ?? 8 << 20;
     if (ramBytes % (1 << 20) !== 0 || ramBytes < 1 << 20) throw new RangeError('ramBytes must be a multiple of 1 MiB');
@@ -202,13 +170,14 @@ export class Host {
     return this.nextMailbox++;
   }
 
-  /** @internal `stop` runs `fn` (last registered first) before stopping the kernel thread. */
-  onStop(fn: () => Promise<void>): void {
+  /** @internal `stop` runs `fn` (last registered first) before stopping the kernel thread; it returns the threads it killed. */
+  onStop(fn: (graceMs: number) => Promise<string[]>): void {
     this.stopHooks.push(fn);
   }
 
   /** A mailbox served by the kernel thread (DMA agents, the trap path's ioctl channel). */
   async mailbox(): Promise<MailboxHandle> {
+    this.checkAlive();
     const id = this.allocMailboxId();
     await this.control({ op: 'addMailbox', mbid: id });
     return { sab: this.sab, ctl: KTHREAD_CTL, id, server: 'kernel thread' };
@@ -219,29 +188,35 @@ export class Host {
     return new DmaAgent(await this.mailbox());
   }
 
-  /** Stop the paths' threads, then the kernel thread; pending waiters get KernelThreadDeadError. No worker is left running. */
-  async stop(): Promise<void> {
-    for (let fn = this.stopHooks.pop(); fn !== undefined; fn = this.stopHooks.pop()) await fn();
-    if (this.deadWhy === null) {
-      Atomics.store(this.i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STOPPING);
-      Atomics.add(this.i32, KTHREAD_CTL + CTL_WAKE, 1);
-      Atomics.notify(this.i32, KTHREAD_CTL + CTL_WAKE);
-      const timer = setTimeout(() => void this.worker.terminate(), 5000);
-      await this.exited;
-      clearTimeout(timer);
+  /**
+   * Stop the paths' threads, then the kernel thread; pending waiters get
+   * KernelThreadDeadError (ServerDeadError), later calls ServerDeadError.
+   * Each thread gets `graceMs` to exit and is terminated after that, so
+   * stop() finishes even with a wedged worker; the report names the threads
+   * it had to kill. No worker is left running. Stopping twice is harmless.
+   */
+  async stop(opts: StopOptions = {}): Promise<StopReport> {
+    const graceMs = opts.graceMs ?? 5000;
+    if (!(Number.isInteger(graceMs) && graceMs >= 0 && graceMs <= 2 ** 31 - 1)) {
+      throw new RangeError(`stop: graceMs must be a whole number of ms in 0..2^31-1, got ${String(graceMs)}`);
     }
-    this.onExit('host stopped');
+    const killed: string[] = [];
+    for (let fn = this.stopHooks.pop(); fn !== undefined; fn = this.stopHooks.pop()) killed.push(...(await fn(graceMs)));
+    if (await this.thread.stop(graceMs)) killed.push('kernel thread');
+    return { killed };
   }
 
   /** Test hook: kill the kernel thread from outside (worker.terminate), as a crash would. */
-  async terminateKernelThread(): Promise<void> {
-    await this.worker.terminate();
-    await this.exited;
+  terminateKernelThread(): Promise<void> {
+    return this.thread.terminate();
   }
 
-  /** Test hook: the kernel thread exits abruptly at its next pass, without marking itself dead. */
-  crashKernelThreadOnNextPass(): void {
-    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, 1);
+  /**
+   * Test hook: the kernel thread fails at its next pass: 'exit' without
+   * marking itself dead, 'throw' an exception out of its loop, 'wedge' blocks forever.
+   */
+  crashKernelThreadOnNextPass(how: CrashHow = 'exit'): void {
+    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, CRASH_CODE[how]);
   }
 }
 
@@ -305,6 +280,7 @@ export class Vm {
 
   /** Install the nested STE for `vsid`'s pSID from the guest's vSTE (as a VMM does on CFGI_STE), then tell the SMMU. */
   async attachDevice(opts: AttachOptions): Promise<void> {
+    this.host.checkAlive();
     const psid = this.psidOf(opts.vsid);
     let vste = opts.vste;
     if (vste === undefined) {
@@ -321,6 +297,7 @@ export class Vm {
 
   /** Open a command queue of this VM on `opts.path` ('doorbell' by default), with its `standby` paths provisioned. */
   async openQueue(opts: QueueOptions = {}): Promise<GuestQueue> {
+    this.host.checkAlive();
     const paths = [opts.path ?? 'doorbell', ...(opts.standby ?? [])];
     if (new Set(paths).size !== paths.length) throw new RangeError(`each path once: ${paths.join(', ')}`);
     const handles: QueueHandle[] = [];

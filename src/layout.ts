@@ -84,8 +84,16 @@ export const LINE_WORDS = 16;
 export const CTL_WAKE = 0;
 /** Line 0: bumped by the host after posting control messages on the port. */
 export const CTL_CTRL = 1;
-/** Line 0: test hook: a non-zero value makes the thread exit abruptly on its next pass, leaving no trace. */
+/** Line 0: test hook: a non-zero value (CRASH) makes the thread fail on its next pass. */
 export const CTL_CRASH = 2;
+/**
+ * CTL_CRASH values: EXIT leaves no trace (process.exit, STATE untouched);
+ * THROW is an exception escaping the thread's loop (the thread marks itself
+ * DEAD, as on any bug); WEDGE blocks forever without a heartbeat.
+ */
+export const CRASH = { EXIT: 1, THROW: 2, WEDGE: 3 } as const;
+export type CrashHow = 'exit' | 'throw' | 'wedge';
+export const CRASH_CODE: Record<CrashHow, number> = { exit: CRASH.EXIT, throw: CRASH.THROW, wedge: CRASH.WEDGE };
 /** Line 1 (written by the server): need-wakeup flag, 1 while it may be asleep. */
 export const CTL_SLEEPING = 16;
 /** Line 1: liveness counter. */

@@ -11,10 +11,12 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import type { QueueHandle } from '../guest.ts';
 import { registerQueuePath, type Host, type QueueOptions, type Vm } from '../host.ts';
 import {
-  CONFIG_EN, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_SPIN_US, CTL_STALE_MS, CTL_STATE, CTL_WAKE, CTL_CTRL, KTHREAD_CTL,
-  SERVER_STATE, VMM_CTL, kick,
+  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_SPIN_US, CTL_STALE_MS, KTHREAD_CTL, VMM_CTL, kick,
+  type CrashHow,
 } from '../layout.ts';
 import type { MailboxHandle } from '../mailbox.ts';
+import { ServerThread } from '../server-thread.ts';
+import type { ServerDeadError } from '../waiter.ts';
 import { workerUrl } from '../worker-url.ts';
 import { TrapTransport, type TrapExtra } from './transport.ts';
 import type { VmmCtrl } from './vmm.ts';
@@ -23,25 +25,17 @@ type CtrlBody = VmmCtrl extends infer T ? (T extends { id: number } ? Omit<T, 'i
 
 /** The VMM thread of one host. */
 export class TrapPath {
-  private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
-  private nextId = 1;
   private readonly vms = new Set<number>();
-  private readonly exited: Promise<number>;
-  private deadWhy: string | null = null;
+  private readonly thread: ServerThread;
 
-  private constructor(readonly host: Host, private readonly worker: Worker, private readonly port: MessagePort) {
-    port.on('message', (m: { id: number; ok: boolean; error?: string }) => {
-      if (m.id === -1) return this.onExit(`VMM died: ${m.error}`);
-      const p = this.pending.get(m.id);
-      if (p === undefined) return;
-      this.pending.delete(m.id);
-      if (m.ok) p.resolve();
-      else p.reject(new Error(`VMM: ${m.error}`));
-    });
-    this.exited = new Promise((resolve) => worker.once('exit', (code) => {
-      this.onExit(`VMM exited with code ${code}`);
-      resolve(code);
-    }));
+  private constructor(readonly host: Host, worker: Worker, port: MessagePort) {
+    // Its death is the trap guests' ServerDeadError (their mailbox waits see STATE=DEAD); the kernel thread and doorbell guests go on.
+    this.thread = new ServerThread('VMM', host.i32, VMM_CTL, worker, port, () => {});
+  }
+
+  /** Resolves, once the VMM thread has exited, with the error its guests get. */
+  get closed(): Promise<ServerDeadError> {
+    return this.thread.closed;
   }
 
   static async start(host: Host): Promise<TrapPath> {
@@ -57,39 +51,18 @@ export class TrapPath {
       transferList: [port2],
     });
     const path = new TrapPath(host, worker, port1);
-    host.onStop(() => path.stop());
-    await path.reply(0);
+    host.onStop((graceMs) => path.stop(graceMs));
+    await path.thread.expectReply(0);
     return path;
   }
 
-  private reply(id: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (this.deadWhy !== null) reject(new Error(this.deadWhy));
-      else this.pending.set(id, { resolve, reject });
-    });
-  }
-
-  private onExit(why: string): void {
-    if (this.deadWhy === null) this.deadWhy = why;
-    Atomics.store(this.host.i32, VMM_CTL + CTL_STATE, SERVER_STATE.DEAD);
-    for (const p of this.pending.values()) p.reject(new Error(why));
-    this.pending.clear();
-    this.port.close();
-  }
-
   private control(body: CtrlBody): Promise<void> {
-    const id = this.nextId++;
-    const done = this.reply(id);
-    if (this.deadWhy === null) {
-      this.port.postMessage({ ...body, id });
-      Atomics.add(this.host.i32, VMM_CTL + CTL_CTRL, 1); // publish: CTRL release
-      kick(this.host.i32, VMM_CTL);
-    }
-    return done;
+    return this.thread.control(body);
   }
 
   /** Provision a trapped CMDQ for `vm`: registers and ring as a vCMDQ, served by the VMM through its own trap mailbox. */
   async openQueue(vm: Vm, opts: QueueOptions): Promise<QueueHandle> {
+    this.thread.checkAlive();
     if (!this.vms.has(vm.vmid)) {
       await this.control({ op: 'addVm', vmid: vm.vmid, ramBase: vm.ramBase, ramBytes: vm.ramBytes, vsids: vm.streams.map((s) => s.vsid) });
       this.vms.add(vm.vmid);
@@ -110,29 +83,20 @@ export class TrapPath {
     return handle;
   }
 
-  /** Stop the VMM thread (no worker left running). */
-  async stop(): Promise<void> {
-    if (this.deadWhy === null) {
-      Atomics.store(this.host.i32, VMM_CTL + CTL_STATE, SERVER_STATE.STOPPING);
-      Atomics.add(this.host.i32, VMM_CTL + CTL_WAKE, 1);
-      Atomics.notify(this.host.i32, VMM_CTL + CTL_WAKE);
-      const timer = setTimeout(() => void this.worker.terminate(), 5000);
-      await this.exited;
-      clearTimeout(timer);
-    }
-    this.onExit('stopped');
+  /** Stop the VMM thread (no worker left running); a VMM that does not exit within `graceMs` is terminated: returns ['VMM'] then. */
+  async stop(graceMs = 5000): Promise<string[]> {
+    return (await this.thread.stop(graceMs)) ? ['VMM'] : [];
   }
 
-  /** Test hook: the VMM thread exits abruptly at its next pass, without marking itself dead. */
-  crashOnNextPass(): void {
-    Atomics.store(this.host.i32, VMM_CTL + CTL_CRASH, 1);
+  /** Test hook: the VMM thread fails at its next pass ('exit' without marking itself dead, 'throw', 'wedge'). */
+  crashOnNextPass(how: CrashHow = 'exit'): void {
+    Atomics.store(this.host.i32, VMM_CTL + CTL_CRASH, CRASH_CODE[how]);
     kick(this.host.i32, VMM_CTL);
   }
 
   /** Test hook: kill the VMM thread from outside (worker.terminate), as a crash would. */
-  async terminate(): Promise<void> {
-    await this.worker.terminate();
-    await this.exited;
+  terminate(): Promise<void> {
+    return this.thread.terminate();
   }
 }
 

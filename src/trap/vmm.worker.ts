@@ -8,7 +8,7 @@
 // for the trapping vCPU, not a hang).
 
 import { workerData, type MessagePort } from 'node:worker_threads';
-import { drainControlPort } from '../control-port.ts';
+import { crashNow, drainControlPort } from '../control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../features.ts';
 import {
   CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_STATE, CTL_STAT_PASSES, CTL_STAT_SLEEPS, MB_ARG0, MB_RES0,
@@ -65,7 +65,8 @@ try {
   Atomics.store(i32, VMM_CTL + CTL_STATE, SERVER_STATE.RUNNING);
   port.postMessage({ id: 0, ok: true });
   for (;;) {
-    if (Atomics.load(i32, VMM_CTL + CTL_CRASH) !== 0) process.exit(70);
+    const crash = Atomics.load(i32, VMM_CTL + CTL_CRASH);
+    if (crash !== 0) crashNow(crash);
     const ctrl = Atomics.load(i32, VMM_CTL + CTL_CTRL);
     if (ctrl !== ctrlSeen) {
       ctrlSeen = ctrl;
