@@ -1,10 +1,14 @@
 // `vcmdq bench` and `vcmdq gate`: argument parsing and file output.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BASELINE_NOTE, extractMetrics, judgeAll, MAX_ATTEMPTS, METRIC_DEFS, needsRemeasure, regressions, updatedBaseline, type BaselineFile, type Verdict } from './gate.ts';
-import { PROFILES, Progress } from './harness.ts';
-import { INJECT_DELAY_ENV, injectedDelayUs } from './inject.ts';
+import { buildBase, buildProbe, describeCandidate, GateBaseError, makeTmp, resolveCommit, runRounds, type AbRun, type Arm } from './ab.ts';
+import { BASELINE_NOTE, baselineProblem, judge, median, METRIC_DEFS, regressions, type BaselineFile, type GateMetric, type Verdict } from './gate.ts';
+import { machineInfo, PROFILES, Progress } from './harness.ts';
+import { describePlacement, placementMode, type Placement } from './placement.ts';
+import type { ProbeResult } from './probe.ts';
 import { fmt, formatReport, runBench, toJsonDocument, type BenchReport } from './report.ts';
+import { SLOWDOWN_ENV, slowdownNs } from './slowdown.ts';
 import { renderCdfSvg, seriesOf } from './svg.ts';
 import { SCENARIOS, type ScenarioName } from './types.ts';
 
@@ -14,9 +18,24 @@ export const BENCH_USAGE = `usage: vcmdq bench [--quick] [--scenario NAME]... [-
   --json FILE  results document (schema: README "Benchmark JSON")
   --svg FILE   round-trip latency CDFs of all paths and baselines`;
 
-export const GATE_USAGE = `usage: vcmdq gate --baseline FILE [--update-baseline]
-  runs the quick bench, compares in-run ratios with FILE; exit 1 names the regression.
-  ${INJECT_DELAY_ENV}=US slows the doorbell kernel thread down by US µs per command it consumes (to see the gate fail)`;
+const DEFAULT_BASELINE = 'bench/baseline.json';
+/** Rounds of each build: enough for a bootstrap interval on medians, and a gate run under 3 minutes on 2 cores. */
+const DEFAULT_ROUNDS = 10;
+const DEFAULT_SELFTEST_SLOWDOWNS = '10,25,50,100';
+/** The detection floor the gate promises (issue #11): this much extra work per command always fails it. */
+const SELFTEST_MUST_CATCH_NS = 50;
+
+export const GATE_USAGE = `usage: vcmdq gate [--baseline FILE] [--base REF] [--rounds N] [--json FILE] [--allow-missing-base]
+       vcmdq gate --selftest [--slowdowns NS,NS,...] [--rounds N] [--json FILE]
+       vcmdq gate --set-base REF [--baseline FILE]
+  builds the base commit (FILE's "base.commit", or REF) and this tree, runs them alternately for N rounds
+  (default ${DEFAULT_ROUNDS}) and fails a metric when the 95% interval of candidate/base lies beyond its threshold.
+  --allow-missing-base  a base that is not in this clone (shallow clone) skips the gate with a message, exit 0
+  --selftest            adds candidate builds slowed by ${SLOWDOWN_ENV} ns of work per command; reports the
+                        smallest slowdown each metric catches; exit 1 unless the unchanged candidate passes and
+                        ${SELFTEST_MUST_CATCH_NS} ns fails
+  --set-base REF        records REF's commit as the base in FILE (do it in the commit that accepts a speed change)
+  ${SLOWDOWN_ENV}=NS    slows the candidate's doorbell kernel thread by NS ns of work per command (never the base)`;
 
 function parseScenarios(values: string[] | undefined): ScenarioName[] {
   if (!values || values.length === 0) return [...SCENARIOS];
@@ -44,9 +63,13 @@ async function withUsage(usage: string, name: string, run: () => Promise<number>
     return await run();
   } catch (e) {
     const parseError = e instanceof TypeError && String((e as NodeJS.ErrnoException).code ?? '').startsWith('ERR_PARSE_ARGS');
-    if (!(e instanceof UsageError) && !parseError) throw e;
-    process.stderr.write(`vcmdq ${name}: ${(e as Error).message}\n${usage}\n`);
-    return 2;
+    if (e instanceof UsageError || parseError) {
+      process.stderr.write(`vcmdq ${name}: ${(e as Error).message}\n${usage}\n`);
+      return 2;
+    }
+    // A failure during the run (a base that cannot be built, a probe that died): one line, exit 1.
+    process.stderr.write(`vcmdq ${name}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}\n`);
+    return 1;
   }
 }
 
@@ -76,49 +99,102 @@ async function bench(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${BENCH_USAGE}\n`);
     return 0;
   }
+  checkWritable(values.json, '--json');
+  checkWritable(values.svg, '--svg');
   const report = await runBench({
     profile: values.quick ? PROFILES.quick : PROFILES.full,
     scenarios: parseScenarios(values.scenario),
     progress: new Progress(),
-    injectDelayUs: injectedDelayUs(),
+    slowdownNs: slowdownNs(),
   });
   process.stdout.write(`${formatReport(report)}\n`);
   writeOutputs(report, values.json, values.svg);
   return report.measured.length > 0 ? 0 : 1;
 }
 
-function loadBaseline(file: string, allowMissing: boolean): BaselineFile | null {
+/** An output file must be writable BEFORE a run of minutes, not found unwritable after it. */
+function checkWritable(file: string | undefined, option: string): void {
+  if (file === undefined) return;
+  try {
+    if (existsSync(file)) accessSync(file, constants.W_OK);
+    else accessSync(path.dirname(path.resolve(file)), constants.W_OK);
+  } catch {
+    throw new UsageError(`${option} ${file}: cannot write there`);
+  }
+}
+
+function loadBaseline(file: string): BaselineFile {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    if (allowMissing && (e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
+    throw new UsageError(`--baseline ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
-  const b = JSON.parse(text) as BaselineFile;
-  if (!Array.isArray(b.metrics)) throw new UsageError(`${file}: no "metrics" array`);
-  return b;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--baseline ${file}: not JSON (${(e as Error).message})`);
+  }
+  const problem = baselineProblem(parsed);
+  if (problem !== null) throw new UsageError(`--baseline ${file}: ${problem}`);
+  return parsed as BaselineFile;
 }
 
-export function formatVerdicts(verdicts: readonly Verdict[], runs: number): string {
-  const head = ['metric', 'better', 'baseline', 'tolerance', 'limit', 'measured (best)', 'attempts', 'verdict'];
+function pct(x: number): string {
+  return `${x >= 1 ? '+' : ''}${((x - 1) * 100).toFixed(1)}%`;
+}
+
+export function formatVerdicts(verdicts: readonly Verdict[], label: string): string {
+  const head = ['metric', 'threshold', 'base p50', `${label} p50`, 'ratio', '95% interval', 'rounds', 'verdict'];
   const body = verdicts.map((v) => [
-    v.metric.name, v.metric.direction, fmt(v.metric.baseline), `${Math.round(v.metric.tolerance * 100)}%`, fmt(v.limit),
-    fmt(v.best), v.attempts.map(fmt).join(' '), v.status.toUpperCase(),
+    v.metric.name, `+${Math.round(v.metric.threshold * 100)}%`, fmt(v.baseMedian), fmt(v.candMedian),
+    v.interval ? pct(v.interval.ratio) : '-', v.interval ? `[${pct(v.interval.lo)}, ${pct(v.interval.hi)}]` : '-',
+    `${v.baseRounds}/${v.candRounds}`, v.status.toUpperCase(),
   ]);
   const widths = head.map((h, c) => Math.max(h.length, ...body.map((r) => r[c]!.length)));
   const line = (r: string[]): string => r.map((x, c) => x.padEnd(widths[c]!)).join('  ');
-  return [`gate: ${runs} quick run(s)`, line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+function parseSlowdowns(raw: string): number[] {
+  const xs = raw.split(',').map((x) => Number(x.trim()));
+  if (xs.length === 0 || xs.some((x) => !Number.isInteger(x) || x <= 0 || x > 1_000_000)) throw new UsageError(`--slowdowns ${raw}: expected whole ns values in (0, 1000000], comma-separated`);
+  return [...new Set(xs)].sort((a, b) => a - b);
+}
+
+function parseRounds(raw: string | undefined): number {
+  if (raw === undefined) return DEFAULT_ROUNDS;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 3 || n > 100) throw new UsageError(`--rounds ${raw}: expected a whole number in [3, 100]`);
+  return n;
+}
+
+/** Per arm, the verdicts of every metric against the base. */
+function verdictsOf(run: AbRun, metrics: readonly GateMetric[], arm: string): Verdict[] {
+  const base = run.results.get('base')!;
+  const cand = run.results.get(arm)!;
+  // One seed per metric: the verdicts of a run can be recomputed from its --json rounds.
+  return metrics.map((m, k) => judge(m, base.map((r) => r.metrics[m.name]), cand.map((r) => r.metrics[m.name]), k + 1));
+}
+
+function placementOf(results: readonly ProbeResult[]): Placement {
+  const floor = median(results.map((r) => r.spin_floor_us));
+  return { mode: placementMode(floor), spin_floor_us: floor };
 }
 
 async function gate(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
     options: {
-      baseline: { type: 'string' },
-      'update-baseline': { type: 'boolean', default: false },
+      baseline: { type: 'string', default: DEFAULT_BASELINE },
+      base: { type: 'string' },
+      rounds: { type: 'string' },
       json: { type: 'string' },
-      svg: { type: 'string' },
+      'allow-missing-base': { type: 'boolean', default: false },
+      selftest: { type: 'boolean', default: false },
+      slowdowns: { type: 'string' },
+      'set-base': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -127,45 +203,101 @@ async function gate(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${GATE_USAGE}\n`);
     return 0;
   }
-  if (!values.baseline) throw new UsageError('--baseline FILE is required');
-  const update = values['update-baseline'];
-  const old = loadBaseline(values.baseline, update);
-  const metrics = old?.metrics ?? METRIC_DEFS.map((d) => ({ ...d, baseline: null }));
-  const delay = injectedDelayUs();
-  if (delay > 0) process.stderr.write(`[gate] ${INJECT_DELAY_ENV}=${delay}: doorbell consumer slowed down on purpose\n`);
-  const attempts: Record<string, number[]> = {};
-  const progress = new Progress();
-  let runs = 0;
-  let report: BenchReport | undefined;
-  let verdicts: Verdict[] = [];
-  do {
-    runs++;
-    progress.log(`[gate] quick run ${runs}/${MAX_ATTEMPTS}`);
-    report = await runBench({ profile: PROFILES.quick, scenarios: ['baseline', 'roundtrip', 'throughput'], progress, injectDelayUs: delay });
-    for (const [name, value] of Object.entries(extractMetrics(report.measured.map((m) => m.row)))) (attempts[name] ??= []).push(value);
-    verdicts = judgeAll(metrics, attempts);
-    // An update records the worst of all runs, so it always takes all of them.
-  } while (update ? runs < MAX_ATTEMPTS : needsRemeasure(verdicts, runs));
-  process.stdout.write(`${formatReport(report)}\n\n${formatVerdicts(verdicts, runs)}\n`);
-  writeOutputs(report, values.json, values.svg);
-  for (const u of report.unavailable) process.stdout.write(`gate: ${u.scenario} not measured: ${u.reason}\n`);
-  if (update) {
-    const m = report.machine;
-    const next = updatedBaseline(old ?? { note: BASELINE_NOTE, recorded: null, metrics }, attempts, { date: m.date, machine: `${m.cpus} x ${m.cpu_model}, Node ${m.node}` });
-    writeFileSync(values.baseline, `${JSON.stringify(next, null, 2)}\n`);
-    process.stdout.write(`gate: wrote ${values.baseline}\n`);
+  const root = process.cwd();
+  const file = values.baseline;
+  const rounds = parseRounds(values.rounds);
+  checkWritable(values.json, '--json');
+  if (values['set-base'] !== undefined) {
+    // An old or damaged file is replaced whole; a valid one keeps its thresholds.
+    let old: BaselineFile | null = null;
+    try {
+      old = loadBaseline(file);
+    } catch {
+      old = null;
+    }
+    const commit = resolveCommit(root, values['set-base']);
+    checkWritable(file, '--baseline');
+    const next: BaselineFile = { note: BASELINE_NOTE, base: { commit, why: `set by vcmdq gate --set-base ${values['set-base']}` }, metrics: old?.metrics ?? [...METRIC_DEFS] };
+    writeFileSync(file, `${JSON.stringify(next, null, 2)}\n`);
+    process.stdout.write(`gate: base is now ${commit} in ${file}\n`);
     return 0;
   }
-  const bad = regressions(verdicts);
-  if (bad.length > 0) {
-    for (const v of bad) {
-      process.stdout.write(v.status === 'missing'
-        ? `gate: REGRESSION ${v.metric.name}: not measured in ${runs} run(s) (${v.metric.description}), baseline ${fmt(v.metric.baseline)}\n`
-        : `gate: REGRESSION ${v.metric.name}: best of ${runs} = ${fmt(v.best)}, limit ${fmt(v.limit)} (baseline ${fmt(v.metric.baseline)}, ${v.metric.direction} is better, tolerance ${Math.round(v.metric.tolerance * 100)}%): ${v.metric.description}\n`);
+  const baseline = loadBaseline(file);
+  const candSlowdown = slowdownNs();
+  const slowdowns = values.selftest ? parseSlowdowns(values.slowdowns ?? DEFAULT_SELFTEST_SLOWDOWNS) : [];
+  if (values.slowdowns !== undefined && !values.selftest) throw new UsageError('--slowdowns goes with --selftest');
+  const ref = values.base ?? baseline.base.commit;
+  let commit: string;
+  try {
+    commit = resolveCommit(root, ref);
+  } catch (e) {
+    if (e instanceof GateBaseError && values['allow-missing-base']) {
+      process.stdout.write(`gate: SKIPPED: ${e.message}; no A/B comparison was made\n`);
+      return 0;
     }
-    return 1;
+    throw e;
   }
-  const unjudged = verdicts.filter((v) => v.status === 'no-baseline').length;
-  process.stdout.write(`gate: OK${unjudged > 0 ? ` (${unjudged} metric(s) without a recorded baseline, not judged)` : ''}\n`);
-  return 0;
+  const cand = describeCandidate(root);
+  const tmp = makeTmp();
+  const progress = new Progress();
+  try {
+    const t0 = performance.now();
+    progress.log(`[gate] building base ${commit.slice(0, 12)} and candidate ${cand.commit.slice(0, 12)}${cand.dirty ? ' (+ uncommitted changes)' : ''}`);
+    const baseDir = await buildBase(root, commit, tmp);
+    const candDir = path.join(tmp, 'candidate');
+    await buildProbe(root, candDir, path.join(root, 'node_modules'));
+    const arms: Arm[] = [{ label: 'base', dir: baseDir, slowdownNs: 0 }, { label: 'candidate', dir: candDir, slowdownNs: candSlowdown }];
+    for (const ns of slowdowns) arms.push({ label: `candidate+${ns}ns`, dir: candDir, slowdownNs: candSlowdown + ns });
+    if (candSlowdown > 0) progress.log(`[gate] ${SLOWDOWN_ENV}=${candSlowdown}: the candidate is slowed down on purpose`);
+    const run = await runRounds(arms, rounds, (r) => progress.log(`[gate] round ${r + 1}/${rounds} (${arms.map((a) => a.label).join(', ')})`));
+    const seconds = (performance.now() - t0) / 1000;
+    const metrics = baseline.metrics;
+    const out: string[] = [
+      `gate: candidate ${cand.commit.slice(0, 12)}${cand.dirty ? '+dirty' : ''} vs base ${commit.slice(0, 12)}, ${rounds} alternating rounds, ${seconds.toFixed(0)} s`,
+      ...arms.map((a) => `gate: ${a.label}: ${describePlacement(placementOf(run.results.get(a.label)!))}`),
+    ];
+    const byArm = new Map(arms.slice(1).map((a) => [a.label, verdictsOf(run, metrics, a.label)]));
+    for (const [label, vs] of byArm) out.push('', `## ${label} / base`, formatVerdicts(vs, label));
+    const verdicts = byArm.get('candidate')!;
+    let status = 0;
+    if (values.selftest) {
+      out.push('', 'gate: self-test: smallest slowdown each metric catches (FAIL in this run)');
+      for (const m of metrics) {
+        const caught = slowdowns.find((ns) => byArm.get(`candidate+${ns}ns`)!.find((v) => v.metric.name === m.name)!.status === 'fail');
+        out.push(`  ${m.name.padEnd(28)} ${caught === undefined ? `none up to ${slowdowns.at(-1)} ns` : `${caught} ns`}`);
+      }
+      const mustFail = byArm.get(`candidate+${SELFTEST_MUST_CATCH_NS}ns`);
+      const unchangedOk = regressions(verdicts).length === 0;
+      const caughtFloor = mustFail === undefined || regressions(mustFail).length > 0;
+      out.push(`gate: self-test ${unchangedOk && caughtFloor ? 'OK' : 'FAILED'}: unchanged candidate ${unchangedOk ? 'passes' : 'FAILS'}; +${SELFTEST_MUST_CATCH_NS} ns ${mustFail === undefined ? 'not run' : caughtFloor ? 'fails the gate' : 'PASSES the gate'}`);
+      status = unchangedOk && caughtFloor ? 0 : 1;
+    } else {
+      const bad = regressions(verdicts);
+      for (const v of bad) {
+        out.push(v.status === 'missing'
+          ? `gate: REGRESSION ${v.metric.name}: not measured in enough rounds (${v.baseRounds} base, ${v.candRounds} candidate): ${v.metric.description}`
+          : `gate: REGRESSION ${v.metric.name}: candidate/base ${pct(v.interval!.ratio)}, 95% interval [${pct(v.interval!.lo)}, ${pct(v.interval!.hi)}] lies beyond +${Math.round(v.metric.threshold * 100)}%: ${v.metric.description}`);
+      }
+      if (bad.length === 0) out.push(`gate: OK: no metric slower than its threshold (${verdicts.filter((v) => v.status === 'improved').length} improved)`);
+      status = bad.length > 0 ? 1 : 0;
+    }
+    process.stdout.write(`${out.join('\n')}\n`);
+    if (values.json) {
+      const m = await machineInfo();
+      const doc = {
+        machine: m, base: { ref, commit }, candidate: cand, rounds, seconds,
+        placement: Object.fromEntries(arms.map((a) => [a.label, placementOf(run.results.get(a.label)!)])),
+        verdicts: Object.fromEntries([...byArm].map(([label, vs]) => [label, vs.map((v) => ({
+          metric: v.metric.name, threshold: v.metric.threshold, status: v.status, ratio: v.interval?.ratio ?? null,
+          interval: v.interval ? [v.interval.lo, v.interval.hi] : null, base_median: v.baseMedian, candidate_median: v.candMedian,
+          rounds: [v.baseRounds, v.candRounds],
+        }))])),
+        samples: Object.fromEntries([...run.results].map(([label, rs]) => [label, rs])),
+      };
+      writeFileSync(values.json, `${JSON.stringify(doc, null, 2)}\n`);
+    }
+    return status;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }

@@ -1,161 +1,146 @@
-// The CI perf gate: ratios measured within one quick run, compared with the
-// committed baseline under per-metric tolerances; a failing metric is
-// measured again (up to MAX_ATTEMPTS runs) and judged on its best attempt,
-// because on a 2-vCPU guest one unlucky run (vCPU placement, host noise) is
-// common and a real regression is not fixed by re-running.
-import { findRow } from './ratios.ts';
-import { ratio } from './stats.ts';
-import type { ResultRow } from './types.ts';
-
-export const MAX_ATTEMPTS = 3;
+// The perf gate's decision, pure (no timing, no I/O): per metric, a bootstrap
+// confidence interval on the candidate/base ratio of per-round medians, from
+// rounds in which the two builds ran alternately on the same machine
+// (bench/ab.ts), as Node's benchmark/compare.js runs old and new binaries
+// alternately and tests the difference. A metric fails only when its whole
+// interval lies beyond its threshold: a noisy metric gets a wide interval and
+// passes; only a shift larger than the threshold, seen in every resample,
+// fails. Every metric is a time per operation (bench/probe.ts), so a ratio
+// above 1 is slower.
+import type { ProbeMetric } from './probe.ts';
 
 export interface GateMetric {
-  name: string;
+  name: ProbeMetric;
   description: string;
-  /** Which way is better. */
-  direction: 'higher' | 'lower';
-  /** Allowed relative move in the bad direction before it counts as a regression (0.15 = 15%). */
-  tolerance: number;
-  /** Recorded value; null = never measured yet, reported but not judged. */
-  baseline: number | null;
+  /** Fail when the whole interval of candidate/base lies above 1 + threshold (0.1 = 10% slower). */
+  threshold: number;
 }
 
 export interface BaselineFile {
   note: string;
-  recorded: { date: string; machine: string } | null;
+  /** The build the candidate is compared with, unless `vcmdq gate --base REF` names another. */
+  base: { commit: string; why: string };
   metrics: GateMetric[];
 }
 
-export type Status = 'pass' | 'improved' | 'fail' | 'missing' | 'no-baseline';
+/**
+ * Thresholds: the in-thread microbenchmarks vary by a few percent between
+ * processes, the cross-thread figures by more (the placement of the two
+ * vCPUs can move them 2x between rounds, which widens their interval rather
+ * than shifting it, since both builds alternate through the same modes).
+ */
+export const METRIC_DEFS: readonly GateMetric[] = [
+  { name: 'consume_ns', threshold: 0.1, description: 'kernel thread consume step, ns/command, in-thread (copy, vSMMU rewrite, decode, validate, execute, publish)' },
+  { name: 'trap_work_ns', threshold: 0.1, description: 'VMM first pass + IOMMU_HWPT_INVALIDATE handler, ns/command, in-thread' },
+  { name: 'tput_b64_ns', threshold: 0.15, description: 'doorbell-spin, ns/command at batch 64, model executing every command' },
+  { name: 'rtt_doorbell_spin_p50_us', threshold: 0.15, description: 'round trip p50, doorbell-spin (TLBI_NH_VA + CMD_SYNC, CS=SEV)' },
+  { name: 'rtt_doorbell_sleep_p50_us', threshold: 0.15, description: 'round trip p50, doorbell-sleep' },
+  { name: 'rtt_trap_p50_us', threshold: 0.15, description: 'round trip p50, trap (VMM + iommufd ioctl)' },
+];
+
+export const BASELINE_NOTE =
+  'Perf gate (vcmdq gate): the candidate is built and run alternately with the base commit below, in the same run; a metric fails when the bootstrap 95% interval of candidate/base lies entirely above 1 + threshold. Change the base (vcmdq gate --set-base REF) in the commit that accepts a speed change, saying why.';
+
+export type Status = 'pass' | 'fail' | 'improved' | 'missing';
+
+export interface Interval {
+  /** Ratio of the medians of all rounds. */
+  ratio: number;
+  lo: number;
+  hi: number;
+}
 
 export interface Verdict {
   metric: GateMetric;
   status: Status;
-  /** Worst acceptable value (NaN without a baseline). */
-  limit: number;
-  /** Best of the attempts (NaN when never measured). */
-  best: number;
-  attempts: number[];
+  interval: Interval | null;
+  baseRounds: number;
+  candRounds: number;
+  baseMedian: number;
+  candMedian: number;
 }
 
-/** The CS mode the gate reads round trips at: SEV, what Linux uses when the SMMU has it. */
-export const GATE_CS = 'sev';
-export const GATE_BATCH = 64;
+/** The median of `xs` (NaN when empty); `scratch` avoids an allocation per bootstrap resample. */
+export function median(xs: ArrayLike<number>, scratch = new Float64Array(xs.length)): number {
+  const n = xs.length;
+  if (n === 0) return NaN;
+  for (let k = 0; k < n; k++) scratch[k] = xs[k]!;
+  const s = scratch.subarray(0, n).sort();
+  return n % 2 === 1 ? s[n >> 1]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+}
 
-/**
- * Metric definitions with their default tolerances, from repeated quick runs
- * on this 2-vCPU machine with the bench's pinning (bench/affinity.ts), which
- * keeps the spin floor in one mode (0.13-0.14 µs; unpinned it is bimodal,
- * 0.14 vs 0.9 µs, and the spin ratios with it): trap / doorbell-spin p50
- * 74-98x, its p99 80-900x (the trap path's tail), doorbell-spin / spin
- * 3.4-4.2x, doorbell-sleep / wait 0.98-1.06x, throughput x spin round trip
- * 0.48-4.0 (it inherits the spin floor's modes; recorded at the worst). The injected 20 µs per command moves every
- * one of them by 1.7x to 30x.
- *
- * The trap / doorbell-spin ratios get wide tolerances: pinning fixes where
- * the threads run, not where the host puts the two vCPUs, and in the far
- * placement (spin floor ~0.9 µs, node-latency-floor.md) doorbell-spin is
- * ~2x slower while the futex-bound trap path is not, halving both ratios
- * with no regression in the code. A slowed consumer still moves them by
- * more than 20x.
- */
-export const METRIC_DEFS: readonly Omit<GateMetric, 'baseline'>[] = [
-  { name: 'trap_over_doorbell_spin_p50', direction: 'higher', tolerance: 0.7, description: `roundtrip p50, trap / doorbell-spin (cs=${GATE_CS})` },
-  { name: 'trap_over_doorbell_spin_p99', direction: 'higher', tolerance: 0.75, description: `roundtrip p99, trap / doorbell-spin (cs=${GATE_CS})` },
-  { name: 'doorbell_spin_over_atomics_spin_p50', direction: 'lower', tolerance: 0.3, description: 'roundtrip p50, doorbell-spin / bare spin ping-pong' },
-  { name: 'doorbell_sleep_over_atomics_wait_p50', direction: 'lower', tolerance: 0.15, description: 'roundtrip p50, doorbell-sleep / bare wait ping-pong' },
-  {
-    name: 'throughput_b64_cmds_per_spin_rtt', direction: 'higher', tolerance: 0.45,
-    description: `doorbell-spin commands/s at batch ${GATE_BATCH} x bare spin round trip: commands moved per cross-core round trip, so the machine's cache-line speed cancels out`,
-  },
-];
-
-/** The gate's figures from one run's rows; NaN for what the run did not measure. */
-export function extractMetrics(rows: readonly ResultRow[]): Record<string, number> {
-  const cs = { cs: GATE_CS };
-  const trap = findRow(rows, 'roundtrip', 'trap', cs);
-  const spin = findRow(rows, 'roundtrip', 'doorbell-spin', cs);
-  const sleep = findRow(rows, 'roundtrip', 'doorbell-sleep', cs);
-  const bSpin = findRow(rows, 'baseline', 'atomics-spin');
-  const bWait = findRow(rows, 'baseline', 'atomics-wait');
-  const tput = rows.find((r) => r.scenario === 'throughput' && r.path === 'doorbell-spin' && r.params['batch'] === GATE_BATCH);
-  return {
-    trap_over_doorbell_spin_p50: ratio(trap?.p50_us, spin?.p50_us),
-    trap_over_doorbell_spin_p99: ratio(trap?.p99_us, spin?.p99_us),
-    doorbell_spin_over_atomics_spin_p50: ratio(spin?.p50_us, bSpin?.p50_us),
-    doorbell_sleep_over_atomics_wait_p50: ratio(sleep?.p50_us, bWait?.p50_us),
-    throughput_b64_cmds_per_spin_rtt: tput && bSpin ? (tput.ops_per_s * bSpin.p50_us) / 1e6 : NaN,
+/** mulberry32: a seeded PRNG, so a verdict can be recomputed from the same rounds. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
-export function limitOf(m: GateMetric): number {
-  if (m.baseline === null) return NaN;
-  return m.direction === 'higher' ? m.baseline * (1 - m.tolerance) : m.baseline * (1 + m.tolerance);
-}
+export const BOOTSTRAP_RESAMPLES = 4000;
+export const CONFIDENCE = 0.95;
 
-/** Best measured attempt in the metric's good direction; NaN if none was measured. */
-export function bestOf(m: GateMetric, attempts: readonly number[]): number {
-  const ok = attempts.filter(Number.isFinite);
-  if (ok.length === 0) return NaN;
-  return m.direction === 'higher' ? Math.max(...ok) : Math.min(...ok);
-}
-
-export function judge(m: GateMetric, attempts: readonly number[]): Verdict {
-  const best = bestOf(m, attempts);
-  const limit = limitOf(m);
-  let status: Status;
-  if (m.baseline === null) status = 'no-baseline';
-  else if (Number.isNaN(best)) status = 'missing';
-  else {
-    const worse = m.direction === 'higher' ? best < limit : best > limit;
-    const better = m.direction === 'higher' ? best > m.baseline * (1 + m.tolerance) : best < m.baseline * (1 - m.tolerance);
-    status = worse ? 'fail' : better ? 'improved' : 'pass';
+/**
+ * Percentile bootstrap of median(cand)/median(base): each resample draws the
+ * rounds of each build with replacement. Null with fewer than 3 rounds a side.
+ */
+export function bootstrapRatio(base: readonly number[], cand: readonly number[], seed = 1, resamples = BOOTSTRAP_RESAMPLES): Interval | null {
+  const b = base.filter(Number.isFinite);
+  const c = cand.filter(Number.isFinite);
+  if (b.length < 3 || c.length < 3) return null;
+  const rand = prng(seed);
+  const rb = new Float64Array(b.length);
+  const rc = new Float64Array(c.length);
+  const scratch = new Float64Array(Math.max(b.length, c.length));
+  const ratios = new Float64Array(resamples);
+  for (let k = 0; k < resamples; k++) {
+    for (let i = 0; i < b.length; i++) rb[i] = b[Math.floor(rand() * b.length)]!;
+    for (let i = 0; i < c.length; i++) rc[i] = c[Math.floor(rand() * c.length)]!;
+    ratios[k] = median(rc, scratch) / median(rb, scratch);
   }
-  return { metric: m, status, limit, best, attempts: [...attempts] };
+  ratios.sort();
+  const tail = (1 - CONFIDENCE) / 2;
+  return {
+    ratio: median(c) / median(b),
+    lo: ratios[Math.floor(tail * (resamples - 1))]!,
+    hi: ratios[Math.ceil((1 - tail) * (resamples - 1))]!,
+  };
 }
 
-export function judgeAll(metrics: readonly GateMetric[], attempts: Readonly<Record<string, readonly number[]>>): Verdict[] {
-  return metrics.map((m) => judge(m, attempts[m.name] ?? []));
+/** The verdict of one metric from its per-round figures of the two builds. */
+export function judge(metric: GateMetric, base: readonly number[], cand: readonly number[], seed = 1): Verdict {
+  const interval = bootstrapRatio(base, cand, seed);
+  let status: Status = 'missing';
+  if (interval !== null) {
+    if (interval.lo > 1 + metric.threshold) status = 'fail';
+    else if (interval.hi < 1 - metric.threshold) status = 'improved';
+    else status = 'pass';
+  }
+  return {
+    metric, status, interval,
+    baseRounds: base.filter(Number.isFinite).length, candRounds: cand.filter(Number.isFinite).length,
+    baseMedian: median(base.filter(Number.isFinite)), candMedian: median(cand.filter(Number.isFinite)),
+  };
 }
 
-/** Whether another run is worth it: something fails (or is missing) and attempts remain. */
-export function needsRemeasure(verdicts: readonly Verdict[], runsSoFar: number): boolean {
-  return runsSoFar < MAX_ATTEMPTS && verdicts.some((v) => v.status === 'fail' || v.status === 'missing');
-}
-
+/** Failing verdicts: a slowdown beyond the threshold, or a metric that could not be compared. */
 export function regressions(verdicts: readonly Verdict[]): Verdict[] {
   return verdicts.filter((v) => v.status === 'fail' || v.status === 'missing');
 }
 
-/** The attempt worst in the metric's direction: a level every ordinary run reaches. */
-function worstOf(m: Pick<GateMetric, 'direction'>, xs: readonly number[]): number {
-  const ok = xs.filter(Number.isFinite);
-  if (ok.length === 0) return NaN;
-  return m.direction === 'higher' ? Math.min(...ok) : Math.max(...ok);
+/** Checks a parsed baseline file's shape; returns the problem, or null. */
+export function baselineProblem(b: unknown): string | null {
+  const o = b as Partial<BaselineFile> | null;
+  if (o === null || typeof o !== 'object') return 'not a JSON object';
+  if (!o.base || typeof o.base.commit !== 'string' || !/^[0-9a-f]{7,40}$/.test(o.base.commit)) return '"base.commit" is not a commit hash';
+  if (!Array.isArray(o.metrics) || o.metrics.length === 0) return 'no "metrics" array';
+  for (const m of o.metrics) {
+    if (!METRIC_DEFS.some((d) => d.name === m?.name)) return `unknown metric ${JSON.stringify(m?.name)}`;
+    if (!(typeof m.threshold === 'number' && m.threshold > 0 && m.threshold < 1)) return `metric ${m.name}: threshold must be in (0, 1)`;
+  }
+  return null;
 }
-
-/**
- * New baseline from the attempts of an --update-baseline run: the WORST of
- * the attempts (the gate then judges the best of up to 3 runs against it
- * minus a tolerance, so only a real shift fails, never an unlucky run: the
- * trap path's p99 alone moved 80-860 µs between quick runs here), ratcheted
- * so a recorded value only moves in the good direction. Tolerances and
- * metrics missing from the old file come from METRIC_DEFS.
- */
-export function updatedBaseline(old: BaselineFile | null, attempts: Readonly<Record<string, readonly number[]>>, recorded: BaselineFile['recorded']): BaselineFile {
-  const metrics = METRIC_DEFS.map((def) => {
-    const prev = old?.metrics.find((m) => m.name === def.name);
-    const tolerance = prev?.tolerance ?? def.tolerance;
-    const measured = worstOf(def, attempts[def.name] ?? []);
-    let baseline = prev?.baseline ?? null;
-    if (Number.isFinite(measured)) {
-      if (baseline === null) baseline = measured;
-      else baseline = def.direction === 'higher' ? Math.max(baseline, measured) : Math.min(baseline, measured);
-    }
-    return { ...def, tolerance, baseline };
-  });
-  return { note: old?.note ?? BASELINE_NOTE, recorded, metrics };
-}
-
-export const BASELINE_NOTE =
-  'Perf gate baseline (vcmdq gate). Ratios measured within one quick run; a metric regresses when its best of up to 3 runs is worse than baseline by more than its tolerance. Written by --update-baseline (worst of 3 runs, only ever moved in the good direction); null = not measured yet.';

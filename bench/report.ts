@@ -1,12 +1,15 @@
 // Runs the selected scenarios and renders the results: console tables and
 // the --json document.
 import { machineInfo, type MachineInfo, type MeasuredRow, type Profile, type Progress } from './harness.ts';
-import { rowRatios } from './ratios.ts';
+import { describePlacement, placementMode, type Placement } from './placement.ts';
+import { findRow, rowRatios } from './ratios.ts';
 import { SCENARIO_REGISTRY, type ScenarioDef } from './scenarios.ts';
 import { BenchUnavailableError, type ResultRow, type ScenarioName } from './types.ts';
 
 export interface BenchReport {
   machine: MachineInfo;
+  /** The placement mode this run found, from its bare spin ping-pong (null when that baseline did not run). */
+  placement: Placement | null;
   profile: Profile;
   measured: MeasuredRow[];
   unavailable: { scenario: ScenarioName; reason: string }[];
@@ -17,8 +20,8 @@ export interface BenchOptions {
   profile: Profile;
   scenarios: readonly ScenarioName[];
   progress: Progress;
-  /** Busy µs per command in the doorbell kernel threads (0 = none). */
-  injectDelayUs?: number;
+  /** ns of extra work per command in the doorbell kernel threads (0 = none). */
+  slowdownNs?: number;
 }
 
 /**
@@ -29,8 +32,8 @@ export interface BenchOptions {
 export async function runBench(opts: BenchOptions): Promise<BenchReport> {
   const { profile, progress } = opts;
   const machine = await machineInfo();
-  const report: BenchReport = { machine, profile, measured: [], unavailable: [], notes: [] };
-  if (opts.injectDelayUs) report.notes.push(`injected slowdown: ${opts.injectDelayUs} µs per command in the doorbell kernel threads`);
+  const report: BenchReport = { machine, placement: null, profile, measured: [], unavailable: [], notes: [] };
+  if (opts.slowdownNs) report.notes.push(`injected slowdown: ${opts.slowdownNs} ns of work per command in the doorbell kernel threads`);
   const selected = SCENARIO_REGISTRY.filter((s) => opts.scenarios.includes(s.name));
   const wantBaseline = selected.some((s) => s.name === 'baseline');
   let haveBaselines = false;
@@ -38,7 +41,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
     progress.log(`[bench] ${s.name}: ${s.title}`);
     const t0 = performance.now();
     try {
-      const out = await s.run({ profile, progress, injectDelayUs: opts.injectDelayUs ?? 0 });
+      const out = await s.run({ profile, progress, slowdownNs: opts.slowdownNs ?? 0 });
       report.measured.push(...out.measured);
       report.notes.push(...out.notes.map((n) => `${s.name}: ${n}`));
       progress.log(`[bench] ${s.name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -59,6 +62,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
     const b = selected.find((s) => s.name === 'baseline')!;
     await runOne(b);
   }
+  const floor = findRow(report.measured.map((m) => m.row), 'baseline', 'atomics-spin');
+  if (floor) report.placement = { mode: placementMode(floor.p50_us), spin_floor_us: floor.p50_us };
   return report;
 }
 
@@ -94,6 +99,7 @@ export function formatReport(report: BenchReport): string {
   const out: string[] = [
     `vcmdq bench (${p.name}): ${m.date}`,
     `machine: ${m.cpus} CPUs (${m.cpu_model}), Node ${m.node} (V8 ${m.v8}), ${m.os} ${m.arch}; clock read ${fmt(m.clock_ns)} ns, idle Atomics.notify ${fmt(m.notify_idle_ns)} ns; ${m.pinned ? 'producer pinned to CPU 0, server threads to CPU 1' : 'threads not pinned'}`,
+    report.placement ? describePlacement(report.placement) : 'placement: unknown (the baselines did not run)',
     `latency: ${p.samples} kept samples per path after ${p.warmup} warm-up, in ${p.rounds} interleaved rounds (+${p.rewarm} discarded per round); times in µs`,
   ];
   const scenarios = [...new Set(rows.map((r) => r.scenario))];
@@ -123,7 +129,7 @@ export function formatReport(report: BenchReport): string {
 export function toJsonDocument(report: BenchReport): object {
   const { name, warmup, samples, rounds, rewarm } = report.profile;
   return {
-    machine: report.machine,
+    machine: { ...report.machine, placement: report.placement },
     profile: { name, warmup, samples, rounds, rewarm },
     results: report.measured.map((x) => x.row),
     unavailable: report.unavailable,

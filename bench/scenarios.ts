@@ -12,8 +12,8 @@ import { runUnmap } from './unmap.ts';
 export interface ScenarioContext {
   profile: Profile;
   progress: Progress;
-  /** Busy µs per command in the doorbell kernel thread (VCMDQ_INJECT_DELAY_US): the gate's self-test. */
-  injectDelayUs: number;
+  /** ns of extra work per command in the doorbell kernel thread (VCMDQ_SLOWDOWN_NS): the gate's self-test. */
+  slowdownNs: number;
 }
 
 export interface ScenarioRun {
@@ -50,7 +50,7 @@ async function openPaths(ctx: ScenarioContext, notes: string[], names: readonly 
   const opened: OpenedPath[] = [];
   for (const name of names) {
     try {
-      opened.push(await openPath(name, { injectDelayUs: ctx.injectDelayUs, ...opts }));
+      opened.push(await openPath(name, { slowdownNs: ctx.slowdownNs, ...opts }));
     } catch (e) {
       if (!(e instanceof BenchUnavailableError)) {
         await closeAll(opened);
@@ -64,7 +64,7 @@ async function openPaths(ctx: ScenarioContext, notes: string[], names: readonly 
 }
 
 /** One blocking zero-allocation submit (TLBI_NH_VA + CMD_SYNC) per sample. */
-class SubmitPath implements LatencyPath {
+export class SubmitPath implements LatencyPath {
   readonly params: Params;
   constructor(readonly name: QueuePathName, private readonly q: GuestQueue, private readonly words: Uint32Array, private readonly cs: CsMode, private readonly timeoutMs: number) {
     this.params = { cs };

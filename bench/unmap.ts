@@ -49,7 +49,7 @@ interface PathRig {
 }
 
 async function startRig(name: QueuePathName, ctx: ScenarioContext, samplesPerCell: number): Promise<PathRig> {
-  const opened = await openPath(name, { injectDelayUs: ctx.injectDelayUs });
+  const opened = await openPath(name, { slowdownNs: ctx.slowdownNs });
   const vcpus: Vcpu[] = [];
   try {
     const { vm, host } = opened;

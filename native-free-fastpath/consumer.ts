@@ -14,7 +14,7 @@ import { CERROR } from '../src/errors.ts';
 import type { SmmuFeatures } from '../src/features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
-  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US,
+  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS,
   CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   MB_ARG0, MB_RES0, Q_BASE, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE,
@@ -23,6 +23,7 @@ import {
 import { MailboxServer } from '../src/mailbox.ts';
 import { queueIncProd, queueValidProd } from '../src/queue.ts';
 import type { VSmmu } from '../src/vsmmu.ts';
+import { calibrateWork, work } from './slowdown.ts';
 import { SPIN_CLOCK_EVERY } from '../src/waiter.ts';
 
 /** What the consumer needs of the SMMU model. */
@@ -72,6 +73,13 @@ export class Consumer {
   private readonly tr = new Uint32Array(8);
   private ctrlSeen = 0;
   private hooks: ConsumerHooks | null = null;
+  /** Bench slowdown (CTL_SLOWDOWN_NS) as it was last read, and as work iterations per command. */
+  private slowdownNs = 0;
+  private slowdownIters = 0;
+  /** Iterations per ns on this thread, calibrated the first time a slowdown is asked for. */
+  private itersPerNs = 0;
+  /** Keeps the slowdown's work observable, so the JIT cannot drop it. */
+  slowdownSink = 0;
   /** The sleep re-check, bound once: the idle path allocates nothing either. */
   private readonly hasWorkFn = (): boolean => this.hasWork();
 
@@ -177,6 +185,8 @@ export class Consumer {
   /** One pass over every queue and mailbox; returns the number of commands and requests served. */
   pass(): number {
     const delayUs = this.i32[this.ctl + CTL_INJECT_DELAY_US]!;
+    const slowdownNs = this.i32[this.ctl + CTL_SLOWDOWN_NS]!;
+    if (slowdownNs !== this.slowdownNs) this.setSlowdown(slowdownNs);
     const qs = this.queues;
     // Requests first: a translation racing an unsynced invalidation may then
     // see the old entry, as on hardware; only a CMD_SYNC orders them.
@@ -208,7 +218,9 @@ export class Consumer {
     const vsmmu = q.vm.vsmmu;
     const idxMask = (1 << log2) - 1;
     let done = 0;
+    const slowIters = this.slowdownIters;
     while (cons !== prod) {
+      if (slowIters !== 0) this.slowdownSink ^= work(slowIters);
       readSlot(q.entries, cons & idxMask, u); // the one read of this slot; only `u` is looked at below
       i32[r + Q_STAT_SLOT_READS]!++;
       // Statistics are counted before the publish that completes the command,
@@ -297,8 +309,15 @@ export class Consumer {
     Atomics.store(this.i32, q.regs + Q_GERROR, q.gerror); // publish: GERROR release
   }
 
+  /** The gate's slowdown knob: `ns` of calibrated work per command from now on (bench only). */
+  private setSlowdown(ns: number): void {
+    if (ns !== 0 && this.itersPerNs === 0) this.itersPerNs = calibrateWork();
+    this.slowdownNs = ns;
+    this.slowdownIters = Math.round(ns * this.itersPerNs);
+  }
+
   /**
-   * The bench hook: burn `us` microseconds per command (a slower SMMU). A
+   * The test hook: burn `us` microseconds per command (a slower SMMU). A
    * long delay still beats the heartbeat and gives up (false) when the host
    * stops, and the pass with it.
    */

@@ -16,7 +16,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { makeFeatures, type SmmuFeatures } from './features.ts';
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
-  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SPIN_US, CTL_STALE_MS, KTHREAD_CTL,
+  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STALE_MS, KTHREAD_CTL,
   KTHREAD_OP, MAX_MAILBOXES, MAX_QUEUES, MMIO_BYTES, Q_BASE, Q_BASE_IPA, Q_CONFIG, Q_LOG2SIZE, Q_VMID,
   notifyQueueWaiters, queueRegs, type CrashHow,
 } from './layout.ts';
@@ -34,8 +34,14 @@ export interface HostOptions {
   spinUs?: number;
   /** Host physical memory (default 64 MiB). */
   memBytes?: number;
-  /** Bench hook (the perf gate's self-test): busy-wait this many µs per command the kernel thread consumes. */
+  /** Test hook (a slow or wedged SMMU): busy-wait this many µs per command the kernel thread consumes, still beating the heartbeat. */
   injectDelayUs?: number;
+  /**
+   * Bench hook (the perf gate's detection floor, VCMDQ_SLOWDOWN_NS): about this
+   * many ns of extra work per command consumed, as calibrated loop iterations,
+   * so it scales with the machine like real code does. Default 0.
+   */
+  slowdownNs?: number;
   /** Kernel-thread heartbeat period and waiters' slice, ms (default 20). */
   heartbeatMs?: number;
   /** A heartbeat unchanged this long means the kernel thread is dead, ms (default 2000). */
@@ -120,6 +126,7 @@ export class Host {
     i32[ctl + CTL_HEARTBEAT_MS] = opts.heartbeatMs ?? 20;
     i32[ctl + CTL_STALE_MS] = opts.staleMs ?? 2000;
     i32[ctl + CTL_INJECT_DELAY_US] = checkDelayUs(opts.injectDelayUs ?? 0);
+    i32[ctl + CTL_SLOWDOWN_NS] = checkSlowdownNs(opts.slowdownNs ?? 0);
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(workerUrl('kthread.worker.js'), {
       workerData: { sab, features, port: port2 },
@@ -218,6 +225,11 @@ export class Host {
   crashKernelThreadOnNextPass(how: CrashHow = 'exit'): void {
     Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, CRASH_CODE[how]);
   }
+}
+
+function checkSlowdownNs(ns: number): number {
+  if (!Number.isInteger(ns) || ns < 0 || ns > 1_000_000) throw new RangeError(`slowdownNs must be a whole number of ns in [0, 1e6], got ${ns}`);
+  return ns;
 }
 
 function checkDelayUs(us: number): number {

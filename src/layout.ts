@@ -108,6 +108,12 @@ export const CTL_SPIN_US = 32;
 export const CTL_HEARTBEAT_MS = 33;
 export const CTL_STALE_MS = 34;
 export const CTL_INJECT_DELAY_US = 35;
+/**
+ * Bench-only slowdown (the gate's detection floor): ns of extra WORK per
+ * command, turned into loop iterations by the kernel thread's own
+ * calibration (native-free-fastpath/slowdown.ts). 0 in normal use.
+ */
+export const CTL_SLOWDOWN_NS = 36;
 export const CTL_WORDS = 48;
 
 export const SERVER_STATE = { STARTING: 0, RUNNING: 1, STOPPING: 2, DEAD: 3 } as const;
