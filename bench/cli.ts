@@ -57,14 +57,15 @@ function writeOutputs(report: BenchReport, json: string | undefined, svg: string
   }
 }
 
-/** Argument mistakes print usage and give exit status 2, like the other subcommands. */
-async function withUsage(usage: string, name: string, run: () => Promise<number>): Promise<number> {
+/** Argument mistakes are one line and exit status 2, failures one line and 1, like the other subcommands. */
+async function withUsage(name: string, run: () => Promise<number>): Promise<number> {
   try {
     return await run();
   } catch (e) {
     const parseError = e instanceof TypeError && String((e as NodeJS.ErrnoException).code ?? '').startsWith('ERR_PARSE_ARGS');
     if (e instanceof UsageError || parseError) {
-      process.stderr.write(`vcmdq ${name}: ${(e as Error).message}\n${usage}\n`);
+      // One line, as every vcmdq error: the usage is one --help away.
+      process.stderr.write(`vcmdq ${name}: ${(e as Error).message} (vcmdq ${name} --help)\n`);
       return 2;
     }
     // A failure during the run (a base that cannot be built, a probe that died): one line, exit 1.
@@ -75,12 +76,12 @@ async function withUsage(usage: string, name: string, run: () => Promise<number>
 
 /** `vcmdq bench ...`; returns the exit status. */
 export function benchMain(argv: readonly string[]): Promise<number> {
-  return withUsage(BENCH_USAGE, 'bench', () => bench(argv));
+  return withUsage('bench', () => bench(argv));
 }
 
 /** `vcmdq gate ...`; returns the exit status. */
 export function gateMain(argv: readonly string[]): Promise<number> {
-  return withUsage(GATE_USAGE, 'gate', () => gate(argv));
+  return withUsage('gate', () => gate(argv));
 }
 
 async function bench(argv: readonly string[]): Promise<number> {
