@@ -31,13 +31,17 @@ function ffs(n: number): number {
  * ASID/VMID and LEAF set, like Linux's struct arm_smmu_cmdq_ent; `granule`
  * is the leaf size (bytes, a power of two), `pgShift` the log2 of the
  * domain's smallest page size (12, 14, 16), `ril` SMMU_IDR3.RIL.
+ * `ttlHint` = false leaves TTL 0 ("any level") on leaf commands too: for a
+ * caller that does not know whether the range holds pages or blocks, since a
+ * TTL naming the wrong level lets the SMMU keep the entry (Arm IHI 0070
+ * §4.4.1.1: TTL is a hint the SMMU may use to skip other levels).
  *
  * Writes the commands to out[at..] (4 u32 each) and returns how many; with
  * out = null it only counts them, to size the buffer.
  */
 export function tlbInvRange(
   out: Uint32Array | null, at: number, template: Uint32Array,
-  iovaLo: number, iovaHi: number, size: number, granule: number, pgShift: number, ril: boolean,
+  iovaLo: number, iovaHi: number, size: number, granule: number, pgShift: number, ril: boolean, ttlHint = true,
 ): number {
   cmd.set(template);
   cmd[F.TG] = cmd[F.TTL] = cmd[F.NUM] = cmd[F.SCALE] = 0;
@@ -46,8 +50,8 @@ export function tlbInvRange(
   if (ril) {
     numPages = Math.floor(size / 2 ** pgShift);
     cmd[F.TG] = (pgShift - 10) / 2;
-    if (cmd[F.LEAF]) cmd[F.TTL] = 4 - Math.floor((Math.log2(granule) - 3) / (pgShift - 3));
-    // Non-leaf: TTL stays 0, so a lone page would be the Reserved NUM=SCALE=TTL=0 combination.
+    if (cmd[F.LEAF] && ttlHint) cmd[F.TTL] = 4 - Math.floor((Math.log2(granule) - 3) / (pgShift - 3));
+    // TTL 0 (non-leaf, or no hint): a lone page would be the Reserved NUM=SCALE=TTL=0 combination.
     else if (numPages % 32 === 1) numPages++;
   }
   let lo = iovaLo >>> 0;
@@ -118,7 +122,10 @@ function nhAsid(out: Uint32Array | null, at: number, asid: number): number {
  * -> __arm_smmu_tlb_inv_range (TLBI_NH_VA, then the caller's CMD_SYNC): every
  * `granule` page overlapping [iova, iova + size) of `asid`, the range rounded
  * out to the granule (as io-pgtable's iommu_iotlb_gather hands Linux whole
- * pages). TG = the granule, TTL = 3 for a leaf-only invalidation.
+ * pages). TG = the granule. TTL stays 0 even for a leaf-only invalidation:
+ * Linux passes the size of the leaf it unmapped and so knows the level, but
+ * this helper only knows the granule, and a range may hold 2 MiB (or larger)
+ * blocks, which a TTL of 3 would leave cached.
  *
  * Where a range cannot say it, one TLBI_NH_ASID (the whole ASID; always safe)
  * instead: without RIL from CMDQ_MAX_TLBI_OPS pages on, as SVA's
@@ -150,7 +157,7 @@ export function tlbInvRangeAsid(
   const pages = Math.ceil((iova + size) / granule) - start / granule;
   const pgShift = Math.log2(granule);
   const fits = features.RIL
-    ? rilSplitFits(!leaf && pages % 32 === 1 ? pages + 1 : pages, features.DS ? 63 : 31)
+    ? rilSplitFits(pages % 32 === 1 ? pages + 1 : pages, features.DS ? 63 : 31)
     : pages < CMDQ_MAX_TLBI_OPS;
   if (!fits) return nhAsid(out, at, asid);
   const t = asidTemplate;
@@ -158,7 +165,7 @@ export function tlbInvRangeAsid(
   t[F.OP] = OP.TLBI_NH_VA;
   t[F.ASID] = asid;
   t[F.LEAF] = leaf ? 1 : 0;
-  return tlbInvRange(out, at, t, start % TWO_32, Math.floor(start / TWO_32), pages * granule, granule, pgShift, features.RIL);
+  return tlbInvRange(out, at, t, start % TWO_32, Math.floor(start / TWO_32), pages * granule, granule, pgShift, features.RIL, false);
 }
 
 const svaTemplate = new Uint32Array(FIELD_COUNT);
