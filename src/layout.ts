@@ -61,6 +61,17 @@
 // trap of node-latency-floor.md). The wait also times out after heartbeatMs,
 // so even a broken producer costs latency, not a hang.
 //
+// Cache lines one doorbell round trip moves (a TLBI + CMD_SYNC, kernel thread
+// spinning): the guest writes the two slot lines of the ring and the queue's
+// line 0 (PROD); the kernel thread, polling line 0, pulls it, then the slot
+// lines; it writes the queue's line 1 (CONS), which the spinning guest pulls
+// back. Lines that stay put: the control block's line 1 (SLEEPING, STATE),
+// which kicks and waiters read, is written only when the thread goes to sleep
+// or changes state; its line 3 (HEARTBEAT, pass statistics) and the queue's
+// line 3 (command statistics) are written per pass or command but read only
+// by slow paths (a wait slice's liveness check, state()). So the floor is
+// PROD + slots one way and CONS back: about 1.5 spin ping-pongs plus the work.
+//
 // Liveness: the kernel thread bumps HEARTBEAT at least once per heartbeatMs
 // (per pass and per wait timeout). STATE goes RUNNING -> STOPPING (host asked)
 // -> DEAD; on any escaping exception the thread sets DEAD and notifies every
@@ -94,15 +105,25 @@ export const CTL_CRASH = 2;
 export const CRASH = { EXIT: 1, THROW: 2, WEDGE: 3 } as const;
 export type CrashHow = 'exit' | 'throw' | 'wedge';
 export const CRASH_CODE: Record<CrashHow, number> = { exit: CRASH.EXIT, throw: CRASH.THROW, wedge: CRASH.WEDGE };
-/** Line 1 (written by the server): need-wakeup flag, 1 while it may be asleep. */
+/**
+ * Line 1 (written by the server, rarely): need-wakeup flag, 1 while it may be
+ * asleep. Every producer's kick reads it, so nothing the server writes per
+ * pass may share its line (a per-pass write would cost each kick a line
+ * transfer: issue #12 measured the round trip 0.83-1.06 -> 0.59-0.79 µs when
+ * HEARTBEAT moved off it).
+ */
 export const CTL_SLEEPING = 16;
-/** Line 1: liveness counter. */
-export const CTL_HEARTBEAT = 17;
-/** Line 1: SERVER_STATE. */
+/** Line 1: SERVER_STATE (changes a few times in a thread's life; waiters read it). */
 export const CTL_STATE = 18;
-/** Line 1: statistics: passes that found work, sleeps taken. */
-export const CTL_STAT_PASSES = 19;
-export const CTL_STAT_SLEEPS = 20;
+/**
+ * Line 3 (written by the server every pass): liveness counter. Read only by
+ * waiters between wait slices (Liveness.check), never on a submission's fast
+ * path, so the server's per-pass writes stay in its own cache.
+ */
+export const CTL_HEARTBEAT = 48;
+/** Line 3: statistics: passes that found work, sleeps taken (plain words, per pass like HEARTBEAT). */
+export const CTL_STAT_PASSES = 49;
+export const CTL_STAT_SLEEPS = 50;
 /** Line 2 (configuration, written once by the host before the thread starts). */
 export const CTL_SPIN_US = 32;
 export const CTL_HEARTBEAT_MS = 33;
@@ -114,7 +135,7 @@ export const CTL_INJECT_DELAY_US = 35;
  * calibration (native-free-fastpath/slowdown.ts). 0 in normal use.
  */
 export const CTL_SLOWDOWN_NS = 36;
-export const CTL_WORDS = 48;
+export const CTL_WORDS = 64;
 
 export const SERVER_STATE = { STARTING: 0, RUNNING: 1, STOPPING: 2, DEAD: 3 } as const;
 

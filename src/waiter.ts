@@ -58,11 +58,15 @@ export class Liveness {
 
   constructor(private readonly i32: Int32Array, private readonly ctl: number) {}
 
+  /**
+   * HEARTBEAT is not read here: its line is the server's, dirtied every pass
+   * (layout.ts), and a wait that completes while spinning never needs it. The
+   * first `check` takes it as the reference instead, so death by silence is
+   * seen at most one slice later than from `begin`.
+   */
   begin(timeoutMs: number): void {
-    const now = performance.now();
-    this.deadline = now + timeoutMs;
-    this.hb = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT);
-    this.hbAt = now;
+    this.deadline = performance.now() + timeoutMs;
+    this.hbAt = -1;
   }
 
   /** Length of the next Atomics.wait slice: the heartbeat period, cut at the deadline. */
@@ -80,7 +84,7 @@ export class Liveness {
     }
     const now = performance.now();
     const hb = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT);
-    if (hb !== this.hb) {
+    if (hb !== this.hb || this.hbAt < 0) {
       this.hb = hb;
       this.hbAt = now;
     } else if (now - this.hbAt > Atomics.load(this.i32, this.ctl + CTL_STALE_MS)) {
