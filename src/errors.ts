@@ -31,7 +31,7 @@ export class CommandError extends Error {
  */
 export class ArgumentError extends RangeError {
   override readonly name = 'ArgumentError';
-  constructor(readonly argument: string, detail: string) {
-    super(`${argument} ${detail}`);
+  constructor(readonly argument: string, detail: string, options?: ErrorOptions) {
+    super(`${argument} ${detail}`, options);
   }
 }

@@ -5,8 +5,10 @@
 // or in a worker: `q.handle` is a plain structured-clone-safe object and
 // `GuestQueue.attach(handle)` rebuilds the driver in another thread.
 //
-// One producer per queue (one queue per guest vCPU, as the Tegra driver picks
-// LVCMDQ by CPU): two threads must not submit to the same queue at once.
+// Any number of producers per queue: threads attached to the same handle and
+// overlapping async calls submit at once, as Linux CPUs share one CMDQ (the
+// protocol is above submitWords). A Tegra guest picks one LVCMDQ per CPU, so
+// one producer per queue is the fast common case, and it stays cheap.
 //
 // A queue may have standby lanes: queues of other paths provisioned for it
 // (QueueOptions.standby). `switchPath` drains the active lane and moves the
@@ -14,15 +16,16 @@
 // to a host with fewer of them) without losing or repeating a command.
 
 import { buildCmdSync, encodeCommand, illReason, readSlot, writeSlot, type Command } from './codec.ts';
-import { CommandError, cerrorName } from './errors.ts';
+import { ArgumentError, CommandError, cerrorName } from './errors.ts';
 import type { SmmuFeatures } from './features.ts';
 import { CS } from './fields.ts';
 import { tlbInvRangeAsid } from './invalidate.ts';
 import {
-  CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, ERR_KIND, GERROR_CMDQ_ERR, Q_CONS, Q_ERR_REASON, Q_GERROR,
-  Q_GERRORN, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
+  CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, ERR_KIND, GERROR_CMDQ_ERR, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
+  Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
+  Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
 } from './layout.ts';
-import { queueConsumed, queueFree, queueIdx, queueIncProd } from './queue.ts';
+import { queueFree, queueIdx, queuePosMask } from './queue.ts';
 import { rejectReason } from './vsmmu.ts';
 import { KernelThreadDeadError, LIVE, Liveness, SPIN_CLOCK_EVERY, SyncTimeoutError, atomicsWaitAsync } from './waiter.ts';
 
@@ -78,8 +81,15 @@ export interface SubmitOptions {
   sync?: boolean;
   /** Completion signal of that sync (default 'sev'). */
   cs?: CsMode;
-  /** Timeout of the whole submission, queue space included (default 5000 ms). */
+  /**
+   * Timeout of the whole submission, queue space included (default 5000 ms),
+   * a finite number >= 0. 0 means check once and never block: the call
+   * succeeds only if its work is already done by then (a trapped PROD write
+   * completes its commands before it returns; a doorbell does not).
+   */
   timeoutMs?: number;
+  /** Async forms only: aborting rejects the call with the signal's reason; commands already published still execute. */
+  signal?: AbortSignal;
 }
 
 /** The queue stopped on a command (CONS.ERR != 0, GERROR.CMDQ_ERR active). */
@@ -126,9 +136,8 @@ interface Lane {
   readonly h: QueueHandle;
   readonly entries: Int32Array;
   readonly transport: QueueTransport;
-  readonly live: Liveness;
-  /** The driver's PROD on this lane (kept while the lane is idle). */
-  prod: number;
+  /** The synchronous calls' wait (one at a time per thread). */
+  readonly call: Call;
 }
 
 /** What the driver is waiting for. */
@@ -136,29 +145,66 @@ const COND_SPACE = 0;
 const COND_SYNC = 1;
 const PENDING = -1;
 
+/**
+ * One submission's wait state. The synchronous forms reuse one per lane (a
+ * thread runs one at a time: nothing allocated per command); every async call
+ * has its own, since several may be pending at once on one GuestQueue.
+ */
+class Call {
+  /** CS code of the closing CMD_SYNC; -1 for none. */
+  cs = -1;
+  timeoutMs = 0;
+  /** Slots the next batch reserves (its commands and the CMD_SYNC). */
+  need = 0;
+  /** Free-running position just past this call's CMD_SYNC (or, for drain, past everything published). */
+  syncEnd = 0;
+  /** Word index the CS=IRQ MSI of that sync lands on. */
+  syncWord = 0;
+  waitIndex = 0;
+  waitValue = 0;
+  /** [start, end) of each batch this call published (free-running): whose is a faulting command. */
+  ranges = new Int32Array(8);
+  nRanges = 0;
+  /** drain: every error before syncEnd is this call's to report. */
+  all = false;
+  signal: AbortSignal | undefined = undefined;
+  /** Resolves when `signal` aborts, so a pending waitAsync slice ends at once. */
+  aborted: Promise<unknown> | null = null;
+  onAbort: (() => void) | null = null;
+  constructor(readonly live: Liveness) {}
+}
+
+function checkWords(words: Uint32Array, n: number): void {
+  if (!(words instanceof Uint32Array)) throw new ArgumentError('words', 'must be a Uint32Array of 4 words per command');
+  if (!Number.isInteger(n) || n < 0 || 4 * n > words.length) {
+    throw new ArgumentError('n', `must be an integer in 0..${words.length >>> 2} (4 words per command in words), got ${n}`);
+  }
+}
+
+function checkOpts(opts: SubmitOptions): SubmitOptions {
+  if (opts === null || typeof opts !== 'object') throw new ArgumentError('opts', 'must be an object');
+  if (opts.sync !== undefined && typeof opts.sync !== 'boolean') throw new ArgumentError('opts.sync', `must be a boolean, got ${String(opts.sync)}`);
+  return opts;
+}
+
+function syncCs(opts: SubmitOptions): CsMode | null {
+  return opts.sync === false ? null : (opts.cs ?? 'sev');
+}
+
 export class GuestQueue {
   private readonly i32: Int32Array;
   private readonly lanes: Lane[];
   // The active lane, unpacked by activate() (constructor, switchPath): the hot path reads these fields only.
   private lane!: Lane;
   private h!: QueueHandle;
+  private regs!: number;
   private entries!: Int32Array;
   private transport!: QueueTransport;
-  private live!: Liveness;
   private size!: number;
+  private posMask!: number;
   /** The active lane's handle with the others as standby (what `handle` returns). */
   private combined: QueueHandle;
   private readonly u = new Uint32Array(4);
-  /** The driver's PROD (the register is its published copy). */
-  private prod!: number;
-  // State of the current wait (no per-call objects).
-  private need = 0;
-  private syncEnd = 0;
-  private syncWord = 0;
-  private csCode = 0;
-  private timeoutMs = 0;
-  private waitIndex = 0;
-  private waitValue = 0;
   private encodeBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
   /** invalidateRange's commands: reused, so an unmap allocates nothing. */
   private invBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
@@ -181,15 +227,15 @@ export class GuestQueue {
     this.combined = handle;
   }
 
-  /** Make `lane` the one submissions go to: the driver's working copies of its handle, ring, transport and PROD. */
+  /** Make `lane` the one submissions go to: the driver's working copies of its handle, ring and transport. */
   private activate(lane: Lane): void {
     this.lane = lane;
     this.h = lane.h;
+    this.regs = lane.h.regs;
     this.entries = lane.entries;
     this.transport = lane.transport;
-    this.live = lane.live;
     this.size = 1 << lane.h.log2size;
-    this.prod = lane.prod;
+    this.posMask = queuePosMask(lane.h.log2size);
   }
 
   /** Everything another thread needs to `attach` this queue (the active lane, the others as standby). Structured-clone safe. */
@@ -206,7 +252,7 @@ export class GuestQueue {
     const factory = transports.get(h.path);
     if (factory === undefined) throw new Error(`no transport for queue path '${h.path}' (is its module imported in this thread?)`);
     const entries = new Int32Array(h.sab, h.basePa, 4 << h.log2size);
-    return { h, entries, transport: factory(h), live: new Liveness(this.i32, h.ctl), prod: Atomics.load(this.i32, h.regs + Q_PROD) };
+    return { h, entries, transport: factory(h), call: new Call(new Liveness(this.i32, h.ctl)) };
   }
 
   /**
@@ -216,34 +262,37 @@ export class GuestQueue {
    * repeated (a lane only ever consumes what was written to it). Refuses
    * with PathSwitchError, staying on the active lane, when that lane stopped
    * on an error (resolve it first, e.g. skipFaultingCommand) or does not
-   * drain within `timeoutMs`. Call it from the queue's producer thread.
+   * drain within `timeoutMs`. The caller must be the queue's only producer
+   * at that moment (no other thread or pending async call submitting).
    */
   switchPath(path: string, timeoutMs = 5000): void {
     if (path === this.h.path) return;
     const next = this.lanes.find((l) => l.h.path === path);
     if (next === undefined) {
-      throw new RangeError(`queue ${this.h.qid} has no '${path}' lane (open it with standby: ['${path}'])`);
+      throw new ArgumentError('path', `: queue ${this.h.qid} has no '${String(path)}' lane (open it with standby: ['${String(path)}'])`);
     }
     try {
       this.drain(timeoutMs);
     } catch (e) {
+      if (e instanceof ArgumentError) throw e;
       throw new PathSwitchError(`queue ${this.h.qid}: cannot switch from '${this.h.path}' to '${path}': ${(e as Error).message}`, { cause: e });
     }
-    this.lane.prod = this.prod;
     this.activate(next);
     this.combined = { ...next.h, standby: this.lanes.filter((l) => l !== next).map((l) => l.h) };
   }
 
   /**
-   * Wait until every command published on this queue has been consumed
-   * (submissions made with sync: false included). Throws QueueError if the
-   * queue stopped on one of them, SyncTimeoutError or KernelThreadDeadError.
+   * Wait until every command published on this queue (by any producer) has
+   * been consumed, submissions made with sync: false included. Throws
+   * QueueError if the queue stopped on any of them, SyncTimeoutError or
+   * KernelThreadDeadError.
    */
   drain(timeoutMs = 5000): void {
-    // A wait on CONS reaching PROD, as for a CMD_SYNC completed by CONS.
-    this.begin('sev', timeoutMs);
-    this.syncEnd = this.prod;
-    this.block(COND_SYNC);
+    // A wait on CONS reaching PUB, as for a CMD_SYNC completed by CONS.
+    const c = this.begin(this.lane.call, 'sev', timeoutMs, undefined);
+    c.all = true;
+    c.syncEnd = Atomics.load(this.i32, this.regs + Q_DRV_PUB);
+    this.block(c, COND_SYNC);
   }
 
   /**
@@ -259,61 +308,139 @@ export class GuestQueue {
 
   /** Encode and submit command objects (convenience form; allocates). */
   submit(cmds: readonly Command[], opts: SubmitOptions = {}): void {
-    const words = this.encode(cmds);
-    this.submitWords(words, cmds.length, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+    checkOpts(opts);
+    const words = this.encode(cmds, false);
+    this.submitWords(words, cmds.length, syncCs(opts), opts.timeoutMs);
   }
 
-  /** Async form of `submit`: space and completion waits use Atomics.waitAsync. */
-  submitAsync(cmds: readonly Command[], opts: SubmitOptions = {}): Promise<void> {
-    const words = this.encode(cmds);
-    return this.submitWordsAsync(words, cmds.length, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+  /** Async form of `submit`: space and completion waits use Atomics.waitAsync; `opts.signal` aborts the wait. */
+  async submitAsync(cmds: readonly Command[], opts: SubmitOptions = {}): Promise<void> {
+    checkOpts(opts);
+    const words = this.encode(cmds, true);
+    return this.submitWordsAsync(words, cmds.length, syncCs(opts), opts.timeoutMs, opts.signal);
   }
+
+  // ─────────────────────────────────────────────────────────────────────────
+  // SUBMISSION: several producers on one queue (any threads attached to it,
+  // any number of pending async calls of each), as DPDK's multi-producer
+  // rte_ring enqueue, the protocol of equal strength to Linux's
+  // arm_smmu_cmdq_issue_cmdlist chosen here (words: Q_DRV_* in layout.ts):
+  //  1. Reserve: load RESV (r), load CONS; if queueFree(r, CONS) >= need,
+  //     CAS RESV r -> r + need (else wait for space, or retry after a lost
+  //     CAS). Exact: a successful CAS proves RESV was r when CONS was read,
+  //     and CONS <= PUB <= RESV, so the 20-bit difference is the real one.
+  //     Invariant: RESV - CONS <= queue size (nobody overwrites an entry the
+  //     SMMU has not consumed).
+  //  2. Write the entries (and the CMD_SYNC) into the reserved slots.
+  //  3. Wait for our turn (PUB == r; predecessors are threads in steps 2-3,
+  //     which never yield), publish PROD = r + need through the transport,
+  //     then store PUB = r + need (publish: PUB release, after PROD, so PROD
+  //     never moves backwards) and notify PUB if a producer waits for it.
+  //  4. Wait for our own CMD_SYNC: done when CONS has passed it. CONS is a
+  //     20-bit wrapping register and other producers may lap the queue while
+  //     we sleep, so with r1 = RESV loaded before CONS: CONS >= r1 - size, so
+  //     if r1 - size >= syncEnd we are done; else CONS lies in
+  //     [r1 - size, r1 + size) and unwraps exactly. No false completion, and
+  //     a false "not yet" only while CONS is a lap ahead, which makes the
+  //     first test true at the next look.
+  // Steps 1-3 run without yielding, also in the async forms (only the waits
+  // for space and for the sync await), so a reservation is never held across
+  // an await and a thread can never wait on its own unpublished entries.
+  // Where Linux's owner gathers other CPUs' entries and writes PROD once,
+  // here each producer writes PROD for its own entries in reservation order:
+  // the same guarantees (each command once, each sync after its caller's
+  // commands), one MMIO write per batch instead of per owner.
+  //
+  // The caller's contract, in the form of Linux's comment above
+  // arm_smmu_cmdq_issue_cmdlist:
+  //  - stores to page tables (guest RAM) made before the call are visible to
+  //    the SMMU before any of the call's commands executes: the PROD publish
+  //    is a release (Atomics.store, or the trapped write's mailbox release);
+  //  - when a call with a CMD_SYNC returns, every command of this call (and
+  //    every command published before it, by any producer) has executed;
+  //  - on a timeout, an abort or an error thrown by the wait, the commands
+  //    already published stay in the queue and still execute (as after a
+  //    CMD_SYNC timeout in Linux); batches not yet reserved are not sent.
+  //  - a command the SMMU refuses stops the queue at it (CONS.ERR); the call
+  //    whose command it was gets QueueError and should skipFaultingCommand()
+  //    (Linux's __arm_smmu_cmdq_skip_err, run once per error); other calls
+  //    waiting behind it keep waiting, up to their timeout.
+  // A single producer pays, over the one-producer driver: one uncontended CAS
+  // (RESV), one load and one store of PUB and one load of TURN_WAITERS per
+  // batch, and one load of RESV per completion check.
+  // ─────────────────────────────────────────────────────────────────────────
 
   /**
    * The zero-allocation hot path: `n` commands, 4 u32 each, from `words`; in
    * batches of at most 64 (the last one gets the CMD_SYNC with completion
-   * `cs`, or none when cs is null). Blocks until the sync completed. Throws
-   * QueueError, SyncTimeoutError or KernelThreadDeadError, each carrying PROD,
-   * CONS and ERR.
+   * `cs`, or none when cs is null). Blocks until the sync completed; with
+   * timeoutMs = 0 it never blocks (it checks once and throws
+   * SyncTimeoutError if the work is not done). Throws ArgumentError,
+   * QueueError, SyncTimeoutError or KernelThreadDeadError, each carrying
+   * PROD, CONS and ERR. Safe from any number of threads at once.
    */
   submitWords(words: Uint32Array, n: number, cs: CsMode | null, timeoutMs = 5000): void {
-    this.begin(cs, timeoutMs);
+    checkWords(words, n);
+    const c = this.begin(this.lane.call, cs, timeoutMs, undefined);
     for (let i = 0; ;) {
       const batch = this.plan(n - i, cs !== null);
       if (batch < 0) return;
-      this.need = batch + (this.csCode >= 0 && batch === n - i && batch < this.size ? 1 : 0);
-      this.block(COND_SPACE);
-      const withSync = this.need > batch;
-      i = this.writeBatch(words, i, batch, withSync);
-      if (withSync) {
-        this.block(COND_SYNC);
+      c.need = batch + (c.cs >= 0 && batch === n - i && batch < this.size ? 1 : 0);
+      for (let k = 1; !this.tryPublish(c, words, i, batch); k++) {
+        this.block(c, COND_SPACE);
+        if (k % SPIN_CLOCK_EVERY === 0) this.afterSlice(c);
+      }
+      i += batch;
+      if (c.need > batch) {
+        this.block(c, COND_SYNC);
         return;
       }
       if (cs === null && i === n) return;
     }
   }
 
-  /** Async form of `submitWords`. */
-  async submitWordsAsync(words: Uint32Array, n: number, cs: CsMode | null, timeoutMs = 5000): Promise<void> {
-    this.begin(cs, timeoutMs);
-    for (let i = 0; ;) {
-      const batch = this.plan(n - i, cs !== null);
-      if (batch < 0) return;
-      this.need = batch + (this.csCode >= 0 && batch === n - i && batch < this.size ? 1 : 0);
-      await this.blockAsync(COND_SPACE);
-      const withSync = this.need > batch;
-      i = this.writeBatch(words, i, batch, withSync);
-      if (withSync) {
-        await this.blockAsync(COND_SYNC);
-        return;
+  /**
+   * Async form of `submitWords`; `words` must stay unchanged until it
+   * settles. An abort of `signal` rejects with its reason; commands already
+   * published still execute.
+   */
+  async submitWordsAsync(words: Uint32Array, n: number, cs: CsMode | null, timeoutMs = 5000, signal?: AbortSignal): Promise<void> {
+    checkWords(words, n);
+    const c = this.begin(new Call(new Liveness(this.i32, this.h.ctl)), cs, timeoutMs, signal);
+    try {
+      for (let i = 0; ;) {
+        const batch = this.plan(n - i, cs !== null);
+        if (batch < 0) return;
+        c.need = batch + (c.cs >= 0 && batch === n - i && batch < this.size ? 1 : 0);
+        for (let k = 1; !this.tryPublish(c, words, i, batch); k++) {
+          await this.blockAsync(c, COND_SPACE);
+          if (k % SPIN_CLOCK_EVERY === 0) this.afterSlice(c);
+        }
+        i += batch;
+        if (c.need > batch) {
+          await this.blockAsync(c, COND_SYNC);
+          return;
+        }
+        if (cs === null && i === n) return;
       }
-      if (cs === null && i === n) return;
+    } finally {
+      if (c.onAbort !== null) signal!.removeEventListener('abort', c.onAbort);
     }
   }
 
-  /** Just a CMD_SYNC: wait until everything submitted before has executed. */
+  /** Just a CMD_SYNC: wait until everything submitted before (by this or any producer) has executed. */
   sync(cs: CsMode = 'sev', timeoutMs = 5000): void {
     this.submitWords(this.encodeBuf, 0, cs, timeoutMs);
+  }
+
+  /** Async form of `sync` (`opts.signal` aborts the wait). */
+  syncAsync(opts: SubmitOptions = {}): Promise<void> {
+    try {
+      checkOpts(opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.submitWordsAsync(new Uint32Array(0), 0, opts.cs ?? 'sev', opts.timeoutMs, opts.signal);
   }
 
   /**
@@ -324,29 +451,27 @@ export class GuestQueue {
    * sent: ArgumentError naming the argument.
    */
   invalidateRange(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): void {
+    checkOpts(opts);
     const n = tlbInvRangeAsid(null, 0, asid, iova, size, granule, leaf, this.h.features);
     if (this.invBuf.length < 4 * n) this.invBuf = new Uint32Array(4 * n);
     tlbInvRangeAsid(this.invBuf, 0, asid, iova, size, granule, leaf, this.h.features);
-    this.submitWords(this.invBuf, n, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+    this.submitWords(this.invBuf, n, syncCs(opts), opts.timeoutMs);
   }
 
-  /** Async form of `invalidateRange` (its commands in a buffer of its own: calls may overlap). */
-  invalidateRangeAsync(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): Promise<void> {
-    let words: Uint32Array;
-    try {
-      words = new Uint32Array(4 * tlbInvRangeAsid(null, 0, asid, iova, size, granule, leaf, this.h.features));
-      tlbInvRangeAsid(words, 0, asid, iova, size, granule, leaf, this.h.features);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.submitWordsAsync(words, words.length / 4, opts.sync === false ? null : (opts.cs ?? 'sev'), opts.timeoutMs);
+  /** Async form of `invalidateRange` (its commands in a buffer of its own: calls may overlap; `opts.signal` aborts the wait). */
+  async invalidateRangeAsync(asid: number, iova: number, size: number, granule = 4096, leaf = true, opts: SubmitOptions = {}): Promise<void> {
+    checkOpts(opts);
+    const words = new Uint32Array(4 * tlbInvRangeAsid(null, 0, asid, iova, size, granule, leaf, this.h.features));
+    tlbInvRangeAsid(words, 0, asid, iova, size, granule, leaf, this.h.features);
+    return this.submitWordsAsync(words, words.length / 4, syncCs(opts), opts.timeoutMs, opts.signal);
   }
 
   /**
    * Linux __arm_smmu_cmdq_skip_err for a Tegra VCMDQ: if the queue stopped on
    * an error, overwrite the command at CONS with a CMD_SYNC (CS=NONE) and
    * acknowledge by writing GERRORN = GERROR, so the queue resumes with the
-   * commands after it. Returns false when no error was active.
+   * commands after it. Returns false when no error was active. Call it once
+   * per error: from the call that got the QueueError.
    */
   skipFaultingCommand(): boolean {
     const i32 = this.i32;
@@ -354,8 +479,8 @@ export class GuestQueue {
     const gerror = Atomics.load(i32, r + Q_GERROR);
     if (((gerror ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) === 0) return false;
     if (i32[r + Q_ERR_REASON]! >>> 16 === ERR_KIND.BAD_PROD) {
-      // Nothing to skip: the register was garbage; the driver's own PROD is the truth.
-      this.transport.publishProd(this.prod);
+      // Nothing to skip: the register was garbage; the drivers' own published PROD is the truth.
+      this.transport.publishProd(this.publishedProd());
     } else {
       buildCmdSync(this.u, CS.NONE, 0, 0, 0);
       writeSlot(this.entries, queueIdx(Atomics.load(i32, r + Q_CONS), this.h.log2size), this.u);
@@ -382,16 +507,36 @@ export class GuestQueue {
     writeSlot(this.entries, queueIdx(pos, this.h.log2size), u);
   }
 
-  /** The driver's current PROD. */
+  /** The PROD the drivers of this queue have published (a queue position: wrap|idx). */
   get prodValue(): number {
-    return this.prod;
+    return this.publishedProd();
   }
 
-  private encode(cmds: readonly Command[]): Uint32Array {
+  private publishedProd(): number {
+    return Atomics.load(this.i32, this.regs + Q_DRV_PUB) & this.posMask;
+  }
+
+  /** Encode `cmds` into words: the reused buffer for the synchronous forms, a fresh one for async calls (they overlap). */
+  private encode(cmds: readonly Command[], fresh: boolean): Uint32Array {
+    if (!Array.isArray(cmds)) throw new ArgumentError('cmds', 'must be an array of commands');
+    if (fresh) {
+      return this.encodeInto(new Uint32Array(4 * cmds.length), cmds);
+    }
     if (this.encodeBuf.length < 4 * cmds.length) this.encodeBuf = new Uint32Array(4 * cmds.length);
-    const words = this.encodeBuf;
+    return this.encodeInto(this.encodeBuf, cmds);
+  }
+
+  private encodeInto(words: Uint32Array, cmds: readonly Command[]): Uint32Array {
     for (let k = 0; k < cmds.length; k++) {
-      const [w0, w1] = encodeCommand(cmds[k]!, this.h.features);
+      const cmd = cmds[k];
+      if (cmd === null || typeof cmd !== 'object') throw new ArgumentError(`cmds[${k}]`, `must be a command object, got ${String(cmd)}`);
+      let w0: bigint;
+      let w1: bigint;
+      try {
+        [w0, w1] = encodeCommand(cmd, this.h.features);
+      } catch (e) {
+        throw new ArgumentError(`cmds[${k}]`, `is not a command: ${(e as Error).message}`, { cause: e });
+      }
       words[4 * k] = Number(w0 & 0xffffffffn);
       words[4 * k + 1] = Number(w0 >> 32n);
       words[4 * k + 2] = Number(w1 & 0xffffffffn);
@@ -400,11 +545,32 @@ export class GuestQueue {
     return words;
   }
 
-  private begin(cs: CsMode | null, timeoutMs: number): void {
-    if (cs === 'irq' && !this.h.features.MSI) throw new RangeError("cs 'irq' needs an SMMU with MSI (SMMU_IDR0.MSI)");
-    this.csCode = cs === null ? -1 : CS_CODE[cs];
-    this.timeoutMs = timeoutMs;
-    this.live.begin(timeoutMs);
+  /** Check the call's arguments and arm its wait: ArgumentError naming a bad one, before anything is sent. */
+  private begin(c: Call, cs: CsMode | null, timeoutMs: number, signal: AbortSignal | undefined): Call {
+    if (cs !== null && cs !== 'none' && cs !== 'sev' && cs !== 'irq') {
+      throw new ArgumentError('cs', `must be 'none', 'sev' or 'irq', got ${String(cs)}`);
+    }
+    if (cs === 'irq' && !this.h.features.MSI) throw new ArgumentError('cs', "'irq' needs an SMMU with MSI (SMMU_IDR0.MSI)");
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new ArgumentError('timeoutMs', `must be a finite number of ms >= 0 (0 = check once, never block), got ${String(timeoutMs)}`);
+    }
+    if (signal !== undefined) {
+      if (!(signal instanceof AbortSignal)) throw new ArgumentError('signal', 'must be an AbortSignal');
+      signal.throwIfAborted();
+    }
+    c.cs = cs === null ? -1 : CS_CODE[cs];
+    c.timeoutMs = timeoutMs;
+    c.nRanges = 0;
+    c.all = false;
+    c.signal = signal;
+    if (signal !== undefined) {
+      c.aborted = new Promise((resolve) => {
+        c.onAbort = () => resolve(undefined);
+        signal.addEventListener('abort', c.onAbort, { once: true });
+      });
+    }
+    c.live.begin(timeoutMs);
+    return c;
   }
 
   /** Commands in the next batch, or -1 when the submission is complete. */
@@ -414,11 +580,28 @@ export class GuestQueue {
     return rest < max ? rest : max;
   }
 
-  /** Write `batch` commands from words[i..] (plus the sync) and publish PROD once. */
-  private writeBatch(words: Uint32Array, i: number, batch: number, withSync: boolean): number {
+  /**
+   * Steps 1-3 of the protocol for one batch, without yielding: reserve c.need
+   * slots, write `batch` commands from words[i..] (plus the sync), publish.
+   * False when there was no space or another producer won the CAS.
+   */
+  private tryPublish(c: Call, words: Uint32Array, i: number, batch: number): boolean {
+    const i32 = this.i32;
+    const resv = this.regs + Q_DRV_RESV;
+    const start = Atomics.load(i32, resv);
+    if (queueFree(start, Atomics.load(i32, this.regs + Q_CONS), this.h.log2size) < c.need) return false;
+    const end = (start + c.need) | 0;
+    if (Atomics.compareExchange(i32, resv, start, end) !== start) return false;
+    this.writeBatch(c, words, i, batch, start);
+    this.publish(c, start, end);
+    return true;
+  }
+
+  /** Write `batch` commands from words[i..] (plus the sync when c.need says so) into the slots reserved at `start`. */
+  private writeBatch(c: Call, words: Uint32Array, i: number, batch: number, start: number): void {
     const e = this.entries;
     const log2 = this.h.log2size;
-    let prod = this.prod;
+    let prod = start;
     for (let k = 0; k < batch; k++) {
       const b = queueIdx(prod, log2) << 2;
       const w = (i + k) << 2;
@@ -426,54 +609,118 @@ export class GuestQueue {
       e[b + 1] = words[w + 1]!;
       e[b + 2] = words[w + 2]!;
       e[b + 3] = words[w + 3]!;
-      prod = queueIncProd(prod, 1, log2);
+      prod++;
     }
-    if (withSync) {
+    if (c.need > batch) {
       const slot = queueIdx(prod, log2);
       // MSI polling as Linux: the sync's MSI (data 0) lands on its own slot's first word.
-      const msi = this.csCode === CS.IRQ ? this.h.baseIpa + 16 * slot : 0;
-      buildCmdSync(this.u, this.csCode, msi % 2 ** 32, Math.floor(msi / 2 ** 32), 0);
+      const msi = c.cs === CS.IRQ ? this.h.baseIpa + 16 * slot : 0;
+      buildCmdSync(this.u, c.cs, msi % 2 ** 32, Math.floor(msi / 2 ** 32), 0);
       writeSlot(e, slot, this.u);
-      this.syncWord = (this.h.basePa >>> 2) + (slot << 2);
-      prod = queueIncProd(prod, 1, log2);
-      this.syncEnd = prod;
+      c.syncWord = (this.h.basePa >>> 2) + (slot << 2);
+      c.syncEnd = (start + c.need) | 0;
     }
-    this.prod = prod;
-    this.transport.publishProd(prod);
-    return i + batch;
+    if (c.nRanges * 2 === c.ranges.length) {
+      const grown = new Int32Array(2 * c.ranges.length);
+      grown.set(c.ranges);
+      c.ranges = grown;
+    }
+    c.ranges[2 * c.nRanges] = start;
+    c.ranges[2 * c.nRanges + 1] = (start + c.need) | 0;
+    c.nRanges++;
   }
 
-  /** Check the wait condition: 0 when met, PENDING (with waitIndex/waitValue set) otherwise; throws on a queue error. */
-  private poll(cond: number): number {
+  /** Step 3: in reservation order, make [start, end) visible to the consumer. */
+  private publish(c: Call, start: number, end: number): void {
     const i32 = this.i32;
-    const r = this.h.regs;
+    const pub = this.regs + Q_DRV_PUB;
+    if (Atomics.load(i32, pub) !== start) this.awaitTurn(c, start);
+    try {
+      this.transport.publishProd(end & this.posMask);
+    } finally {
+      // A failed trapped write still passes the turn on: the next PROD write covers these entries too.
+      Atomics.store(i32, pub, end); // publish: PUB release (after PROD: PROD never moves backwards)
+      if (Atomics.load(i32, this.regs + Q_DRV_TURN_WAITERS) !== 0) Atomics.notify(i32, pub);
+    }
+  }
+
+  /**
+   * Wait (blocking, also for async calls: see the protocol) until every
+   * reservation before `start` is published. Its owners are other threads
+   * between their CAS and their PROD write. A thread killed there leaves the
+   * queue wedged, as a CPU lost inside arm_smmu_cmdq_issue_cmdlist would: this
+   * wait then ends with SyncTimeoutError, its entries never published.
+   */
+  private awaitTurn(c: Call, start: number): void {
+    const i32 = this.i32;
+    const pub = this.regs + Q_DRV_PUB;
+    const waiters = this.regs + Q_DRV_TURN_WAITERS;
+    for (let n = 1; n <= SPIN_CLOCK_EVERY; n++) if (Atomics.load(i32, pub) === start) return;
+    for (;;) {
+      Atomics.add(i32, waiters, 1); // announce, then re-check: as WAITERS in layout.ts
+      try {
+        const v = Atomics.load(i32, pub);
+        if (v === start) return;
+        Atomics.wait(i32, pub, v, c.live.sliceMs());
+      } finally {
+        Atomics.sub(i32, waiters, 1);
+      }
+      if (Atomics.load(i32, pub) === start) return;
+      this.afterSlice(c);
+    }
+  }
+
+  /** Has CONS passed the free-running position `end`? (step 4 of the protocol) */
+  private consumed(resv: number, cons: number, end: number): boolean {
+    const base = (resv - this.size) | 0;
+    if (((base - end) | 0) >= 0) return true;
+    return ((this.unwrapCons(base, cons) - end) | 0) >= 0;
+  }
+
+  /** CONS as a free-running position, given `base` = RESV - size loaded before it (CONS >= base). */
+  private unwrapCons(base: number, cons: number): number {
+    return (base + ((cons - base) & this.posMask)) | 0;
+  }
+
+  /** Check the wait condition: 0 when met, PENDING (with waitIndex/waitValue set) otherwise; throws on this call's queue error. */
+  private poll(c: Call, cond: number): number {
+    const i32 = this.i32;
+    const r = this.regs;
+    const resv = Atomics.load(i32, r + Q_DRV_RESV);
     const cons = Atomics.load(i32, r + Q_CONS);
     if (cond === COND_SPACE) {
-      if (queueFree(this.prod, cons, this.h.log2size) >= this.need) return 0;
+      if (queueFree(resv, cons, this.h.log2size) >= c.need) return 0;
     } else {
-      if (queueConsumed(cons, this.syncEnd, this.h.log2size)) return 0;
-      if (this.csCode === CS.IRQ) {
-        const v = Atomics.load(i32, this.syncWord);
+      if (this.consumed(resv, cons, c.syncEnd)) return 0;
+      if (c.cs === CS.IRQ) {
+        const v = Atomics.load(i32, c.syncWord);
         if (v === 0) return 0;
-        this.checkError(cons);
-        this.waitIndex = this.syncWord;
-        this.waitValue = v;
+        this.checkError(c, resv, cons);
+        c.waitIndex = c.syncWord;
+        c.waitValue = v;
         return PENDING;
       }
     }
-    this.checkError(cons);
-    this.waitIndex = r + Q_CONS;
-    this.waitValue = cons;
+    this.checkError(c, resv, cons);
+    c.waitIndex = r + Q_CONS;
+    c.waitValue = cons;
     return PENDING;
   }
 
-  private checkError(cons: number): void {
+  /** If the queue stopped on a command of this call (or, for drain, on any command before its end), throw QueueError. */
+  private checkError(c: Call, resv: number, cons: number): void {
     const i32 = this.i32;
-    const r = this.h.regs;
+    const r = this.regs;
     if (((Atomics.load(i32, r + Q_GERROR) ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) === 0) return;
+    const at = this.unwrapCons((resv - this.size) | 0, cons);
+    let mine = c.all && ((c.syncEnd - at) | 0) > 0;
+    for (let k = 0; k < c.nRanges && !mine; k++) {
+      mine = ((at - c.ranges[2 * k]!) | 0) >= 0 && ((c.ranges[2 * k + 1]! - at) | 0) > 0;
+    }
+    if (!mine) return;
     const err = (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT;
     const pos = cons & ~CONS_ERR_MASK;
-    throw new QueueError(err || 1, this.reasonText(i32[r + Q_ERR_REASON]!, pos), pos, this.prod, cons >>> 0, err);
+    throw new QueueError(err || 1, this.reasonText(i32[r + Q_ERR_REASON]!, pos), pos, this.publishedProd(), cons >>> 0, err);
   }
 
   private reasonText(reason: number, pos: number): string {
@@ -494,53 +741,54 @@ export class GuestQueue {
     return Atomics.load(this.i32, this.h.ctl + CTL_SPIN_US);
   }
 
-  /** Wait until `cond` holds: spin for the budget, then Atomics.wait in slices. */
-  private block(cond: number): void {
-    if (this.poll(cond) === 0) return;
+  /** Wait until `cond` holds: spin for the budget (not with timeoutMs 0), then Atomics.wait in slices. */
+  private block(c: Call, cond: number): void {
+    if (this.poll(c, cond) === 0) return;
     const spinUs = this.spinUs();
-    if (spinUs > 0) {
+    if (spinUs > 0 && c.timeoutMs > 0) {
       const until = performance.now() + spinUs / 1000;
       for (let n = 1; ; n++) {
-        if (this.poll(cond) === 0) return;
+        if (this.poll(c, cond) === 0) return;
         if (n % SPIN_CLOCK_EVERY === 0 && performance.now() > until) break;
       }
     }
-    const waiters = this.h.regs + Q_WAITERS;
-    while (this.poll(cond) !== 0) {
+    const waiters = this.regs + Q_WAITERS;
+    while (this.poll(c, cond) !== 0) {
       Atomics.add(this.i32, waiters, 1); // announce, then re-check: see WAITERS in layout.ts
       try {
-        if (this.poll(cond) === 0) return;
-        Atomics.wait(this.i32, this.waitIndex, this.waitValue, this.live.sliceMs());
+        if (this.poll(c, cond) === 0) return;
+        Atomics.wait(this.i32, c.waitIndex, c.waitValue, c.live.sliceMs());
       } finally {
         Atomics.sub(this.i32, waiters, 1);
       }
-      if (this.poll(cond) === 0) return;
-      this.afterSlice();
+      if (this.poll(c, cond) === 0) return;
+      this.afterSlice(c);
     }
   }
 
-  private async blockAsync(cond: number): Promise<void> {
-    const waiters = this.h.regs + Q_WAITERS;
-    while (this.poll(cond) !== 0) {
+  private async blockAsync(c: Call, cond: number): Promise<void> {
+    const waiters = this.regs + Q_WAITERS;
+    while (this.poll(c, cond) !== 0) {
       Atomics.add(this.i32, waiters, 1); // announce, then re-check: see WAITERS in layout.ts
       try {
-        if (this.poll(cond) === 0) return;
-        const w = atomicsWaitAsync(this.i32, this.waitIndex, this.waitValue, this.live.sliceMs());
-        if (w.async) await w.value;
+        if (this.poll(c, cond) === 0) return;
+        const w = atomicsWaitAsync(this.i32, c.waitIndex, c.waitValue, c.live.sliceMs());
+        if (w.async) await (c.aborted === null ? w.value : Promise.race([w.value, c.aborted]));
       } finally {
         Atomics.sub(this.i32, waiters, 1);
       }
-      if (this.poll(cond) === 0) return;
-      this.afterSlice();
+      c.signal?.throwIfAborted();
+      if (this.poll(c, cond) === 0) return;
+      this.afterSlice(c);
     }
   }
 
-  private afterSlice(): void {
-    const s = this.live.check();
+  private afterSlice(c: Call): void {
+    const s = c.live.check();
     if (s === LIVE.OK) return;
-    const cons = Atomics.load(this.i32, this.h.regs + Q_CONS);
+    const cons = Atomics.load(this.i32, this.regs + Q_CONS);
     const err = (cons & CONS_ERR_MASK) >>> CONS_ERR_SHIFT;
-    if (s === LIVE.DEAD) throw new KernelThreadDeadError(this.prod, cons >>> 0, err, this.live.why);
-    throw new SyncTimeoutError(this.prod, cons >>> 0, err, this.timeoutMs);
+    if (s === LIVE.DEAD) throw new KernelThreadDeadError(this.publishedProd(), cons >>> 0, err, c.live.why);
+    throw new SyncTimeoutError(this.publishedProd(), cons >>> 0, err, c.timeoutMs);
   }
 }

@@ -180,7 +180,22 @@ export const Q_STAT_ERRORS = 50;
 /** Line 3: number of slot copies taken (one per command consumed or refused). */
 export const Q_STAT_SLOT_READS = 51;
 export const Q_STAT_PASSES = 52;
-export const Q_WORDS = 64;
+/**
+ * Line 4 (guest-written, driver-private: no SMMU or VMM reads it): the shared
+ * state of several producers on one queue, Linux's cmdq->q.llq shadow PROD and
+ * cmdq->owner_prod (the protocol is above GuestQueue.submitWords in guest.ts).
+ * Both are free-running u32 positions (the queue position is the low
+ * log2size+1 bits), so a waiter can tell a lap from no progress.
+ * RESV: the reservation head, advanced by CAS; every slot before it is owned
+ * by a producer. Line of its own: producers CAS it while the kernel thread
+ * polls PROD on line 0.
+ */
+export const Q_DRV_RESV = 64;
+/** Line 4: everything before PUB is published in PROD; the producer whose reservation starts at PUB publishes next. */
+export const Q_DRV_PUB = 65;
+/** Line 4: producers blocked (or about to block) in Atomics.wait on PUB for their turn to publish. */
+export const Q_DRV_TURN_WAITERS = 66;
+export const Q_WORDS = 80;
 
 export const CONFIG_EN = 1;
 export const STATUS_ENABLED = 1;
