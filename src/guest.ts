@@ -269,7 +269,7 @@ export class GuestQueue {
     if (path === this.h.path) return;
     const next = this.lanes.find((l) => l.h.path === path);
     if (next === undefined) {
-      throw new ArgumentError('path', `: queue ${this.h.qid} has no '${String(path)}' lane (open it with standby: ['${String(path)}'])`);
+      throw new ArgumentError('path', `${JSON.stringify(path)}: queue ${this.h.qid} has no '${String(path)}' lane (open it with standby: ['${String(path)}'])`);
     }
     try {
       this.drain(timeoutMs);
