@@ -695,23 +695,32 @@ export class GuestQueue {
       if (c.cs === CS.IRQ) {
         const v = Atomics.load(i32, c.syncWord);
         if (v === 0) return 0;
-        this.checkError(c, resv, cons);
+        this.checkError(c, resv);
         c.waitIndex = c.syncWord;
         c.waitValue = v;
         return PENDING;
       }
     }
-    this.checkError(c, resv, cons);
+    this.checkError(c, resv);
     c.waitIndex = r + Q_CONS;
     c.waitValue = cons;
     return PENDING;
   }
 
   /** If the queue stopped on a command of this call (or, for drain, on any command before its end), throw QueueError. */
-  private checkError(c: Call, resv: number, cons: number): void {
+  private checkError(c: Call, resv: number): void {
     const i32 = this.i32;
     const r = this.regs;
-    if (((Atomics.load(i32, r + Q_GERROR) ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) === 0) return;
+    const gerror = Atomics.load(i32, r + Q_GERROR);
+    const gerrorn = Atomics.load(i32, r + Q_GERRORN);
+    if (((gerror ^ gerrorn) & GERROR_CMDQ_ERR) === 0) return;
+    // The consumer stores CONS (with ERR) before it toggles GERROR, so a CONS
+    // loaded after seeing the toggle is the faulting command's position; one
+    // loaded before it may be any earlier position (another producer's error
+    // raised since), which would blame this call for it. If the error was
+    // acknowledged meanwhile, look again at the next poll.
+    const cons = Atomics.load(i32, r + Q_CONS);
+    if (Atomics.load(i32, r + Q_GERROR) !== gerror || Atomics.load(i32, r + Q_GERRORN) !== gerrorn) return;
     const at = this.unwrapCons((resv - this.size) | 0, cons);
     let mine = c.all && ((c.syncEnd - at) | 0) > 0;
     for (let k = 0; k < c.nRanges && !mine; k++) {
