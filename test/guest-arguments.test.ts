@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { encodeCommand } from '../src/codec.ts';
 import { ArgumentError } from '../src/errors.ts';
 import { QueueError } from '../src/guest.ts';
+import { atomicsWaitAsync } from '../src/waiter.ts';
 import '../src/trap/path.ts';
 import { evalWorker, makeVm, outcome, withHost } from './doorbell-helpers.ts';
 
@@ -88,7 +89,7 @@ describe('every GuestQueue method at its boundary', () => {
         const done = outcome(w);
         // The watchdog: no call may take longer than this without the progress word moving.
         for (let seen = 0; seen < calls.length;) {
-          const r = Atomics.waitAsync(progress, 0, seen, 20_000);
+          const r = atomicsWaitAsync(progress, 0, seen, 20_000);
           if (r.async) expect(await r.value, `stuck after call ${seen}: ${JSON.stringify(calls[seen])}`).toBe('ok');
           seen = Atomics.load(progress, 0);
         }
