@@ -87,7 +87,7 @@
 // STATE. The client reads results and releases the slot with STATE=IDLE.
 // ─────────────────────────────────────────────────────────────────────────────
 
-/** Bytes of one cache line; words that different threads write never share one. */
+/** Int32 words in one 64-byte cache line; words that different threads write never share one. */
 export const LINE_WORDS = 16;
 
 // ── Server control block (the kernel thread's; the trap VMM thread has its own) ──

@@ -98,22 +98,21 @@ export class Liveness {
 /** Spin iterations between clock reads while spinning (a clock read costs ~50 Atomics.load). */
 export const SPIN_CLOCK_EVERY = 64;
 
+/** Atomics.waitAsync's result, spelled out so the declarations do not need the consumer's lib to include ES2024. */
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
-// Node 20 has Atomics.waitAsync; the ES2022 lib typings do not.
-const waitAsyncFn = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number, t: number): WaitAsyncResult }).waitAsync;
 
 const keepAlive = (): void => {};
 
 /**
- * Atomics.waitAsync with Node 20's shape, holding the event loop open while
- * it is pending: a pending waitAsync holds no reference on the loop, so
+ * Atomics.waitAsync (lib ES2024.SharedMemory; Node 20 has it), holding the
+ * event loop open while it is pending: a pending waitAsync holds no reference on the loop, so
  * `await q.submitAsync(...)` whose server just died would let the process
  * exit with the promise never settled. A ref'd timer as long as the wait
  * (waits are sliced: at most a heartbeat period) keeps the process alive
  * until the waiter has looked again and settled.
  */
 export function atomicsWaitAsync(i32: Int32Array, index: number, value: number, timeoutMs: number): WaitAsyncResult {
-  const w = waitAsyncFn(i32, index, value, timeoutMs);
+  const w = Atomics.waitAsync(i32, index, value, timeoutMs);
   if (w.async) {
     const timer = setTimeout(keepAlive, Math.min(timeoutMs, 2 ** 31 - 1) + 1);
     void w.value.then(() => clearTimeout(timer));
