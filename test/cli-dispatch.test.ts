@@ -75,18 +75,6 @@ describe('errors', () => {
     ];
     for (const [args, message] of cases) expectOneLineError(vcmdq(['replay', ...args]), 2, message);
   });
-
-  it('gate: a missing or malformed baseline fails at once in one line (it used to be a stack trace)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'vcmdq-cli-'));
-    const bad = join(dir, 'bad.json');
-    writeFileSync(bad, '{ not json');
-    for (const file of [join(dir, 'missing.json'), bad]) {
-      const r = vcmdq(['gate', '--baseline', file]);
-      expect([1, 2]).toContain(r.status);
-      expect(r.stderr).toMatch(/^vcmdq gate: [^\n]+\n$/);
-      expect(r.stdout).toBe('');
-    }
-  });
 });
 
 describe('checkOutputPath: an output file that cannot be written is refused before the run', () => {
