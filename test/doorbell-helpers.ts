@@ -3,6 +3,7 @@
 // guest drivers and DMA agents live on real other threads.
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
+import { ArgumentError } from '../src/errors.ts';
 import { startHost, type Host, type HostOptions, type Vm } from '../src/host.ts';
 import { PROT } from '../src/model/pgtable.ts';
 import type { TranslationTable } from '../src/model/pgtable.ts';
@@ -82,11 +83,17 @@ export async function outcome(w: Worker): Promise<WorkerOutcome> {
 }
 
 /** What `fn` threw on this thread (undefined when it returned): for asserting an error's type and fields. */
-export function thrown(fn: () => void): unknown {
+export function thrown(fn: () => unknown): unknown {
   try {
     fn();
   } catch (e) {
     return e;
   }
   return undefined;
+}
+
+/** The argument an ArgumentError thrown by `fn` names (undefined when it threw something else or returned). */
+export function refusedArgument(fn: () => unknown): string | undefined {
+  const e = thrown(fn);
+  return e instanceof ArgumentError ? e.argument : undefined;
 }
