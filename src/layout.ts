@@ -11,7 +11,9 @@
 // plain reads/writes before an Atomics.store are visible to a thread whose
 // Atomics.load observes that store (release/acquire). So:
 //
-// Queue (one producer thread per queue, the kernel thread as its consumer):
+// Queue (any number of producer threads per queue, the kernel thread as its
+// consumer; how producers share it, Q_DRV_RESV/Q_DRV_PUB below, is written
+// above GuestQueue.submitWords):
 //  - Entries: the guest writes slots with plain stores, then publishes
 //    `Atomics.store(PROD)` (publish: PROD release). The kernel thread reads
 //    `Atomics.load(PROD)` (acquire) and only then copies slots [CONS, PROD)
