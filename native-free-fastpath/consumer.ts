@@ -105,6 +105,12 @@ export class Consumer {
     this.vms.set(vmid, vm);
   }
 
+  /** Forget a VM no queue serves (its createVm was aborted). */
+  removeVm(vmid: number): void {
+    if (this.queues.some((q) => q.vm === this.vms.get(vmid))) throw new Error(`VMID ${vmid} still has queues`);
+    this.vms.delete(vmid);
+  }
+
   vm(vmid: number): VmEntry {
     const vm = this.vms.get(vmid);
     if (vm === undefined) throw new Error(`no vSMMU for VMID ${vmid}`);
@@ -152,7 +158,8 @@ export class Consumer {
     this.hooks = hooks;
     const i32 = this.i32;
     const ctl = this.ctl;
-    Atomics.store(i32, ctl + CTL_STATE, SERVER_STATE.RUNNING);
+    // STARTING -> RUNNING only: a stop() that came first (STOPPING) is not overwritten.
+    Atomics.compareExchange(i32, ctl + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING);
     for (;;) {
       if (Atomics.load(i32, ctl + CTL_CRASH) !== 0) hooks.crash();
       const ctrl = Atomics.load(i32, ctl + CTL_CTRL);

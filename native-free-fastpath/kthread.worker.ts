@@ -9,7 +9,7 @@
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { crashNow, drainControlPort } from '../src/control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
-import { CTL_CRASH, KTHREAD_CTL } from '../src/layout.ts';
+import { CTL_CRASH, CTL_STATE, KTHREAD_CTL, SERVER_STATE } from '../src/layout.ts';
 import { SmmuModel } from '../src/model/smmu.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 import { Consumer, VmEntry } from './consumer.ts';
@@ -26,6 +26,7 @@ export interface KthreadData {
 /** Control messages (host -> kernel thread); each is answered with {id, ok, error?}. */
 export type KthreadCtrl =
   | { id: number; op: 'addVm'; vmid: number; streams: [number, number][]; ramBase: number; ramBytes: number }
+  | { id: number; op: 'removeVm'; vmid: number }
   | { id: number; op: 'addQueue'; qid: number; vmid: number }
   | { id: number; op: 'attachStream'; psid: number; stePa: number }
   | { id: number; op: 'addMailbox'; mbid: number };
@@ -48,6 +49,9 @@ function control(msg: KthreadCtrl): void {
       consumer.addVm(msg.vmid, new VmEntry(new VSmmu(msg.vmid, msg.streams), stage2));
       return;
     }
+    case 'removeVm':
+      consumer.removeVm(msg.vmid);
+      return;
     case 'addQueue':
       consumer.addQueue(msg.qid, msg.vmid);
       return;
@@ -67,6 +71,8 @@ function drainControl(): void {
 
 try {
   drainControl();
+  // RUNNING before the host hears "started": a stop() right after startHost() must find the thread running.
+  Atomics.compareExchange(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING);
   port.postMessage({ id: 0, ok: true });
   consumer.run({
     control: drainControl,

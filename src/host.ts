@@ -13,7 +13,9 @@
 //   await host.stop();
 
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import { makeFeatures, type SmmuFeatures } from './features.ts';
+import { checkInt, checkOptions, checkSignal, show } from './args.ts';
+import { ArgumentError } from './errors.ts';
+import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts';
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
   CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STALE_MS, KTHREAD_CTL,
@@ -49,11 +51,14 @@ export interface HostOptions {
 }
 
 export interface VmOptions {
+  /** 1..2^vmid_bits-1 (8 bits unless features.VMID16), unique on the host. */
   vmid: number;
   /** Guest RAM (default 8 MiB); IPA [0, ramBytes). */
   ramBytes?: number;
   /** The VM's devices: guest vSID -> host pSID (its vDEVICEs). */
   streams: readonly { vsid: number; psid: number }[];
+  /** Aborting rejects with the signal's reason; nothing of the VM is left behind. */
+  signal?: AbortSignal;
 }
 
 export interface QueueOptions {
@@ -64,8 +69,10 @@ export interface QueueOptions {
    * a host with fewer vCMDQs falls back to 'trap'). Each costs a queue.
    */
   standby?: readonly string[];
-  /** Entries = 2^log2size (default 8: 256 entries; Linux wants more than 64). */
+  /** Entries = 2^log2size (default 8: 256 entries; Linux wants more than 64); at most IDR1.CMDQS, and the ring must fit the VM's queue area (a quarter of its ramBytes). */
   log2size?: number;
+  /** Aborting rejects with the signal's reason (a queue the kernel thread already serves stays provisioned, unused). */
+  signal?: AbortSignal;
 }
 
 /** Provisions one queue of a registered path and returns its handle (GuestQueue drives it through the path's transport). */
@@ -113,20 +120,25 @@ export class Host {
   }
 
   /** @internal use startHost */
-  static async start(opts: HostOptions = {}): Promise<Host> {
-    const features = makeFeatures(opts.features);
-    const memBytes = opts.memBytes ?? 64 << 20;
-    if (!(memBytes > MMIO_BYTES && memBytes <= 2 ** 31 && memBytes % 65536 === 0)) {
-      throw new RangeError(`memBytes must be a multiple of 64 KiB in (${MMIO_BYTES}, 2 GiB], got ${memBytes}`);
-    }
+  static async start(options?: HostOptions): Promise<Host> {
+    const opts = checkOptions('startHost: options', options, HOST_OPTIONS);
+    const features = makeFeatures(checkFeatures(opts['features']));
+    const memBytes = checkInt('startHost: memBytes', opts['memBytes'] ?? 64 << 20, MMIO_BYTES + 65536, 2 ** 31, 'bytes');
+    if (memBytes % 65536 !== 0) throw new ArgumentError('startHost: memBytes', `must be a multiple of 64 KiB, got ${memBytes}`);
+    const spinUs = checkInt('startHost: spinUs', opts['spinUs'] ?? 0, 0, 1_000_000, 'µs');
+    const heartbeatMs = checkInt('startHost: heartbeatMs', opts['heartbeatMs'] ?? 20, 1, 60_000, 'ms');
+    // A heartbeat must be able to beat at least twice before it counts as stale.
+    const staleMs = checkInt('startHost: staleMs', opts['staleMs'] ?? 2000, 2 * heartbeatMs, 2 ** 31 - 1, 'ms, at least 2 x heartbeatMs');
+    const injectDelayUs = checkInt('startHost: injectDelayUs', opts['injectDelayUs'] ?? 0, 0, 2 ** 31 - 1, 'µs per command');
+    const slowdownNs = checkInt('startHost: slowdownNs', opts['slowdownNs'] ?? 0, 0, 1_000_000, 'ns per command');
     const sab = new SharedArrayBuffer(memBytes);
     const i32 = new Int32Array(sab);
     const ctl = KTHREAD_CTL;
-    i32[ctl + CTL_SPIN_US] = opts.spinUs ?? 0;
-    i32[ctl + CTL_HEARTBEAT_MS] = opts.heartbeatMs ?? 20;
-    i32[ctl + CTL_STALE_MS] = opts.staleMs ?? 2000;
-    i32[ctl + CTL_INJECT_DELAY_US] = checkDelayUs(opts.injectDelayUs ?? 0);
-    i32[ctl + CTL_SLOWDOWN_NS] = checkSlowdownNs(opts.slowdownNs ?? 0);
+    i32[ctl + CTL_SPIN_US] = spinUs;
+    i32[ctl + CTL_HEARTBEAT_MS] = heartbeatMs;
+    i32[ctl + CTL_STALE_MS] = staleMs;
+    i32[ctl + CTL_INJECT_DELAY_US] = injectDelayUs;
+    i32[ctl + CTL_SLOWDOWN_NS] = slowdownNs;
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(workerUrl('kthread.worker.js'), {
       workerData: { sab, features, port: port2 },
@@ -147,19 +159,78 @@ export class Host {
     this.thread.checkAlive();
   }
 
-  async createVm(opts: VmOptions): Promise<Vm> {
+  /**
+   * A VM: guest RAM, its stage 2, its vSMMU with `streams` (vSID -> pSID).
+   * Every argument is checked before anything is allocated (ArgumentError);
+   * a call that fails later (the kernel thread died) gives its memory back.
+   */
+  async createVm(options: VmOptions): Promise<Vm> {
+    const opts = checkOptions('createVm: options', options, VM_OPTIONS);
+    // Linux arm_smmu_domain_finalise_s2 allocates VMIDs in [1, 2^vmid_bits), vmid_bits = IDR0.VMID16 ? 16 : 8
+    // (arm_smmu_device_hw_probe); VMID 0 is kept for stage-2 bypass STEs.
+    const vmidBits = this.features.VMID16 ? 16 : 8;
+    const vmid = checkInt('createVm: vmid', opts['vmid'], 1, 2 ** vmidBits - 1, `a ${vmidBits}-bit VMID, IDR0.VMID16=${this.features.VMID16 ? 1 : 0}; 0 is reserved`);
+    if (this.vms.has(vmid)) throw new ArgumentError('createVm: vmid', `${vmid} is already in use`);
+    const ramBytes = checkInt('createVm: ramBytes', opts['ramBytes'] ?? 8 << 20, 1 << 20, 2 ** 31, 'bytes');
+    if (ramBytes % (1 << 20) !== 0) throw new ArgumentError('createVm: ramBytes', `must be a multiple of 1 MiB, got ${ramBytes}`);
+    const streams = this.checkStreams(opts['streams']);
+    const signal = checkSignal('createVm: signal', opts['signal']);
+    signal?.throwIfAborted();
     this.checkAlive();
-    if (this.vms.has(opts.vmid)) throw new Error(`VMID ${opts.vmid} already exists`);
-    const ramBytes = opts.ramBytes ?? 8 << 20;
-    if (ramBytes % (1 << 20) !== 0 || ramBytes < 1 << 20) throw new RangeError('ramBytes must be a multiple of 1 MiB');
-    const ramBase = this.phys.alloc(ramBytes, 2 << 20);
-    const stage2 = buildStage2(this.sab, this.phys, ramBase, ramBytes, opts.vmid);
-    await this.control({
-      op: 'addVm', vmid: opts.vmid, streams: opts.streams.map((s) => [s.vsid, s.psid]), ramBase, ramBytes,
-    });
-    const vm = new Vm(this, opts.vmid, ramBase, ramBytes, stage2, opts.streams);
-    this.vms.set(opts.vmid, vm);
+    const mark = this.phys.top;
+    let ramBase: number;
+    let stage2: Stage2;
+    try {
+      ramBase = this.phys.alloc(ramBytes, 2 << 20);
+      stage2 = buildStage2(this.sab, this.phys, ramBase, ramBytes, vmid);
+    } catch {
+      this.phys.rewind(mark);
+      throw new ArgumentError('createVm: ramBytes', `${ramBytes} bytes (and their stage-2 tables) do not fit in the host memory left (${this.sab.byteLength - mark} bytes): raise startHost's memBytes`);
+    }
+    const end = this.phys.top;
+    const vm = new Vm(this, vmid, ramBase, ramBytes, stage2, streams);
+    // Reserved now, so a concurrent createVm cannot take the same VMID or pSIDs while this one waits.
+    this.vms.set(vmid, vm);
+    const release = (): void => {
+      this.vms.delete(vmid);
+      // Give the memory back if nothing was allocated after it (a failed or aborted call leaves nothing behind).
+      if (this.phys.top === end) this.phys.rewind(mark);
+    };
+    const added = this.control({ op: 'addVm', vmid, streams: streams.map((x) => [x.vsid, x.psid]), ramBase, ramBytes });
+    try {
+      await abortable(added, signal);
+    } catch (e) {
+      if (e === signal?.reason) {
+        // Aborted while the kernel thread may be adding it: the VMID stays reserved until it answered, then is undone.
+        void added.then(() => this.control({ op: 'removeVm', vmid })).then(release, release);
+      } else release();
+      throw e;
+    }
     return vm;
+  }
+
+  /** createVm's `streams`: an array of {vsid, psid} StreamIDs, vSIDs unique in the VM, pSIDs unique on the host. */
+  private checkStreams(v: unknown): { vsid: number; psid: number }[] {
+    if (!Array.isArray(v)) throw new ArgumentError('createVm: streams', `must be an array of { vsid, psid }, got ${show(v)}`);
+    const taken = new Set<number>();
+    for (const vm of this.vms.values()) for (const x of vm.streams) taken.add(x.psid);
+    const vsids = new Set<number>();
+    return v.map((x: unknown, k) => {
+      const at = `createVm: streams[${k}]`;
+      const o = checkOptions(at, x, ['vsid', 'psid']);
+      const vsid = checkInt(`${at}.vsid`, o['vsid'], 0, 2 ** 32 - 1, 'a 32-bit StreamID');
+      const psid = checkInt(`${at}.psid`, o['psid'], 0, 2 ** 32 - 1, 'a 32-bit StreamID');
+      if (vsids.has(vsid)) throw new ArgumentError(`${at}.vsid`, `0x${vsid.toString(16)} is mapped twice in this VM`);
+      if (taken.has(psid)) throw new ArgumentError(`${at}.psid`, `0x${psid.toString(16)} already belongs to a device (pSIDs are unique on the host)`);
+      vsids.add(vsid);
+      taken.add(psid);
+      return { vsid, psid };
+    });
+  }
+
+  /** Queues this host can still provision. */
+  get queuesLeft(): number {
+    return MAX_QUEUES - this.nextQid;
   }
 
   /** @internal a register block for a new queue. */
@@ -183,16 +254,19 @@ export class Host {
   }
 
   /** A mailbox served by the kernel thread (DMA agents, the trap path's ioctl channel). */
-  async mailbox(): Promise<MailboxHandle> {
+  async mailbox(signal?: AbortSignal): Promise<MailboxHandle> {
+    signal?.throwIfAborted();
     this.checkAlive();
     const id = this.allocMailboxId();
-    await this.control({ op: 'addMailbox', mbid: id });
+    // An abort leaves the mailbox registered but unused (mailbox ids are not reused).
+    await abortable(this.control({ op: 'addMailbox', mbid: id }), signal);
     return { sab: this.sab, ctl: KTHREAD_CTL, id, server: 'kernel thread' };
   }
 
   /** A DMA agent (a device asking the SMMU to translate), usable here or, via `agent.handle`, in any thread. */
-  async dma(): Promise<DmaAgent> {
-    return new DmaAgent(await this.mailbox());
+  async dma(options?: { signal?: AbortSignal }): Promise<DmaAgent> {
+    const opts = checkOptions('dma: options', options, ['signal']);
+    return new DmaAgent(await this.mailbox(checkSignal('dma: signal', opts['signal'])));
   }
 
   /**
@@ -202,15 +276,17 @@ export class Host {
    * stop() finishes even with a wedged worker; the report names the threads
    * it had to kill. No worker is left running. Stopping twice is harmless.
    */
-  async stop(opts: StopOptions = {}): Promise<StopReport> {
-    const graceMs = opts.graceMs ?? 5000;
-    if (!(Number.isInteger(graceMs) && graceMs >= 0 && graceMs <= 2 ** 31 - 1)) {
-      throw new RangeError(`stop: graceMs must be a whole number of ms in 0..2^31-1, got ${String(graceMs)}`);
-    }
+  async stop(opts?: StopOptions): Promise<StopReport> {
+    const graceMs = checkInt('stop: graceMs', checkOptions('stop: options', opts, ['graceMs'])['graceMs'] ?? 5000, 0, 2 ** 31 - 1, 'ms');
     const killed: string[] = [];
     for (let fn = this.stopHooks.pop(); fn !== undefined; fn = this.stopHooks.pop()) killed.push(...(await fn(graceMs)));
     if (await this.thread.stop(graceMs)) killed.push('kernel thread');
     return { killed };
+  }
+
+  /** `await using host = await startHost()`: stop() at the end of the scope. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
   }
 
   /** Test hook: kill the kernel thread from outside (worker.terminate), as a crash would. */
@@ -227,18 +303,35 @@ export class Host {
   }
 }
 
-function checkSlowdownNs(ns: number): number {
-  if (!Number.isInteger(ns) || ns < 0 || ns > 1_000_000) throw new RangeError(`slowdownNs must be a whole number of ns in [0, 1e6], got ${ns}`);
-  return ns;
+const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs'] as const;
+const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
+const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal'] as const;
+
+/** startHost's `features`: known capability names with values of their type (makeFeatures fills the rest). */
+function checkFeatures(v: unknown): Partial<SmmuFeatures> {
+  const f = checkOptions('startHost: features', v, Object.keys(DEFAULT_FEATURES));
+  for (const [k, x] of Object.entries(f)) {
+    const at = `startHost: features.${k}`;
+    if (k === 'STALL_MODEL') checkInt(at, x, 0, 2, 'IDR0.STALL_MODEL');
+    else if (k === 'CMDQS') checkInt(at, x, 0, 19, 'IDR1.CMDQS');
+    else if (typeof x !== 'boolean') throw new ArgumentError(at, `must be a boolean, got ${show(x)}`);
+  }
+  return f as Partial<SmmuFeatures>;
 }
 
-function checkDelayUs(us: number): number {
-  if (!Number.isInteger(us) || us < 0) throw new RangeError(`injectDelayUs must be a whole number of µs >= 0, got ${us}`);
-  return us;
+/** `p`, or the signal's reason as soon as it aborts (the work behind `p` goes on; the caller undoes it). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return p;
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** Start the emulated host: host memory, the SMMU model in the kernel thread. */
-export function startHost(opts: HostOptions = {}): Promise<Host> {
+export function startHost(opts?: HostOptions): Promise<Host> {
   return Host.start(opts);
 }
 
@@ -255,6 +348,8 @@ export class Vm {
   readonly memory: GuestMemory;
   private bump: number;
   private readonly bumpEnd: number;
+  /** vSIDs whose STE is installed. */
+  private readonly attached = new Set<number>();
 
   constructor(
     readonly host: Host,
@@ -286,43 +381,122 @@ export class Vm {
   /** The pSID of a guest vSID. */
   psidOf(vsid: number): number {
     const s = this.streams.find((x) => x.vsid === vsid);
-    if (s === undefined) throw new RangeError(`VM ${this.vmid} has no vSID 0x${vsid.toString(16)}`);
+    if (s === undefined) throw new ArgumentError('vsid', `${typeof vsid === 'number' ? `0x${vsid.toString(16)}` : show(vsid)} is not a device of VM ${this.vmid}`);
     return s.psid;
   }
 
-  /** Install the nested STE for `vsid`'s pSID from the guest's vSTE (as a VMM does on CFGI_STE), then tell the SMMU. */
-  async attachDevice(opts: AttachOptions): Promise<void> {
+  /**
+   * Install the nested STE for `vsid`'s pSID from the guest's vSTE (as a VMM
+   * does on CFGI_STE), then tell the SMMU. Once per device; a refused vSTE
+   * or a failed call leaves no memory behind.
+   */
+  async attachDevice(options: AttachOptions): Promise<void> {
+    const opts = checkOptions('attachDevice: options', options, ['vsid', 'vste', 'cd']);
+    const vsid = checkInt('attachDevice: vsid', opts['vsid'], 0, 2 ** 32 - 1, 'a 32-bit StreamID');
+    if (!this.streams.some((x) => x.vsid === vsid)) throw new ArgumentError('attachDevice: vsid', `0x${vsid.toString(16)} is not a device of VM ${this.vmid}`);
+    const psid = this.psidOf(vsid);
+    if (this.attached.has(vsid)) throw new ArgumentError('attachDevice: vsid', `0x${vsid.toString(16)} is already attached`);
+    if ((opts['vste'] === undefined) === (opts['cd'] === undefined)) throw new ArgumentError('attachDevice: vste', 'give either a vste or a cd');
+    if (opts['vste'] !== undefined && !(opts['vste'] instanceof Uint32Array && opts['vste'].length === 16)) {
+      throw new ArgumentError('attachDevice: vste', `must be a Uint32Array(16) (a 64-byte STE), got ${show(opts['vste'])}`);
+    }
+    const cd = opts['cd'] === undefined ? undefined : this.checkCd(opts['cd']);
     this.host.checkAlive();
-    const psid = this.psidOf(opts.vsid);
-    let vste = opts.vste;
-    if (vste === undefined) {
-      if (opts.cd === undefined) throw new RangeError('attachDevice needs a vste or a cd');
+    const bumpMark = this.bump;
+    const physMark = this.host.phys.top;
+    const undo = (): void => {
+      this.bump = bumpMark;
+      this.host.phys.rewind(physMark);
+    };
+    let vste = opts['vste'] as Uint32Array | undefined;
+    if (cd !== undefined) {
+      if (!this.fits(1, 64, 64)) throw new ArgumentError('attachDevice: cd', `no room left for a CD table in VM ${this.vmid}'s queue area: raise createVm's ramBytes`);
       const cdTable = this.alloc(64, 64);
-      writeGuestCd(this.memory, cdTable, 0, opts.cd);
+      writeGuestCd(this.memory, cdTable, 0, cd);
       vste = encodeSte({ config: STE_CFG.S1_TRANS, s1ContextPtr: cdTable });
     }
-    const stePa = this.host.phys.alloc(STE_BYTES, STE_BYTES);
-    const reject = installNestedSte(this.host.sab, stePa, vste, this.stage2);
-    if (reject !== null) throw new Error(`vSTE of vSID 0x${opts.vsid.toString(16)} refused: ${reject}`);
-    await this.host.control({ op: 'attachStream', psid, stePa });
+    let stePa: number;
+    try {
+      stePa = this.host.phys.alloc(STE_BYTES, STE_BYTES);
+    } catch {
+      undo();
+      throw new ArgumentError('attachDevice: vsid', 'no host memory left for its STE: raise startHost\'s memBytes');
+    }
+    const reject = installNestedSte(this.host.sab, stePa, vste!, this.stage2);
+    if (reject !== null) {
+      undo();
+      throw new ArgumentError('attachDevice: vste', `of vSID 0x${vsid.toString(16)} refused: ${reject}`);
+    }
+    this.attached.add(vsid);
+    try {
+      await this.host.control({ op: 'attachStream', psid, stePa });
+    } catch (e) {
+      this.attached.delete(vsid);
+      throw e;
+    }
   }
 
-  /** Open a command queue of this VM on `opts.path` ('doorbell' by default), with its `standby` paths provisioned. */
-  async openQueue(opts: QueueOptions = {}): Promise<GuestQueue> {
+  /** attachDevice's `cd`: the CD fields, each of its type and width. */
+  private checkCd(v: unknown): CdFields {
+    const cd = checkOptions('attachDevice: cd', v, ['asid', 'ttb0', 't0sz', 'tg0', 'ips', 'epd0', 'affd', 'invalid']);
+    const asidBits = this.host.features.ASID16 ? 16 : 8;
+    checkInt('attachDevice: cd.asid', cd['asid'], 0, 2 ** asidBits - 1, `a ${asidBits}-bit ASID, IDR0.ASID16=${this.host.features.ASID16 ? 1 : 0}`);
+    checkInt('attachDevice: cd.ttb0', cd['ttb0'], 0, 2 ** 52 - 1, 'an address');
+    if (cd['t0sz'] !== undefined) checkInt('attachDevice: cd.t0sz', cd['t0sz'], 0, 63);
+    if (cd['tg0'] !== undefined) checkInt('attachDevice: cd.tg0', cd['tg0'], 0, 2, 'TCR.TG0: 0 = 4K, 1 = 64K, 2 = 16K');
+    if (cd['ips'] !== undefined) checkInt('attachDevice: cd.ips', cd['ips'], 0, 6, 'TCR.IPS');
+    for (const k of ['epd0', 'affd', 'invalid']) {
+      if (cd[k] !== undefined && typeof cd[k] !== 'boolean') throw new ArgumentError(`attachDevice: cd.${k}`, `must be a boolean, got ${show(cd[k])}`);
+    }
+    return cd as unknown as CdFields;
+  }
+
+  /** Would `n` allocations of `bytes` at `align` fit in what is left of the queue area? */
+  private fits(n: number, bytes: number, align: number): boolean {
+    let at = this.bump;
+    for (let k = 0; k < n; k++) at = Math.ceil(at / align) * align + bytes;
+    return at <= this.bumpEnd;
+  }
+
+  /**
+   * Open a command queue of this VM on `path` ('doorbell' by default), with
+   * its `standby` paths provisioned. Every option is checked before
+   * anything is provisioned: the paths exist, log2size is within
+   * IDR1.CMDQS, and every lane's ring fits in the VM's queue area.
+   */
+  async openQueue(options?: QueueOptions): Promise<GuestQueue> {
+    const opts = checkOptions('openQueue: options', options, QUEUE_OPTIONS);
+    const path = opts['path'] ?? 'doorbell';
+    const standby = opts['standby'] ?? [];
+    if (!Array.isArray(standby)) throw new ArgumentError('openQueue: standby', `must be an array of path names, got ${show(standby)}`);
+    const paths: unknown[] = [path, ...standby];
+    paths.forEach((p, k) => {
+      if (typeof p !== 'string' || (p !== 'doorbell' && !queueOpeners.has(p))) {
+        const known = ['doorbell', ...queueOpeners.keys()].join(', ');
+        throw new ArgumentError(k === 0 ? 'openQueue: path' : `openQueue: standby[${k - 1}]`, `must be a queue path (${known}), got ${show(p)}`);
+      }
+    });
+    if (new Set(paths).size !== paths.length) throw new ArgumentError('openQueue: standby', `names each path once, got ${paths.join(', ')}`);
+    const cmdqs = this.host.features.CMDQS;
+    const log2size = checkInt('openQueue: log2size', opts['log2size'] ?? 8, 0, cmdqs, 'IDR1.CMDQS');
+    const bytes = 16 << log2size;
+    if (!this.fits(paths.length, bytes, Math.max(bytes, 32))) {
+      throw new ArgumentError('openQueue: log2size', `${log2size}: ${paths.length} ring(s) of ${bytes} bytes do not fit in the ${this.bumpEnd - this.bump} bytes left of VM ${this.vmid}'s queue area (a quarter of its RAM): raise createVm's ramBytes (now ${this.ramBytes}) or lower log2size`);
+    }
+    const signal = checkSignal('openQueue: signal', opts['signal']);
+    signal?.throwIfAborted();
+    if (this.host.queuesLeft < paths.length) throw new ArgumentError('openQueue: standby', `needs ${paths.length} queues, the host has ${this.host.queuesLeft} left of ${MAX_QUEUES}`);
     this.host.checkAlive();
-    const paths = [opts.path ?? 'doorbell', ...(opts.standby ?? [])];
-    if (new Set(paths).size !== paths.length) throw new RangeError(`each path once: ${paths.join(', ')}`);
+    const clean: QueueOptions = { log2size };
     const handles: QueueHandle[] = [];
-    for (const path of paths) handles.push(await this.queueHandle(path, opts));
-    const [active, ...standby] = handles;
-    return new GuestQueue(standby.length === 0 ? active! : { ...active!, standby });
+    for (const p of paths as string[]) handles.push(await abortable(this.queueHandle(p, clean), signal));
+    const [active, ...rest] = handles;
+    return new GuestQueue(rest.length === 0 ? active! : { ...active!, standby: rest });
   }
 
   private queueHandle(path: string, opts: QueueOptions): Promise<QueueHandle> {
     if (path === 'doorbell') return this.createQueue(opts);
-    const opener = queueOpeners.get(path);
-    if (opener === undefined) throw new Error(`no queue path '${path}' (is its module imported?)`);
-    return opener(this, opts);
+    return queueOpeners.get(path)!(this, opts);
   }
 
   /**
@@ -331,11 +505,7 @@ export class Vm {
    * with LOG2SIZE, BASE and VMID programmed.
    */
   allocQueueRegs(opts: QueueOptions): { qid: number; regs: number; log2size: number; baseIpa: number } {
-    const log2size = opts.log2size ?? 8;
-    const cmdqs = this.host.features.CMDQS;
-    if (!(Number.isInteger(log2size) && log2size >= 0 && log2size <= cmdqs)) {
-      throw new RangeError(`log2size must be in 0..${cmdqs} (IDR1.CMDQS)`);
-    }
+    const log2size = checkInt('log2size', opts.log2size ?? 8, 0, this.host.features.CMDQS, 'IDR1.CMDQS');
     const bytes = 16 << log2size;
     const baseIpa = this.alloc(bytes, Math.max(bytes, 32));
     const qid = this.host.allocQueue();
@@ -376,8 +546,16 @@ export class DmaAgent {
   static attach(handle: MailboxHandle): DmaAgent {
     return new DmaAgent(handle);
   }
-  /** Translate `iova` for stream `psid`/`ssid` (-1: no SubstreamID); returns the fault code (0 = ok) with the PA in `lastPa`. Allocation-free. */
+  /**
+   * Translate `iova` for stream `psid`/`ssid` (-1: no SubstreamID); returns
+   * the fault code (0 = ok) with the PA in `lastPa`. Allocation-free (the
+   * argument checks are comparisons; only a refusal allocates).
+   */
   translateRaw(psid: number, ssid: number, iova: number, access: number, timeoutMs = 5000): number {
+    if (!(typeof psid === 'number' && psid >>> 0 === psid)) checkInt('translate: psid', psid, 0, 2 ** 32 - 1, 'a 32-bit StreamID');
+    if (!(Number.isInteger(ssid) && ssid >= -1 && ssid < 2 ** 20)) checkInt('translate: ssid', ssid, -1, 2 ** 20 - 1, 'a 20-bit SubstreamID, -1 for none');
+    if (!(Number.isSafeInteger(iova) && iova >= 0)) checkInt('translate: iova', iova, 0, Number.MAX_SAFE_INTEGER, 'an address');
+    if (!(typeof access === 'number' && (access & 0xf) === access)) checkInt('translate: access', access, 0, 15, 'ACCESS bits');
     const a = this.mb.args;
     a[0] = psid;
     a[1] = ssid;

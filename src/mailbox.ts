@@ -15,6 +15,8 @@ import {
   CTL_SPIN_US, MAILBOX_STATE, MB_ARG0, MB_ARGS, MB_OP, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0, MB_STATE, kick,
   mailboxPayload, mailboxWords,
 } from './layout.ts';
+import { show } from './args.ts';
+import { ArgumentError } from './errors.ts';
 import { LIVE, Liveness, MailboxTimeoutError, SPIN_CLOCK_EVERY, ServerDeadError, atomicsWaitAsync } from './waiter.ts';
 
 /** Results[0] when the server had no handler for the op (-ENOSYS). */
@@ -30,6 +32,13 @@ export interface MailboxHandle {
   readonly id: number;
   /** Name used in errors ("kernel thread", "VMM"). */
   readonly server: string;
+}
+
+/** Longest wait a caller may ask for (Atomics.wait's and setTimeout's limit), ms. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+function checkTimeout(timeoutMs: unknown): never {
+  throw new ArgumentError('timeoutMs', `must be a number of ms in 0..${MAX_TIMEOUT_MS} (0: answer already there or time out), got ${show(timeoutMs)}`);
 }
 
 export class MailboxClient {
@@ -67,6 +76,7 @@ export class MailboxClient {
    * the mailbox is unusable afterwards, as a timed-out device is.
    */
   call(op: number, timeoutMs = 5000): number {
+    if (!(typeof timeoutMs === 'number' && timeoutMs >= 0 && timeoutMs <= MAX_TIMEOUT_MS)) checkTimeout(timeoutMs);
     const i32 = this.i32;
     const st = this.base + MB_STATE;
     this.live.begin(timeoutMs);
@@ -87,6 +97,7 @@ export class MailboxClient {
 
   /** Async form of `call` (Atomics.waitAsync): for a thread that must keep its event loop. */
   async callAsync(op: number, timeoutMs = 5000): Promise<number> {
+    if (!(typeof timeoutMs === 'number' && timeoutMs >= 0 && timeoutMs <= MAX_TIMEOUT_MS)) checkTimeout(timeoutMs);
     const i32 = this.i32;
     const st = this.base + MB_STATE;
     this.live.begin(timeoutMs);

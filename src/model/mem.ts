@@ -38,6 +38,12 @@ export class PhysLayout {
   get top(): number {
     return this.next;
   }
+
+  /** Give back everything allocated since `top` was `mark` (a setup call that failed undoes its allocations). */
+  rewind(mark: number): void {
+    if (!(mark <= this.next)) throw new RangeError(`PhysLayout.rewind: 0x${mark.toString(16)} is above the top`);
+    this.next = mark;
+  }
 }
 
 /** Read/write access to 32-bit words by address, plus a table allocator: what a page-table builder needs. */
