@@ -395,13 +395,13 @@ export class Vm {
     const vsid = checkInt('attachDevice: vsid', opts['vsid'], 0, 2 ** 32 - 1, 'a 32-bit StreamID');
     if (!this.streams.some((x) => x.vsid === vsid)) throw new ArgumentError('attachDevice: vsid', `0x${vsid.toString(16)} is not a device of VM ${this.vmid}`);
     const psid = this.psidOf(vsid);
+    this.host.checkAlive();
     if (this.attached.has(vsid)) throw new ArgumentError('attachDevice: vsid', `0x${vsid.toString(16)} is already attached`);
     if ((opts['vste'] === undefined) === (opts['cd'] === undefined)) throw new ArgumentError('attachDevice: vste', 'give either a vste or a cd');
     if (opts['vste'] !== undefined && !(opts['vste'] instanceof Uint32Array && opts['vste'].length === 16)) {
       throw new ArgumentError('attachDevice: vste', `must be a Uint32Array(16) (a 64-byte STE), got ${show(opts['vste'])}`);
     }
     const cd = opts['cd'] === undefined ? undefined : this.checkCd(opts['cd']);
-    this.host.checkAlive();
     const bumpMark = this.bump;
     const physMark = this.host.phys.top;
     const undo = (): void => {
