@@ -128,7 +128,7 @@ export class Consumer {
     q.cons = Atomics.load(this.i32, r + Q_CONS) & ((2 << log2) - 1);
     q.gerror = Atomics.load(this.i32, r + Q_GERROR);
     this.queues = [...this.queues, q];
-    Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED);
+    Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED); // publish: STATUS.ENABLED (the queue is served)
   }
 
   /** Does any queue, mailbox or control word want service? (the sleep re-check; see layout.ts) */
@@ -159,7 +159,7 @@ export class Consumer {
     const i32 = this.i32;
     const ctl = this.ctl;
     // STARTING -> RUNNING only: a stop() that came first (STOPPING) is not overwritten.
-    Atomics.compareExchange(i32, ctl + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING);
+    Atomics.compareExchange(i32, ctl + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING); // publish: STATE RUNNING
     for (;;) {
       if (Atomics.load(i32, ctl + CTL_CRASH) !== 0) hooks.crash();
       const ctrl = Atomics.load(i32, ctl + CTL_CTRL);
@@ -169,7 +169,7 @@ export class Consumer {
       }
       if (Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING) return;
       const work = this.pass();
-      Atomics.add(i32, ctl + CTL_HEARTBEAT, 1);
+      Atomics.add(i32, ctl + CTL_HEARTBEAT, 1); // unordered: heartbeat (liveness only)
       if (work !== 0) {
         i32[ctl + CTL_STAT_PASSES]!++;
         continue;
@@ -335,7 +335,7 @@ export class Consumer {
     for (let now = performance.now(), beat = now + 1; now < until; now = performance.now()) {
       if (now < beat) continue;
       beat = now + 1;
-      Atomics.add(i32, ctl + CTL_HEARTBEAT, 1);
+      Atomics.add(i32, ctl + CTL_HEARTBEAT, 1); // unordered: heartbeat (liveness only)
       if (Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING) return false;
     }
     return true;
@@ -343,7 +343,7 @@ export class Consumer {
 
   /** The thread is going away: STATE=DEAD, then wake every waiter so it sees that. */
   markDead(): void {
-    Atomics.store(this.i32, this.ctl + CTL_STATE, SERVER_STATE.DEAD);
+    Atomics.store(this.i32, this.ctl + CTL_STATE, SERVER_STATE.DEAD); // publish: STATE DEAD, before the waiters are woken
     for (const q of this.queues) notifyQueueWaiters(this.i32, q.qid);
     this.mailboxes.wakeAll();
   }

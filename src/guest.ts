@@ -591,7 +591,7 @@ export class GuestQueue {
     const start = Atomics.load(i32, resv);
     if (queueFree(start, Atomics.load(i32, this.regs + Q_CONS), this.h.log2size) < c.need) return false;
     const end = (start + c.need) | 0;
-    if (Atomics.compareExchange(i32, resv, start, end) !== start) return false;
+    if (Atomics.compareExchange(i32, resv, start, end) !== start) return false; // acquire: slots [start, end) are ours
     this.writeBatch(c, words, i, batch, start);
     this.publish(c, start, end);
     return true;
@@ -657,13 +657,13 @@ export class GuestQueue {
     const waiters = this.regs + Q_DRV_TURN_WAITERS;
     for (let n = 1; n <= SPIN_CLOCK_EVERY; n++) if (Atomics.load(i32, pub) === start) return;
     for (;;) {
-      Atomics.add(i32, waiters, 1); // announce, then re-check: as WAITERS in layout.ts
+      Atomics.add(i32, waiters, 1); // publish: TURN_WAITERS announce, then re-check (as WAITERS in layout.ts)
       try {
         const v = Atomics.load(i32, pub);
         if (v === start) return;
         Atomics.wait(i32, pub, v, c.live.sliceMs());
       } finally {
-        Atomics.sub(i32, waiters, 1);
+        Atomics.sub(i32, waiters, 1); // unordered: TURN_WAITERS retire (a notify that finds nobody is harmless)
       }
       if (Atomics.load(i32, pub) === start) return;
       this.afterSlice(c);
@@ -763,12 +763,12 @@ export class GuestQueue {
     }
     const waiters = this.regs + Q_WAITERS;
     while (this.poll(c, cond) !== 0) {
-      Atomics.add(this.i32, waiters, 1); // announce, then re-check: see WAITERS in layout.ts
+      Atomics.add(this.i32, waiters, 1); // publish: WAITERS announce, then re-check (see WAITERS in layout.ts)
       try {
         if (this.poll(c, cond) === 0) return;
         Atomics.wait(this.i32, c.waitIndex, c.waitValue, c.live.sliceMs());
       } finally {
-        Atomics.sub(this.i32, waiters, 1);
+        Atomics.sub(this.i32, waiters, 1); // unordered: WAITERS retire (a notify that finds nobody is harmless)
       }
       if (this.poll(c, cond) === 0) return;
       this.afterSlice(c);
@@ -778,13 +778,13 @@ export class GuestQueue {
   private async blockAsync(c: Call, cond: number): Promise<void> {
     const waiters = this.regs + Q_WAITERS;
     while (this.poll(c, cond) !== 0) {
-      Atomics.add(this.i32, waiters, 1); // announce, then re-check: see WAITERS in layout.ts
+      Atomics.add(this.i32, waiters, 1); // publish: WAITERS announce, then re-check (see WAITERS in layout.ts)
       try {
         if (this.poll(c, cond) === 0) return;
         const w = atomicsWaitAsync(this.i32, c.waitIndex, c.waitValue, c.live.sliceMs());
         if (w.async) await (c.aborted === null ? w.value : Promise.race([w.value, c.aborted]));
       } finally {
-        Atomics.sub(this.i32, waiters, 1);
+        Atomics.sub(this.i32, waiters, 1); // unordered: WAITERS retire (a notify that finds nobody is harmless)
       }
       c.signal?.throwIfAborted();
       if (this.poll(c, cond) === 0) return;

@@ -299,7 +299,7 @@ export class Host {
    * marking itself dead, 'throw' an exception out of its loop, 'wedge' blocks forever.
    */
   crashKernelThreadOnNextPass(how: CrashHow = 'exit'): void {
-    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, CRASH_CODE[how]);
+    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, CRASH_CODE[how]); // publish: CRASH request (test hook), read at the next pass
   }
 }
 
@@ -521,7 +521,7 @@ export class Vm {
   /** Allocate a vCMDQ in guest RAM, program its registers and have the kernel thread serve it; returns its handle. */
   async createQueue(opts: QueueOptions = {}): Promise<QueueHandle> {
     const { qid, regs, log2size, baseIpa } = this.allocQueueRegs(opts);
-    Atomics.store(this.host.i32, regs + Q_CONFIG, CONFIG_EN);
+    Atomics.store(this.host.i32, regs + Q_CONFIG, CONFIG_EN); // publish: CONFIG.EN, before the addQueue message that has it read
     await this.host.control({ op: 'addQueue', qid, vmid: this.vmid });
     return {
       path: 'doorbell', sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs, log2size,

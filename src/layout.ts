@@ -273,7 +273,7 @@ export const MMIO_BYTES = Math.ceil((MAILBOX_PAYLOADS + MAX_MAILBOXES * MB_PAYLO
 /** After a publishing store: wake the server only if it said it may sleep. */
 export function kick(i32: Int32Array, ctl: number): void {
   if (Atomics.load(i32, ctl + CTL_SLEEPING) !== 0) {
-    Atomics.add(i32, ctl + CTL_WAKE, 1);
+    Atomics.add(i32, ctl + CTL_WAKE, 1); // publish: WAKE (the sleeper's futex word)
     Atomics.notify(i32, ctl + CTL_WAKE, 1);
   }
 }
@@ -284,14 +284,14 @@ export function kick(i32: Int32Array, ctl: number): void {
  * Returns true when it slept (or tried to), false when the re-check found work.
  */
 export function sleepUnlessWork(i32: Int32Array, ctl: number, hasWork: () => boolean, timeoutMs: number): boolean {
-  Atomics.store(i32, ctl + CTL_SLEEPING, 1);
+  Atomics.store(i32, ctl + CTL_SLEEPING, 1); // publish: SLEEPING, before the re-check (A)
   const seen = Atomics.load(i32, ctl + CTL_WAKE);
   if (hasWork()) {
-    Atomics.store(i32, ctl + CTL_SLEEPING, 0);
+    Atomics.store(i32, ctl + CTL_SLEEPING, 0); // unordered: only the sleeper clears its own flag
     return false;
   }
   Atomics.wait(i32, ctl + CTL_WAKE, seen, timeoutMs);
-  Atomics.store(i32, ctl + CTL_SLEEPING, 0);
+  Atomics.store(i32, ctl + CTL_SLEEPING, 0); // unordered: only the sleeper clears its own flag
   return true;
 }
 

@@ -80,7 +80,7 @@ export class MailboxClient {
     const i32 = this.i32;
     const st = this.base + MB_STATE;
     this.live.begin(timeoutMs);
-    while (Atomics.compareExchange(i32, st, MAILBOX_STATE.IDLE, MAILBOX_STATE.CLAIMED) !== MAILBOX_STATE.IDLE) {
+    while (Atomics.compareExchange(i32, st, MAILBOX_STATE.IDLE, MAILBOX_STATE.CLAIMED) !== MAILBOX_STATE.IDLE) { // acquire: claim the slot (pairs with the IDLE release of its last user)
       this.block(st, Atomics.load(i32, st), op, timeoutMs);
     }
     this.publish(op);
@@ -101,7 +101,7 @@ export class MailboxClient {
     const i32 = this.i32;
     const st = this.base + MB_STATE;
     this.live.begin(timeoutMs);
-    while (Atomics.compareExchange(i32, st, MAILBOX_STATE.IDLE, MAILBOX_STATE.CLAIMED) !== MAILBOX_STATE.IDLE) {
+    while (Atomics.compareExchange(i32, st, MAILBOX_STATE.IDLE, MAILBOX_STATE.CLAIMED) !== MAILBOX_STATE.IDLE) { // acquire: claim the slot (pairs with the IDLE release of its last user)
       await this.blockAsync(st, Atomics.load(i32, st), op, timeoutMs);
     }
     this.publish(op);
@@ -125,7 +125,7 @@ export class MailboxClient {
     const i32 = this.i32;
     const b = this.base;
     for (let k = 0; k < MB_ARGS; k++) this.results[k] = i32[b + MB_RES0 + k]!;
-    Atomics.store(i32, b + MB_STATE, MAILBOX_STATE.IDLE);
+    Atomics.store(i32, b + MB_STATE, MAILBOX_STATE.IDLE); // publish: mailbox IDLE release (results copied out; the next claimer may overwrite them)
     Atomics.notify(i32, b + MB_STATE);
     return this.results[0]!;
   }
@@ -142,7 +142,7 @@ export class MailboxClient {
   }
 
   private afterSlice(op: number, timeoutMs: number): void {
-    if (this.beat >= 0) Atomics.add(this.i32, this.beat, 1);
+    if (this.beat >= 0) Atomics.add(this.i32, this.beat, 1); // unordered: heartbeat (liveness only)
     const s = this.live.check();
     if (s === LIVE.DEAD) throw new ServerDeadError(this.handle.server, this.live.why);
     if (s === LIVE.TIMEOUT) throw new MailboxTimeoutError(op, timeoutMs);

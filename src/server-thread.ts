@@ -119,8 +119,8 @@ export class ServerThread {
   async stop(graceMs: number): Promise<boolean> {
     if (this.death === null) {
       this.stopping = true;
-      Atomics.store(this.i32, this.ctl + CTL_STATE, SERVER_STATE.STOPPING);
-      Atomics.add(this.i32, this.ctl + CTL_WAKE, 1);
+      Atomics.store(this.i32, this.ctl + CTL_STATE, SERVER_STATE.STOPPING); // publish: STATE STOPPING, before the WAKE that gets it seen
+      Atomics.add(this.i32, this.ctl + CTL_WAKE, 1); // publish: WAKE (the sleeper's futex word)
       Atomics.notify(this.i32, this.ctl + CTL_WAKE);
     }
     let killed = false;

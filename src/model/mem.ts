@@ -65,7 +65,7 @@ export class HostTableStore implements TableStore {
   }
   write32(pa: number, v: number): void {
     // Atomic so a walker running on another thread never sees a torn word.
-    Atomics.store(this.u32, checkAddr(pa, this.u32.length * 4) / 4, v);
+    Atomics.store(this.u32, checkAddr(pa, this.u32.length * 4) / 4, v); // unordered: table data, atomic so a concurrent walk never reads a torn word; published by the PROD or mailbox store that follows
   }
   allocTable(bytes: number): number {
     return this.layout.alloc(bytes, bytes);
@@ -106,7 +106,7 @@ export class GuestMemory implements TableStore {
     return this.u32[(this.ramBase + checkAddr(ipa, this.ramBytes)) / 4]!;
   }
   write32(ipa: number, v: number): void {
-    Atomics.store(this.u32, (this.ramBase + checkAddr(ipa, this.ramBytes)) / 4, v);
+    Atomics.store(this.u32, (this.ramBase + checkAddr(ipa, this.ramBytes)) / 4, v); // unordered: guest RAM data (PTEs, CDs, STEs), as above
   }
   writeWords(ipa: number, words: Uint32Array): void {
     for (let i = 0; i < words.length; i++) this.write32(ipa + 4 * i, words[i]!);
@@ -132,7 +132,7 @@ export class GuestMemory implements TableStore {
 /** Host-side copy of 32-bit words to a PA (STEs, CDs of S1-only streams). */
 export function writeHostWords(mem: SharedArrayBuffer, pa: number, words: Uint32Array): void {
   const u32 = new Uint32Array(mem);
-  for (let i = 0; i < words.length; i++) Atomics.store(u32, checkAddr(pa + 4 * i, mem.byteLength) / 4, words[i]!);
+  for (let i = 0; i < words.length; i++) Atomics.store(u32, checkAddr(pa + 4 * i, mem.byteLength) / 4, words[i]!); // unordered: table data, as above
 }
 
 /** A 4-byte-aligned address inside [0, limit), returned unchanged; throws otherwise. */

@@ -91,21 +91,21 @@ export class TrapCmdq implements TrapCounts {
 
   /** Trapped write of SMMU_CMDQ_PROD. */
   writeProd(v: number): void {
-    Atomics.store(this.i32, this.regs + Q_PROD, v);
+    Atomics.store(this.i32, this.regs + Q_PROD, v); // publish: PROD register (the trapped write), for readers of the register page
     this.consume();
   }
 
   /** Trapped write of GERRORN: an ack re-runs the consumer (QEMU smmuv3_write_gerrorn). */
   writeGerrorn(v: number): void {
-    Atomics.store(this.i32, this.regs + Q_GERRORN, v);
+    Atomics.store(this.i32, this.regs + Q_GERRORN, v); // publish: GERRORN register (the trapped write)
     this.consume();
   }
 
   /** Trapped write of CONFIG (CR0.CMDQEN's role); enabling re-runs the consumer. */
   writeConfig(v: number): void {
     const i32 = this.i32;
-    Atomics.store(i32, this.regs + Q_CONFIG, v);
-    Atomics.store(i32, this.regs + Q_STATUS, (v & CONFIG_EN) !== 0 ? STATUS_ENABLED : 0);
+    Atomics.store(i32, this.regs + Q_CONFIG, v); // publish: CONFIG register (the trapped write)
+    Atomics.store(i32, this.regs + Q_STATUS, (v & CONFIG_EN) !== 0 ? STATUS_ENABLED : 0); // publish: STATUS follows CONFIG
     this.consume();
   }
 
@@ -119,7 +119,7 @@ export class TrapCmdq implements TrapCounts {
     const pm = queuePosMask(qs);
     const prod = Atomics.load(i32, r + Q_PROD);
     let cons = Atomics.load(i32, r + Q_CONS) & pm;
-    Atomics.add(i32, r + Q_STAT_PASSES, 1);
+    Atomics.add(i32, r + Q_STAT_PASSES, 1); // unordered: statistics
     if (!queueValidProd(prod, cons, qs)) return this.fail(cons, ERR_KIND.BAD_PROD, prod & 0xffff);
     const fp = this.fp;
     while (cons !== prod) {
@@ -166,8 +166,8 @@ export class TrapCmdq implements TrapCounts {
     const used = queueUsed(to, from, this.log2size);
     this.handledByVmm += used - forwardedHere;
     const r = this.regs;
-    Atomics.add(this.i32, r + Q_STAT_CMDS, used);
-    Atomics.add(this.i32, r + Q_STAT_SLOT_READS, used);
+    Atomics.add(this.i32, r + Q_STAT_CMDS, used); // unordered: statistics
+    Atomics.add(this.i32, r + Q_STAT_SLOT_READS, used); // unordered: statistics
   }
 
   /** CONS moves with ERR preserved, as QEMU's queue_cons_incr. */
@@ -185,7 +185,7 @@ export class TrapCmdq implements TrapCounts {
   private completeSync(cons: number): void {
     const i32 = this.i32;
     const f = this.fp.fields;
-    Atomics.add(i32, this.regs + Q_STAT_SYNCS, 1);
+    Atomics.add(i32, this.regs + Q_STAT_SYNCS, 1); // unordered: statistics
     const cs = f[F.CS]!;
     if (cs === CS.IRQ && this.feat.MSI) this.msiWrite(f[F.MSIADDR_LO]!, f[F.MSIADDR_HI]!, f[F.MSIDATA]!);
     this.publishCons(cons);
@@ -230,7 +230,7 @@ export class TrapCmdq implements TrapCounts {
     const i32 = this.i32;
     const r = this.regs;
     i32[r + Q_ERR_REASON] = (kind << 16) | (code & 0xffff);
-    Atomics.add(i32, r + Q_STAT_ERRORS, 1);
+    Atomics.add(i32, r + Q_STAT_ERRORS, 1); // unordered: statistics
     Atomics.store(i32, r + Q_CONS, cons | (CERROR.ILL << CONS_ERR_SHIFT)); // publish: CONS release
     this.raiseGerror(GERROR_CMDQ_ERR);
     notifyQueueWaiters(i32, this.qid);

@@ -90,7 +90,7 @@ export class TrapPath {
 
   /** Test hook: the VMM thread fails at its next pass ('exit' without marking itself dead, 'throw', 'wedge'). */
   crashOnNextPass(how: CrashHow = 'exit'): void {
-    Atomics.store(this.host.i32, VMM_CTL + CTL_CRASH, CRASH_CODE[how]);
+    Atomics.store(this.host.i32, VMM_CTL + CTL_CRASH, CRASH_CODE[how]); // publish: CRASH request (test hook), read at the next pass
     kick(this.host.i32, VMM_CTL);
   }
 

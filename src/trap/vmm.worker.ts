@@ -51,7 +51,7 @@ function drainControl(): void {
 }
 
 function markDead(): void {
-  Atomics.store(i32, VMM_CTL + CTL_STATE, SERVER_STATE.DEAD);
+  Atomics.store(i32, VMM_CTL + CTL_STATE, SERVER_STATE.DEAD); // publish: STATE DEAD, before the waiters are woken
   server.wakeAll();
 }
 
@@ -62,7 +62,7 @@ const hasWork = (): boolean =>
 
 try {
   drainControl();
-  Atomics.store(i32, VMM_CTL + CTL_STATE, SERVER_STATE.RUNNING);
+  Atomics.store(i32, VMM_CTL + CTL_STATE, SERVER_STATE.RUNNING); // publish: STATE RUNNING
   port.postMessage({ id: 0, ok: true });
   for (;;) {
     const crash = Atomics.load(i32, VMM_CTL + CTL_CRASH);
@@ -74,7 +74,7 @@ try {
     }
     if (Atomics.load(i32, VMM_CTL + CTL_STATE) !== SERVER_STATE.RUNNING) break;
     const served = server.poll();
-    Atomics.add(i32, VMM_CTL + CTL_HEARTBEAT, 1);
+    Atomics.add(i32, VMM_CTL + CTL_HEARTBEAT, 1); // unordered: heartbeat (liveness only)
     if (served !== 0) {
       i32[VMM_CTL + CTL_STAT_PASSES]!++;
       continue;
