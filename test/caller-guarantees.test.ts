@@ -1,8 +1,16 @@
-// Invalidate-then-translate across threads: once submit (with a CMD_SYNC)
-// returns, a DMA agent on another thread never sees the old translation again.
+// The caller's contract of GuestQueue.submitWords (written above it in
+// src/guest.ts, as Linux states them above arm_smmu_cmdq_issue_cmdlist), on
+// both paths, with a DMA agent on another thread:
+//  1. page-table stores made before the call are visible to the SMMU before
+//     any of its commands runs (the walk after the TLBI sees the new PTE);
+//  2. code after a completed CMD_SYNC is ordered after every command before it
+//     (a translation asked for after submit returned never sees the old page);
+//  3. after a timeout the published commands stay published and still execute.
 import { describe, expect, it } from 'vitest';
 import { ACCESS } from '../src/model/smmu.ts';
-import { IOVA, evalWorker, makeVm, mapPage, outcome, pageOfPa, withHost } from './doorbell-helpers.ts';
+import '../src/trap/path.ts';
+import { SyncTimeoutError } from '../src/waiter.ts';
+import { IOVA, evalWorker, makeVm, mapPage, outcome, pageOfPa, thrown, withHost } from './doorbell-helpers.ts';
 
 // Words of the test's control SAB.
 const EPOCH = 0;
@@ -30,11 +38,11 @@ const AGENT = `
 `;
 
 describe('invalidate then translate, DMA agent on another thread', () => {
-  for (const spinUs of [0, 50]) {
-    it(`never sees the old page after submit returns (spinUs ${spinUs})`, async () => {
+  for (const [path, spinUs] of [['doorbell', 0], ['doorbell', 50], ['trap', 0]] as const) {
+    it(`${path}: never sees the old page after submit returns (spinUs ${spinUs})`, async () => {
       await withHost({ spinUs }, async (host) => {
         const t = await makeVm(host, 1, 0x10);
-        const q = await t.vm.openQueue({ log2size: 8 });
+        const q = await t.vm.openQueue({ path, log2size: 8 });
         const dma = await host.dma();
         mapPage(t, IOVA, 0);
 
@@ -74,4 +82,29 @@ describe('invalidate then translate, DMA agent on another thread', () => {
       });
     });
   }
+});
+
+describe('what a timeout leaves behind', () => {
+  // Linux: a CMD_SYNC that times out (arm_smmu_cmdq_poll_until_sync -> -ETIMEDOUT)
+  // leaves the queue as it is; the commands before it still execute.
+  it('doorbell: after SyncTimeoutError the TLBI and its sync stay published, still execute, and a later sync waits for them', async () => {
+    // The kernel thread busy-waits 1 s after each command it executes (injectDelayUs): a 1 ms timeout
+    // expires while CONS is still short of the sync.
+    await withHost({ spinUs: 0, injectDelayUs: 1_000_000 }, async (host) => {
+      const t = await makeVm(host, 1, 0x10);
+      const q = await t.vm.openQueue({ log2size: 4 });
+      const dma = await host.dma();
+      mapPage(t, IOVA, 0);
+      expect(pageOfPa(t, dma.translate(t.psid, -1, IOVA).pa)).toBe(0);
+      mapPage(t, IOVA, 1);
+      const e = thrown(() => q.invalidateRange(1, IOVA, 4096, 4096, true, { timeoutMs: 1 }));
+      expect(e).toBeInstanceOf(SyncTimeoutError);
+      // Published: PROD is past the TLBI and its CMD_SYNC, as the error says.
+      expect((e as SyncTimeoutError).prod).toBe(2);
+      expect(q.state().prod).toBe(2);
+      q.sync('sev', 30_000);
+      expect(q.state()).toMatchObject({ cons: 3, err: 0 });
+      expect(pageOfPa(t, dma.translate(t.psid, -1, IOVA, ACCESS.READ, 30_000).pa)).toBe(1);
+    });
+  });
 });
