@@ -72,7 +72,7 @@ function drainControl(): void {
 try {
   drainControl();
   // RUNNING before the host hears "started": a stop() right after startHost() must find the thread running.
-  Atomics.compareExchange(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING);
+  Atomics.compareExchange(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING); // publish: STATE RUNNING, before "started"
   port.postMessage({ id: 0, ok: true });
   consumer.run({
     control: drainControl,
