@@ -1,11 +1,7 @@
 // The contract every `vcmdq` subcommand shares (issue 9 item 7): help on
 // stdout with status 0, every error one line on stderr with status 2 (usage)
 // or 1 (failure), never a stack trace.
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkOutputPath, UsageError } from '../src/cli/usage.ts';
 import { fixture, vcmdq, type CliRun } from './cli-helpers.ts';
 
 const COMMANDS = ['decode', 'encode', 'replay', 'bench', 'gate'];
@@ -74,20 +70,5 @@ describe('errors', () => {
       [['--path', 'trap', legal, legal], /one dump FILE expected, got 2/],
     ];
     for (const [args, message] of cases) expectOneLineError(vcmdq(['replay', ...args]), 2, message);
-  });
-});
-
-describe('checkOutputPath: an output file that cannot be written is refused before the run', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'vcmdq-out-'));
-  it('accepts a new file in a writable directory and an existing file', () => {
-    expect(() => checkOutputPath(join(dir, 'new.json'), '--json')).not.toThrow();
-    const existing = join(dir, 'old.json');
-    writeFileSync(existing, '');
-    expect(() => checkOutputPath(existing, '--json')).not.toThrow();
-  });
-  it('refuses a missing directory and a directory, naming the option', () => {
-    expect(() => checkOutputPath(join(dir, 'no-such-dir', 'x.json'), '--json')).toThrow(UsageError);
-    expect(() => checkOutputPath(join(dir, 'no-such-dir', 'x.json'), '--json')).toThrow(/^--json .* cannot be written: ENOENT/);
-    expect(() => checkOutputPath(dir, '--svg')).toThrow(/^--svg .* is a directory$/);
   });
 });

@@ -117,7 +117,9 @@ try {
     writeFileSync(join(app, 'tsconfig.json'), JSON.stringify({
       compilerOptions: {
         target: 'ES2022', module: 'nodenext', moduleResolution: 'nodenext', strict: true, noEmit: true,
-        skipLibCheck: false, types: [],
+        // A Node project has @types/node (this checkout's: the install is offline); the declarations need it
+        // for Symbol.asyncDispose (Host) on a lib older than esnext.disposable.
+        skipLibCheck: false, types: ['node'], typeRoots: [join(root, 'node_modules', '@types')],
       },
       files: ['consumer.ts'],
     }));
