@@ -24,3 +24,10 @@ q.submit([{ op: 'TLBI_NH_BOGUS', asid: 1 }]);
 // @ts-expect-error: not a completion signal
 q.submit([cmd], { cs: 'loud' });
 await host.stop();
+
+// Disposal: `await using` stops a host when its block ends.
+export async function scoped(): Promise<number> {
+  await using h = await startHost();
+  const vm2 = await h.createVm({ vmid: 2, streams: [] });
+  return vm2.vmid;
+}
