@@ -74,6 +74,8 @@ export interface QueueTransport {
    * that reaches the VMM has it (a vCMDQ page does not).
    */
   setStreamTableBase?(ipa: number): void;
+  /** Text of an ERR_REASON kind this path's consumer writes beyond the kernel thread's (ERR_KIND), or undefined. */
+  reasonText?(kind: number, code: number, u: Uint32Array): string | undefined;
 }
 
 export interface SubmitOptions {
@@ -742,7 +744,7 @@ export class GuestQueue {
       case ERR_KIND.VSMMU: return rejectReason(code, u);
       case ERR_KIND.MODEL: return `the SMMU model refused the command (CERROR ${code})`;
       case ERR_KIND.BAD_PROD: return `PROD written as 0x${code.toString(16)}... is malformed (beyond the queue or skipping entries)`;
-      default: return `unknown error reason 0x${reason.toString(16)}`;
+      default: return this.transport.reasonText?.(kind, code, u) ?? `unknown error reason 0x${reason.toString(16)}`;
     }
   }
 
