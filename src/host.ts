@@ -12,15 +12,15 @@
 //   dma.translate(0x10, 0, 0x1000, ACCESS.READ);
 //   await host.stop();
 
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, Worker } from 'node:worker_threads';
 import { checkInt, checkOptions, checkSignal, show } from './args.ts';
 import { ArgumentError } from './errors.ts';
 import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts';
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
-  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STALE_MS, KTHREAD_CTL,
-  KTHREAD_OP, MAX_MAILBOXES, MAX_QUEUES, MMIO_BYTES, Q_BASE, Q_BASE_IPA, Q_CONFIG, Q_LOG2SIZE, Q_VMID,
-  notifyQueueWaiters, queueRegs, type CrashHow,
+  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
+  CTL_STALE_MS, CTL_STATE, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MAX_QUEUES, MB_STATE, MMIO_BYTES, Q_BASE,
+  Q_BASE_IPA, Q_CONFIG, Q_LOG2SIZE, Q_VMID, SERVER_STATE, mailboxWords, notifyQueueWaiters, queueRegs, type CrashHow,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
 import { GuestMemory, PhysLayout } from './model/mem.ts';
@@ -28,6 +28,7 @@ import { TranslationTable, type TableOptions } from './model/pgtable.ts';
 import { STE_BYTES, STE_CFG, buildStage2, encodeSte, installNestedSte, writeGuestCd, type CdFields, type Stage2 } from './model/structs.ts';
 import { ACCESS } from './model/smmu.ts';
 import { ServerThread } from './server-thread.ts';
+import { ServerDeadError } from './waiter.ts';
 import { workerUrl } from './worker-url.ts';
 
 export interface HostOptions {
@@ -48,6 +49,8 @@ export interface HostOptions {
   heartbeatMs?: number;
   /** A heartbeat unchanged this long means the kernel thread is dead, ms (default 2000). */
   staleMs?: number;
+  /** Restart the kernel thread automatically when it exits or throws, at most this many times (default 0; see restartKernelThread). */
+  autoRestart?: number;
 }
 
 export interface VmOptions {
@@ -101,21 +104,47 @@ export class Host {
   readonly features: SmmuFeatures;
   /** Host-physical allocator above the MMIO region (stage-2 tables, STEs, VM RAM). */
   readonly phys: PhysLayout;
-  private readonly thread: ServerThread;
+  private thread: ServerThread;
+  /**
+   * Every setup message the kernel thread accepted, in order: what a new
+   * kernel thread replays to rebuild its VMs, streams, mailboxes and queues.
+   */
+  private readonly records: Record<string, unknown>[] = [];
+  /** Mailboxes the kernel thread serves (a restart frees the slots the dead one left claimed). */
+  private readonly kernelMailboxes: number[] = [];
+  private stopped = false;
+  private restarting: Promise<void> | null = null;
+  /** Automatic restarts left (HostOptions.autoRestart). */
+  private autoRestarts: number;
   private nextQid = 0;
   private nextMailbox = 0;
   /** Paths' own threads, stopped before the kernel thread they make requests on; each returns what it killed. */
   private readonly stopHooks: ((graceMs: number) => Promise<string[]>)[] = [];
   private readonly vms = new Map<number, Vm>();
 
-  private constructor(sab: SharedArrayBuffer, features: SmmuFeatures, worker: Worker, port: MessagePort) {
+  private constructor(sab: SharedArrayBuffer, features: SmmuFeatures, autoRestart: number) {
     this.sab = sab;
     this.i32 = new Int32Array(sab);
     this.features = features;
     this.phys = new PhysLayout(sab, MMIO_BYTES);
-    // Its death wakes every queue waiter (a waiter blocked on this thread relies on the heartbeat instead).
-    this.thread = new ServerThread('kernel thread', this.i32, KTHREAD_CTL, worker, port, () => {
+    this.autoRestarts = autoRestart;
+    this.thread = this.spawn();
+  }
+
+  /** A kernel thread over this host's memory. Its death wakes every queue waiter (one blocked on it sees the heartbeat instead). */
+  private spawn(): ServerThread {
+    const { port1, port2 } = new MessageChannel();
+    const worker = new Worker(workerUrl('kthread.worker.js'), {
+      workerData: { sab: this.sab, features: this.features, port: port2 },
+      transferList: [port2],
+    });
+    return new ServerThread('kernel thread', this.i32, KTHREAD_CTL, worker, port1, () => {
       for (let qid = 0; qid < this.nextQid; qid++) notifyQueueWaiters(this.i32, qid);
+      if (!this.stopped && this.restarting === null && this.autoRestarts > 0) {
+        this.autoRestarts--;
+        // Handled here; the restart's own failure is seen through lastRestart or the next call.
+        this.restartKernelThread().catch(() => {});
+      }
     });
   }
 
@@ -139,19 +168,60 @@ export class Host {
     i32[ctl + CTL_STALE_MS] = staleMs;
     i32[ctl + CTL_INJECT_DELAY_US] = injectDelayUs;
     i32[ctl + CTL_SLOWDOWN_NS] = slowdownNs;
-    const { port1, port2 } = new MessageChannel();
-    const worker = new Worker(workerUrl('kthread.worker.js'), {
-      workerData: { sab, features, port: port2 },
-      transferList: [port2],
-    });
-    const host = new Host(sab, features, worker, port1);
+    const autoRestart = checkInt('startHost: autoRestart', opts['autoRestart'] ?? 0, 0, 1000, 'automatic kernel-thread restarts');
+    const host = new Host(sab, features, autoRestart);
     await host.thread.expectReply(0);
     return host;
   }
 
-  /** Send a control message to the kernel thread and wait for its answer. */
-  control(msg: Record<string, unknown>): Promise<void> {
-    return this.thread.control(msg);
+  /** Send a control message to the kernel thread and wait for its answer; an accepted one is recorded for a restart to replay. */
+  async control(msg: Record<string, unknown>): Promise<void> {
+    await this.thread.control(msg);
+    // Answers come in the order the messages were sent, so the records keep that order.
+    this.records.push(msg);
+    if (msg['op'] === 'addMailbox') this.kernelMailboxes.push(msg['mbid'] as number);
+  }
+
+  /**
+   * Replace the kernel thread (after it died: an exception, an exit, a
+   * heartbeat gone stale; a thread still running is terminated first). The
+   * new one rebuilds every VM, stream, mailbox and queue from the host's
+   * records and resumes each queue from its published CONS; the SMMU's
+   * caches start empty, which is always safe. Waiters blocked on the old
+   * thread have had their error. Nothing published as consumed runs again;
+   * a command the old thread consumed but had not yet published as consumed
+   * (it died inside a pass) runs again, which is harmless for invalidations
+   * and syncs. A restart already under way is joined, not repeated.
+   */
+  restartKernelThread(): Promise<void> {
+    if (this.stopped) return Promise.reject(this.thread.dead ?? new ServerDeadError('kernel thread', 'the host was stopped'));
+    this.restarting ??= this.restart().finally(() => {
+      this.restarting = null;
+    });
+    this.lastRestart = this.restarting;
+    return this.restarting;
+  }
+
+  /** The latest restart (automatic or not), or null: tests and callers await it. */
+  lastRestart: Promise<void> | null = null;
+
+  private async restart(): Promise<void> {
+    await this.thread.terminate();
+    const i32 = this.i32;
+    // The dead thread's words: the crash hook disarmed, nobody asleep, STARTING until the new one runs.
+    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 0);
+    Atomics.store(i32, KTHREAD_CTL + CTL_SLEEPING, 0);
+    Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING);
+    // Slots the dead thread left claimed or answered are freed; a client still waiting on one sees no
+    // RESPONSE and gets ServerDeadError (MailboxClient), its request may have run or not, as after a timeout.
+    for (const id of this.kernelMailboxes) {
+      Atomics.store(i32, mailboxWords(id) + MB_STATE, MAILBOX_STATE.IDLE);
+      Atomics.notify(i32, mailboxWords(id) + MB_STATE);
+    }
+    this.thread = this.spawn();
+    await this.thread.expectReply(0);
+    // Sent together (answered in order): addVm before the streams and queues that name it.
+    await Promise.all(this.records.map((m) => this.thread.control(m)));
   }
 
   /** @internal throws the kernel thread's ServerDeadError when it is dead or the host stopped. */
@@ -278,6 +348,7 @@ export class Host {
    */
   async stop(opts?: StopOptions): Promise<StopReport> {
     const graceMs = checkInt('stop: graceMs', checkOptions('stop: options', opts, ['graceMs'])['graceMs'] ?? 5000, 0, 2 ** 31 - 1, 'ms');
+    this.stopped = true;
     const killed: string[] = [];
     for (let fn = this.stopHooks.pop(); fn !== undefined; fn = this.stopHooks.pop()) killed.push(...(await fn(graceMs)));
     if (await this.thread.stop(graceMs)) killed.push('kernel thread');
@@ -303,7 +374,7 @@ export class Host {
   }
 }
 
-const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs'] as const;
+const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart'] as const;
 const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
 const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal'] as const;
 

@@ -92,6 +92,7 @@ export class MailboxClient {
       }
     }
     while (Atomics.load(i32, st) === MAILBOX_STATE.REQUEST) this.block(st, MAILBOX_STATE.REQUEST, op, timeoutMs);
+    this.checkAnswered(st);
     return this.finish();
   }
 
@@ -106,6 +107,7 @@ export class MailboxClient {
     }
     this.publish(op);
     while (Atomics.load(i32, st) === MAILBOX_STATE.REQUEST) await this.blockAsync(st, MAILBOX_STATE.REQUEST, op, timeoutMs);
+    this.checkAnswered(st);
     return this.finish();
   }
 
@@ -118,6 +120,17 @@ export class MailboxClient {
     i32[b + MB_PAYLOAD] = this.payloadPa;
     Atomics.store(i32, b + MB_STATE, MAILBOX_STATE.REQUEST); // publish: mailbox REQUEST release
     kick(i32, this.handle.ctl);
+  }
+
+  /**
+   * The request left REQUEST: answered, unless a restarted server's host
+   * freed the slot (host.restartKernelThread), when the slot is no longer
+   * ours and the request may or may not have run.
+   */
+  private checkAnswered(st: number): void {
+    if (Atomics.load(this.i32, st) !== MAILBOX_STATE.RESPONSE) {
+      throw new ServerDeadError(this.handle.server, 'it was restarted while serving this request');
+    }
   }
 
   /** The response is in: copy the results out, release the slot, wake a caller queued on it. */
