@@ -209,13 +209,13 @@ export class Host {
     await this.thread.terminate();
     const i32 = this.i32;
     // The dead thread's words: the crash hook disarmed, nobody asleep, STARTING until the new one runs.
-    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 0);
-    Atomics.store(i32, KTHREAD_CTL + CTL_SLEEPING, 0);
-    Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING);
+    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 0); // unordered: no thread serves this block now
+    Atomics.store(i32, KTHREAD_CTL + CTL_SLEEPING, 0); // unordered: as above
+    Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING); // publish: STATE, the waiters' liveness check (not DEAD any more)
     // Slots the dead thread left claimed or answered are freed; a client still waiting on one sees no
     // RESPONSE and gets ServerDeadError (MailboxClient), its request may have run or not, as after a timeout.
     for (const id of this.kernelMailboxes) {
-      Atomics.store(i32, mailboxWords(id) + MB_STATE, MAILBOX_STATE.IDLE);
+      Atomics.store(i32, mailboxWords(id) + MB_STATE, MAILBOX_STATE.IDLE); // publish: mailbox IDLE release, as a client's finish
       Atomics.notify(i32, mailboxWords(id) + MB_STATE);
     }
     this.thread = this.spawn();
