@@ -2,6 +2,7 @@
 import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { UsageError } from '../src/cli/usage.ts';
 import { buildBase, buildProbe, describeCandidate, GateBaseError, makeTmp, resolveCommit, runRounds, type AbRun, type Arm } from './ab.ts';
 import { BASELINE_NOTE, baselineProblem, judge, median, METRIC_DEFS, regressions, type BaselineFile, type GateMetric, type Verdict } from './gate.ts';
 import { machineInfo, PROFILES, Progress } from './harness.ts';
@@ -45,9 +46,6 @@ function parseScenarios(values: string[] | undefined): ScenarioName[] {
   return values as ScenarioName[];
 }
 
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
 
 function writeOutputs(report: BenchReport, json: string | undefined, svg: string | undefined): void {
   if (json) writeFileSync(json, `${JSON.stringify(toJsonDocument(report), null, 2)}\n`);
@@ -57,34 +55,8 @@ function writeOutputs(report: BenchReport, json: string | undefined, svg: string
   }
 }
 
-/** Argument mistakes are one line and exit status 2, failures one line and 1, like the other subcommands. */
-async function withUsage(name: string, run: () => Promise<number>): Promise<number> {
-  try {
-    return await run();
-  } catch (e) {
-    const parseError = e instanceof TypeError && String((e as NodeJS.ErrnoException).code ?? '').startsWith('ERR_PARSE_ARGS');
-    if (e instanceof UsageError || parseError) {
-      // One line, as every vcmdq error: the usage is one --help away.
-      process.stderr.write(`vcmdq ${name}: ${(e as Error).message} (vcmdq ${name} --help)\n`);
-      return 2;
-    }
-    // A failure during the run (a base that cannot be built, a probe that died): one line, exit 1.
-    process.stderr.write(`vcmdq ${name}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}\n`);
-    return 1;
-  }
-}
-
-/** `vcmdq bench ...`; returns the exit status. */
-export function benchMain(argv: readonly string[]): Promise<number> {
-  return withUsage('bench', () => bench(argv));
-}
-
-/** `vcmdq gate ...`; returns the exit status. */
-export function gateMain(argv: readonly string[]): Promise<number> {
-  return withUsage('gate', () => gate(argv));
-}
-
-async function bench(argv: readonly string[]): Promise<number> {
+/** `vcmdq bench ...`; returns the exit status. Errors reach the dispatcher (src/cli.ts), which prints them as one line. */
+export async function benchMain(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -92,14 +64,9 @@ async function bench(argv: readonly string[]): Promise<number> {
       scenario: { type: 'string', multiple: true },
       json: { type: 'string' },
       svg: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
-  if (values.help) {
-    process.stdout.write(`${BENCH_USAGE}\n`);
-    return 0;
-  }
   checkWritable(values.json, '--json');
   checkWritable(values.svg, '--svg');
   const report = await runBench({
@@ -184,7 +151,8 @@ function placementOf(results: readonly ProbeResult[]): Placement {
   return { mode: placementMode(floor), spin_floor_us: floor };
 }
 
-async function gate(argv: readonly string[]): Promise<number> {
+/** `vcmdq gate ...`; returns the exit status (0 pass, 1 regression); errors as for bench. */
+export async function gateMain(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -196,14 +164,9 @@ async function gate(argv: readonly string[]): Promise<number> {
       selftest: { type: 'boolean', default: false },
       slowdowns: { type: 'string' },
       'set-base': { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
-  if (values.help) {
-    process.stdout.write(`${GATE_USAGE}\n`);
-    return 0;
-  }
   const root = process.cwd();
   const file = values.baseline;
   const rounds = parseRounds(values.rounds);
