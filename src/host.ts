@@ -18,7 +18,7 @@ import { ArgumentError } from './errors.ts';
 import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts';
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
-  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
+  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
   CTL_STALE_MS, CTL_STATE, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MAX_QUEUES, MB_STATE, MMIO_BYTES, Q_BASE,
   Q_BASE_IPA, Q_CONFIG, Q_LOG2SIZE, Q_VMID, SERVER_STATE, mailboxWords, notifyQueueWaiters, queueRegs, type CrashHow,
 } from './layout.ts';
@@ -211,6 +211,8 @@ export class Host {
     // The dead thread's words: the crash hook disarmed, nobody asleep, STARTING until the new one runs.
     Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 0); // unordered: no thread serves this block now
     Atomics.store(i32, KTHREAD_CTL + CTL_SLEEPING, 0); // unordered: as above
+    // publish: EPOCH before STATE leaves DEAD, so a waiter that sees the new STATE also sees it slept through a death.
+    Atomics.add(i32, KTHREAD_CTL + CTL_EPOCH, 1);
     Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING); // publish: STATE, the waiters' liveness check (not DEAD any more)
     // Slots the dead thread left claimed or answered are freed; a client still waiting on one sees no
     // RESPONSE and gets ServerDeadError (MailboxClient), its request may have run or not, as after a timeout.

@@ -137,6 +137,14 @@ export const CTL_INJECT_DELAY_US = 35;
  * calibration (native-free-fastpath/slowdown.ts). 0 in normal use.
  */
 export const CTL_SLOWDOWN_NS = 36;
+/**
+ * Line 2: the server's incarnation, bumped by the host when it replaces a dead
+ * thread (host.restartKernelThread). A wait that began under another
+ * incarnation ends with the death it slept through, even if the new thread
+ * already runs. Read once per wait (Liveness.begin): this line is written
+ * only at a restart, so the read stays in the reader's cache.
+ */
+export const CTL_EPOCH = 37;
 export const CTL_WORDS = 64;
 
 export const SERVER_STATE = { STARTING: 0, RUNNING: 1, STOPPING: 2, DEAD: 3 } as const;

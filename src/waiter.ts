@@ -5,7 +5,7 @@
 // blocked on the main thread cannot receive the worker's exit event, hence
 // the heartbeat). Also the typed errors those endings become.
 
-import { CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_STALE_MS, CTL_STATE, SERVER_STATE } from './layout.ts';
+import { CTL_EPOCH, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_STALE_MS, CTL_STATE, SERVER_STATE } from './layout.ts';
 
 /** A CMD_SYNC (or space in the queue) did not come within the timeout. */
 export class SyncTimeoutError extends Error {
@@ -51,6 +51,8 @@ export const LIVE = { OK: 0, TIMEOUT: 1, DEAD: 2 } as const;
  */
 export class Liveness {
   private deadline = 0;
+  /** CTL_EPOCH when the wait began. */
+  private epoch = 0;
   private hb = 0;
   private hbAt = 0;
   /** Why `check` returned DEAD. */
@@ -65,6 +67,7 @@ export class Liveness {
    * seen at most one slice later than from `begin`.
    */
   begin(timeoutMs: number): void {
+    this.epoch = Atomics.load(this.i32, this.ctl + CTL_EPOCH);
     this.deadline = performance.now() + timeoutMs;
     this.hbAt = -1;
   }
@@ -77,6 +80,10 @@ export class Liveness {
   }
 
   check(): number {
+    if (Atomics.load(this.i32, this.ctl + CTL_EPOCH) !== this.epoch) {
+      this.why = 'it died and was restarted during this wait';
+      return LIVE.DEAD;
+    }
     const state = Atomics.load(this.i32, this.ctl + CTL_STATE);
     if (state === SERVER_STATE.DEAD || state === SERVER_STATE.STOPPING) {
       this.why = state === SERVER_STATE.DEAD ? 'STATE=DEAD' : 'stopping';
