@@ -21,7 +21,7 @@ import {
   STATUS_ENABLED, notifyQueueWaiters, queueRegs, sleepUnlessWork,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
-import { queueIncProd, queueValidProd } from '../src/queue.ts';
+import { queueIncProd, queuePosMask } from '../src/queue.ts';
 import type { VSmmu } from '../src/vsmmu.ts';
 import { calibrateWork, work } from './slowdown.ts';
 import { SPIN_CLOCK_EVERY } from '../src/waiter.ts';
@@ -46,6 +46,8 @@ class QueueEntry {
   errBits = 0;
   /** GERROR value; only this thread writes the register. */
   gerror = 0;
+  /** wrap|index bits of PROD; the rest of the register is RES0 and ignored (QEMU masks it the same way). */
+  readonly posMask: number;
   constructor(
     readonly qid: number,
     readonly regs: number,
@@ -53,7 +55,9 @@ class QueueEntry {
     /** The queue's entries as a view of host memory at BASE. */
     readonly entries: Int32Array,
     readonly vm: VmEntry,
-  ) {}
+  ) {
+    this.posMask = queuePosMask(log2size);
+  }
 }
 
 export interface ConsumerHooks {
@@ -125,7 +129,7 @@ export class Consumer {
     const base = this.i32[r + Q_BASE]! >>> 0;
     const entries = new Int32Array(this.i32.buffer, base, 4 << log2);
     const q = new QueueEntry(qid, r, log2, entries, this.vm(vmid));
-    q.cons = Atomics.load(this.i32, r + Q_CONS) & ((2 << log2) - 1);
+    q.cons = Atomics.load(this.i32, r + Q_CONS) & q.posMask;
     q.gerror = Atomics.load(this.i32, r + Q_GERROR);
     this.queues = [...this.queues, q];
     Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED); // publish: STATUS.ENABLED (the queue is served)
@@ -147,7 +151,7 @@ export class Consumer {
     const r = q.regs;
     if ((Atomics.load(i32, r + Q_CONFIG) & CONFIG_EN) === 0) return false;
     if (((q.gerror ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) !== 0) return false;
-    return Atomics.load(i32, r + Q_PROD) !== q.cons;
+    return (Atomics.load(i32, r + Q_PROD) & q.posMask) !== q.cons;
   }
 
   /**
@@ -210,16 +214,16 @@ export class Consumer {
     const i32 = this.i32;
     const r = q.regs;
     const log2 = q.log2size;
-    const prod = Atomics.load(i32, r + Q_PROD); // acquire: slots up to PROD are written
+    // PROD is a register, not a command: no CERROR applies to it. Bits above
+    // WR_WRAP are RES0 and ignored; a PROD further ahead than the free space
+    // (or behind CONS) is UNPREDICTABLE, and this SMMU, as QEMU's
+    // smmuv3_cmdq_consume, consumes up to the masked value (at most two laps).
+    const prod = Atomics.load(i32, r + Q_PROD) & q.posMask; // acquire: slots up to PROD are written
     // The crash test hook is read after PROD: a PROD published after the
     // hook was armed is then never consumed (seq_cst order), so a test can
     // rely on its submission meeting a dead thread.
     if (Atomics.load(i32, this.ctl + CTL_CRASH) !== 0) this.hooks?.crash();
     let cons = q.cons;
-    if (!queueValidProd(prod, cons, log2)) {
-      this.fail(q, cons, CERROR.ILL, ERR_KIND.BAD_PROD, prod & 0xffff);
-      return 1;
-    }
     const u = this.u;
     const f = this.f;
     const vsmmu = q.vm.vsmmu;

@@ -15,7 +15,7 @@ export function cerrorName(code: number): CerrorName {
 }
 
 export class CommandError extends Error {
-  override readonly name = 'CommandError';
+  override readonly name: string = 'CommandError';
   readonly cerror: CerrorName;
   readonly reason: string;
   constructor(cerror: CerrorName, reason: string) {

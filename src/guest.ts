@@ -15,18 +15,18 @@
 // producer to another, so a guest survives losing its vCMDQ (live migration
 // to a host with fewer of them) without losing or repeating a command.
 
-import { buildCmdSync, encodeCommand, illReason, readSlot, writeSlot, type Command } from './codec.ts';
+import { buildCmdSync, encodeCommand, readSlot, writeSlot, type Command } from './codec.ts';
 import { ArgumentError, CommandError, cerrorName } from './errors.ts';
 import type { SmmuFeatures } from './features.ts';
 import { CS } from './fields.ts';
 import { tlbInvRangeAsid } from './invalidate.ts';
 import {
-  CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, ERR_KIND, GERROR_CMDQ_ERR, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
+  CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, GERROR_CMDQ_ERR, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
   Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
 } from './layout.ts';
 import { queueFree, queueIdx, queuePosMask } from './queue.ts';
-import { rejectReason } from './vsmmu.ts';
+import { errReasonText } from './reason.ts';
 import { KernelThreadDeadError, LIVE, Liveness, SPIN_CLOCK_EVERY, SyncTimeoutError, atomicsWaitAsync } from './waiter.ts';
 
 /** How the guest learns its CMD_SYNC completed (smmu-facts.md §2.4). */
@@ -74,8 +74,6 @@ export interface QueueTransport {
    * that reaches the VMM has it (a vCMDQ page does not).
    */
   setStreamTableBase?(ipa: number): void;
-  /** Text of an ERR_REASON kind this path's consumer writes beyond the kernel thread's (ERR_KIND), or undefined. */
-  reasonText?(kind: number, code: number, u: Uint32Array): string | undefined;
 }
 
 export interface SubmitOptions {
@@ -96,6 +94,7 @@ export interface SubmitOptions {
 
 /** The queue stopped on a command (CONS.ERR != 0, GERROR.CMDQ_ERR active). */
 export class QueueError extends CommandError {
+  override readonly name = 'QueueError';
   constructor(
     cerror: number,
     reason: string,
@@ -105,7 +104,8 @@ export class QueueError extends CommandError {
     readonly cons: number,
     readonly err: number,
   ) {
-    super(cerrorName(cerror), `${reason} (command at CONS=0x${(cons >>> 0).toString(16)}, PROD=0x${(prod >>> 0).toString(16)})`);
+    // CONS printed as its position (wrap|index); its ERR bits are in `err`.
+    super(cerrorName(cerror), `${reason} (command at CONS=0x${(index >>> 0).toString(16)}, PROD=0x${(prod >>> 0).toString(16)})`);
   }
 }
 
@@ -480,13 +480,9 @@ export class GuestQueue {
     const r = this.h.regs;
     const gerror = Atomics.load(i32, r + Q_GERROR);
     if (((gerror ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) === 0) return false;
-    if (i32[r + Q_ERR_REASON]! >>> 16 === ERR_KIND.BAD_PROD) {
-      // Nothing to skip: the register was garbage; the drivers' own published PROD is the truth.
-      this.transport.publishProd(this.publishedProd());
-    } else {
-      buildCmdSync(this.u, CS.NONE, 0, 0, 0);
-      writeSlot(this.entries, queueIdx(Atomics.load(i32, r + Q_CONS), this.h.log2size), this.u);
-    }
+    // Only CONS is read, never the ERR_REASON debug word: a real driver has no such word.
+    buildCmdSync(this.u, CS.NONE, 0, 0, 0);
+    writeSlot(this.entries, queueIdx(Atomics.load(i32, r + Q_CONS), this.h.log2size), this.u);
     this.transport.ackGerror(gerror);
     return true;
   }
@@ -735,17 +731,9 @@ export class GuestQueue {
   }
 
   private reasonText(reason: number, pos: number): string {
-    const kind = reason >>> 16;
-    const code = reason & 0xffff;
     const u = new Uint32Array(4);
     readSlot(this.entries, queueIdx(pos, this.h.log2size), u);
-    switch (kind) {
-      case ERR_KIND.DECODE: return illReason(code, u);
-      case ERR_KIND.VSMMU: return rejectReason(code, u);
-      case ERR_KIND.MODEL: return `the SMMU model refused the command (CERROR ${code})`;
-      case ERR_KIND.BAD_PROD: return `PROD written as 0x${code.toString(16)}... is malformed (beyond the queue or skipping entries)`;
-      default: return this.transport.reasonText?.(kind, code, u) ?? `unknown error reason 0x${reason.toString(16)}`;
-    }
+    return errReasonText(reason, u);
   }
 
   private spinUs(): number {

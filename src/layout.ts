@@ -223,8 +223,6 @@ export const ERR_KIND = {
   VSMMU: 2,
   /** The model refused the command (code = CERROR). */
   MODEL: 3,
-  /** PROD was malformed (code = the PROD value's low 16 bits). */
-  BAD_PROD: 4,
 } as const;
 
 export const MAX_QUEUES = 64;

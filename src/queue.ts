@@ -39,7 +39,7 @@ export function queueFull(prod: number, cons: number, log2size: number): boolean
   return ((prod ^ cons) & queuePosMask(log2size)) === 1 << log2size;
 }
 
-/** Free slots the producer may still fill. Meaningful only for a valid PROD (see queueValidProd). */
+/** Free slots the producer may still fill (meaningful while PROD is at most one lap ahead of CONS). */
 export function queueFree(prod: number, cons: number, log2size: number): number {
   return (1 << log2size) - queueUsed(prod, cons, log2size);
 }
@@ -58,13 +58,4 @@ export function queueConsumed(cons: number, prod: number, log2size: number): boo
   const ci = queueIdx(cons, log2size);
   const pi = queueIdx(prod, log2size);
   return queueWrap(cons, log2size) === queueWrap(prod, log2size) ? ci >= pi : ci < pi;
-}
-
-/**
- * A PROD the consumer may act on: no bits above the wrap bit (RES0 on
- * hardware) and at most one lap ahead of CONS. A write that moved PROD
- * backwards, or further than the free space, fails the second test.
- */
-export function queueValidProd(prod: number, cons: number, log2size: number): boolean {
-  return (prod & ~queuePosMask(log2size)) === 0 && queueUsed(prod, cons, log2size) <= 1 << log2size;
 }

@@ -253,10 +253,24 @@ describe('VMM queue emulation with a direct kernel', () => {
     expect(rig.i32[rig.regs + Q_CONS]).toBe(2 | (1 << CONS_ERR_SHIFT));
   });
 
-  it('a PROD that skips entries is an error on the queue, not an exception', () => {
+  it('SMMU_CMDQ_PROD is a register, never a CERROR (QEMU smmuv3_cmdq_consume): RES0 bits above WR_WRAP are ignored', () => {
     const rig = new Rig(vs(), 3);
-    rig.cmdq.writeProd(0x1f);
-    expect(rig.i32[rig.regs + Q_CONS]).toBe(1 << CONS_ERR_SHIFT);
-    expect(rig.i32[rig.regs + Q_GERROR]! & GERROR_CMDQ_ERR).toBe(1);
+    rig.write(asid(1), asid(2));
+    rig.cmdq.writeProd(rig.prod | (1 << 19) | (1 << 31));
+    expect(rig.i32[rig.regs + Q_CONS]).toBe(2);
+    expect(rig.i32[rig.regs + Q_GERROR]! & GERROR_CMDQ_ERR).toBe(0);
+    expect((rig.sink as RecordingSink).commands()).toEqual([hostAsid(1), hostAsid(2)]);
+  });
+
+  it('an overfilled PROD (UNPREDICTABLE) is consumed up to its masked value, never CONS.ERR (the case __arm_smmu_cmdq_skip_err would corrupt)', () => {
+    const rig = new Rig(vs(), 3);
+    // Fill the whole ring with legal commands and consume it, then claim 12 > 8 new entries.
+    rig.submit(...Array.from({ length: 8 }, (_, i) => asid(i)));
+    rig.cmdq.writeProd((8 + 12) & 15);
+    expect(rig.i32[rig.regs + Q_CONS]).toBe((8 + 12) & 15);
+    expect(rig.i32[rig.regs + Q_GERROR]! & GERROR_CMDQ_ERR).toBe(0);
+    // The ring's 8 entries once, then the first 4 again: what the slots held.
+    const ids = [...Array.from({ length: 8 }, (_, i) => i), ...Array.from({ length: 8 + 4 }, (_, i) => i % 8)];
+    expect((rig.sink as RecordingSink).commands()).toEqual(ids.map(hostAsid));
   });
 });

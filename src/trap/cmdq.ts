@@ -13,11 +13,11 @@
 import { CS, F, OP } from '../fields.ts';
 import { CERROR } from '../errors.ts';
 import {
-  CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT, Q_BASE, Q_CONFIG, Q_CONS,
+  CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT, Q_BASE, Q_CONFIG, Q_CONS,
   Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STATUS, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, STATUS_ENABLED, notifyQueueWaiters,
 } from '../layout.ts';
-import { queueIncProd, queuePosMask, queueUsed, queueValidProd } from '../queue.ts';
+import { queueIncProd, queuePosMask, queueUsed } from '../queue.ts';
 import type { SmmuFeatures } from '../features.ts';
 import { FirstPass, STOP } from './firstpass.ts';
 
@@ -117,10 +117,12 @@ export class TrapCmdq implements TrapCounts {
     if (((Atomics.load(i32, r + Q_GERROR) ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) !== 0) return;
     const qs = this.log2size;
     const pm = queuePosMask(qs);
-    const prod = Atomics.load(i32, r + Q_PROD);
+    // PROD is a register: RES0 bits above WR_WRAP are ignored and an
+    // overfilled PROD (UNPREDICTABLE) is consumed up to, as QEMU's
+    // smmuv3_cmdq_consume does; never a CERROR (see the kernel thread's consume).
+    const prod = Atomics.load(i32, r + Q_PROD) & pm;
     let cons = Atomics.load(i32, r + Q_CONS) & pm;
     Atomics.add(i32, r + Q_STAT_PASSES, 1); // unordered: statistics
-    if (!queueValidProd(prod, cons, qs)) return this.fail(cons, ERR_KIND.BAD_PROD, prod & 0xffff);
     const fp = this.fp;
     while (cons !== prod) {
       fp.run(this.queue, qs, cons, prod, this.feat);

@@ -10,8 +10,7 @@ import { GuestQueue, type QueueHandle, type QueueTransport } from '../guest.ts';
 import { CONS_ERR_MASK, CONS_ERR_SHIFT, Q_CONS, Q_PROD } from '../layout.ts';
 import { MailboxClient, type MailboxHandle } from '../mailbox.ts';
 import { KernelThreadDeadError } from '../waiter.ts';
-import { TRAP_ERR_KIND, type TrapCounts } from './cmdq.ts';
-import { firstPassIllText } from './firstpass.ts';
+import type { TrapCounts } from './cmdq.ts';
 import { TRAP_ERRNO, TRAP_OP } from './vmm.ts';
 
 /** QueueHandle.extra of a trap-path queue. */
@@ -48,16 +47,6 @@ export class TrapTransport implements QueueTransport {
 
   ackGerror(gerror: number): void {
     this.write(TRAP_OP.GERRORN, gerror);
-  }
-
-  /** The VMM's own ERR_REASON kinds (src/trap/cmdq.ts TRAP_ERR_KIND). */
-  reasonText(kind: number, code: number, u: Uint32Array): string | undefined {
-    switch (kind) {
-      case TRAP_ERR_KIND.FIRST_PASS: return firstPassIllText(code, u);
-      case TRAP_ERR_KIND.IOCTL: return `the kernel refused the forwarded command (IOMMU_HWPT_INVALIDATE errno ${-((code << 16) >> 16)})`;
-      case TRAP_ERR_KIND.CFGI_STE: return `the VMM could not re-attach the STE (errno ${-((code << 16) >> 16)})`;
-      default: return undefined;
-    }
   }
 
   /** CONFIG (the queue enable): also a trapped write. */
