@@ -4,7 +4,10 @@
 // (decodeWords, allocation-free, for the consumer's hot path); the public
 // bigint face (decodeCommand) is a wrapper around it, and so is the encoder.
 
-import { COMMANDS, F, FIELD_COUNT, OP, illegalOpcodeReason, type FieldName, type FieldSpec, type Needs, type OpName } from './fields.ts';
+import {
+  COMMANDS, CS, F, FIELD_COUNT, OP, SYNC_MSIADDR_HIGH, illegalOpcodeReason, type BitSpan, type FieldName, type FieldSpec, type Needs,
+  type OpName,
+} from './fields.ts';
 import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts';
 import { CommandError } from './errors.ts';
 
@@ -30,6 +33,7 @@ export const ILL_REASON = {
   CS_RESERVED: 9,
   PRI_RESP: 10,
   ATC_SIZE: 11,
+  MSIADDR_OAS: 12,
 } as const;
 
 /** Linux's CMD_SYNC attributes (arm_smmu_cmdq_build_sync_cmd): Inner Shareable, Inner/Outer Write-Back. */
@@ -61,6 +65,21 @@ const SLOT_PART = new Int16Array(N_SPECS * FIELD_COUNT).fill(-1);
 const NEEDS_CODE = new Uint8Array(N_SPECS);
 /** Per spec: 1 when the op carries the TG/TTL/NUM/SCALE range fields. */
 const HAS_RANGE = new Uint8Array(N_SPECS);
+
+/** The u32 (0..3) a BitSpan lies in; spans never straddle two. */
+function spanU32(span: BitSpan): number {
+  if ((span.lo >> 5) !== (span.hi >> 5)) throw new Error(`fields.ts: ignored span [${span.hi}:${span.lo}] straddles a u32`);
+  return 2 * span.w + (span.lo >> 5);
+}
+
+/** The span's bits within its u32. */
+function spanMask(span: BitSpan): number {
+  const width = span.hi - span.lo + 1;
+  return (((width === 32 ? 0xffffffff : (1 << width) - 1)) << (span.lo & 31)) >>> 0;
+}
+
+const SYNC_MSIADDR_HIGH_U32 = spanU32(SYNC_MSIADDR_HIGH);
+const SYNC_MSIADDR_HIGH_MASK = spanMask(SYNC_MSIADDR_HIGH);
 
 function slotOf(field: FieldSpec, half: number): number {
   const key = field.inPlace ? `${field.name.toUpperCase()}_${half === 0 ? 'LO' : 'HI'}` : field.name.toUpperCase();
@@ -94,6 +113,10 @@ COMMANDS.forEach((spec, s) => {
       covered[k] = (covered[k]! | inPlaceMask) >>> 0;
     }
     if (field.name === 'tg') HAS_RANGE[s] = 1;
+  }
+  for (const span of spec.ignored ?? []) {
+    const k = spanU32(span);
+    covered[k] = (covered[k]! | spanMask(span)) >>> 0;
   }
   for (let k = 0; k < 4; k++) RES0[s * 4 + k] = ~covered[k]! >>> 0;
   NEEDS_CODE[s] = spec.needs === undefined ? 0 : NEEDS_ORDER.indexOf(spec.needs) + 1;
@@ -202,7 +225,9 @@ export function decodeWords(u: Uint32Array, out: Uint32Array, feat: SmmuFeatures
     if (range !== 0) return range;
   }
   switch (opcode) {
-    case OP.CMD_SYNC: return out[F.CS] === 3 ? ILL_REASON.CS_RESERVED : 0;
+    case OP.CMD_SYNC:
+      if (out[F.CS] === 3) return ILL_REASON.CS_RESERVED;
+      return out[F.CS] === CS.IRQ && (u[SYNC_MSIADDR_HIGH_U32]! & SYNC_MSIADDR_HIGH_MASK) !== 0 ? ILL_REASON.MSIADDR_OAS : 0;
     case OP.PRI_RESP: return out[F.RESP] === 3 ? ILL_REASON.PRI_RESP : 0;
     case OP.ATC_INV: return out[F.SIZE]! > ATC_INV_SIZE_ALL ? ILL_REASON.ATC_SIZE : 0;
     default: return 0;
@@ -380,6 +405,8 @@ export function illReason(code: number, u: Uint32Array): string {
         (f[F.TG] === 2 && f[F.TTL] === 1 ? '; TTL=1 with a 16K granule is Reserved without SMMU_IDR5.DS and treated as TTL=0' : '');
     case ILL_REASON.CS_RESERVED: return 'CMD_SYNC CS=0b11 is Reserved';
     case ILL_REASON.PRI_RESP: return 'PRI_RESP Resp=0b11 is ILLEGAL';
+    case ILL_REASON.MSIADDR_OAS:
+      return 'CMD_SYNC CS=IRQ with MSIAddr[55:52] set: above the 52-bit output address size, RES0 (IGNORED only when CS is not IRQ)';
     case ILL_REASON.ATC_SIZE: return `ATC_INV Size=${f[F.SIZE]} is above ${ATC_INV_SIZE_ALL} (the invalidate-all size)`;
     default: throw new RangeError(`${code} is not an ILL_REASON code`);
   }

@@ -66,11 +66,20 @@ export interface FieldSpec {
 /** SMMU_IDR* capability a command needs; a command needing an absent one is CERROR_ILL. */
 export type Needs = 'S1P' | 'S2P' | 'HYP' | 'ATS' | 'MPAM' | 'STALL' | 'PRI';
 
+/** Bits [hi:lo] of word w that the SMMU IGNOREs: never RES0-checked, never decoded. */
+export interface BitSpan {
+  readonly w: 0 | 1;
+  readonly hi: number;
+  readonly lo: number;
+}
+
 export interface CommandSpec {
   readonly op: OpName;
   readonly opcode: number;
   readonly fields: readonly FieldSpec[];
   readonly needs?: Needs;
+  /** Spans that are legal whatever they hold (not RES0), see each use. */
+  readonly ignored?: readonly BitSpan[];
 }
 
 export type OpName =
@@ -131,12 +140,27 @@ const va: FieldSpec = { name: 'addr', w: 1, hi: 63, lo: 12, inPlace: true };
 const ipa: FieldSpec = { name: 'addr', w: 1, hi: 51, lo: 12, inPlace: true };
 const rangeTlbi = [num, scale, leaf, ttl, tg] as const;
 
+/**
+ * PREFETCH_ADDR w1[11:5], between Size and Addr: where Stride (legal from
+ * SMMUv3.1) and NS live. Their exact positions are not in our copy of the
+ * spec (smmu-facts.md §9), so the span is IGNORED rather than guessed: a
+ * prefetch is a hint (spec 4.2: out-of-range prefetch parameters raise no
+ * error), and no hint value may stop a queue.
+ */
+const prefetchHints: BitSpan = { w: 1, hi: 11, lo: 5 };
+/**
+ * CMD_SYNC MSIAddr[55:52]. The spec's MSIAddr is [55:2], Linux's mask [51:2]
+ * (the encoder keeps to Linux's). Bits above the 52-bit OAS are RES0, but
+ * only when CS=IRQ: otherwise every MSI field is IGNORED (spec 4.7.3), so
+ * the decoder checks this span itself, against CS.
+ */
+export const SYNC_MSIADDR_HIGH: BitSpan = { w: 1, hi: 55, lo: 52 };
+
 export const COMMANDS: readonly CommandSpec[] = [
   { op: 'PREFETCH_CONFIG', opcode: OP.PREFETCH_CONFIG, fields: [sid, ssid, ssv, ssec] },
-  // Stride and NS bit positions are not captured (smmu-facts.md §9): left RES0.
   {
     op: 'PREFETCH_ADDR', opcode: OP.PREFETCH_ADDR,
-    fields: [sid, ssid, ssv, ssec, { name: 'size', w: 1, hi: 4, lo: 0 }, va],
+    fields: [sid, ssid, ssv, ssec, { name: 'size', w: 1, hi: 4, lo: 0 }, va], ignored: [prefetchHints],
   },
   { op: 'CFGI_STE', opcode: OP.CFGI_STE, fields: [sid, ssec, leaf] },
   { op: 'CFGI_STE_RANGE', opcode: OP.CFGI_STE_RANGE, fields: [sid, ssec, { name: 'range', w: 1, hi: 4, lo: 0 }] },
@@ -176,6 +200,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'msidata', w: 0, hi: 63, lo: 32 },
       { name: 'msiaddr', w: 1, hi: 51, lo: 2, inPlace: true },
     ],
+    ignored: [SYNC_MSIADDR_HIGH],
   },
 ];
 

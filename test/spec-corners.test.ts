@@ -3,7 +3,12 @@
 // function it follows. Pure where it can be; a host where threads matter.
 import { afterEach, describe, expect, it } from 'vitest';
 import { QueueError, startHost, type Host } from '../src/index.ts';
+import { ILL_REASON, decodeWords, illReason } from '../src/codec.ts';
+import { DEFAULT_FEATURES } from '../src/features.ts';
+import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import { makeVm, thrown } from './doorbell-helpers.ts';
+
+const f = new Uint32Array(FIELD_COUNT);
 
 let host: Host | undefined;
 afterEach(async () => {
@@ -33,5 +38,29 @@ describe('trap-path error text (issue 10 item 7)', () => {
     expect(err).toBeInstanceOf(QueueError);
     expect((err as QueueError).reason).toMatch(/IOMMU_HWPT_INVALIDATE returned -EIO/);
     expect((err as QueueError).reason).not.toMatch(/unknown error reason/);
+  });
+});
+
+describe('no RES0 over-checking (issue 10 item 5)', () => {
+  it('spec 4.2.2 CMD_PREFETCH_ADDR: Stride (SMMUv3.1+) and NS, in w1[11:5], never stop the queue', () => {
+    for (const bits of [1 << 5, 0xf << 8, 0x7f << 5]) {
+      const u = Uint32Array.of(OP.PREFETCH_ADDR, 0x10, 0x4000_0000 | bits | 3, 0);
+      expect(decodeWords(u, f, DEFAULT_FEATURES)).toBe(0);
+      expect(f[F.SIZE]).toBe(3);
+      expect(f[F.ADDR_LO]).toBe(0x4000_0000);
+    }
+    // The rest of the RES0 bits are still checked.
+    expect(decodeWords(Uint32Array.of(OP.PREFETCH_ADDR | (1 << 8), 0, 0, 0), f, DEFAULT_FEATURES)).toBe(ILL_REASON.RES0);
+  });
+
+  it('spec 4.7.3 CMD_SYNC: MSIAddr[55:52] is IGNORED unless CS=IRQ, and RES0 above the 52-bit OAS when it is', () => {
+    const sync = (cs: number): Uint32Array => Uint32Array.of(OP.CMD_SYNC | (cs << 12), 0, 0x1000, 0xf << 20);
+    expect(decodeWords(sync(CS.NONE), f, DEFAULT_FEATURES)).toBe(0);
+    expect(decodeWords(sync(CS.SEV), f, DEFAULT_FEATURES)).toBe(0);
+    const ill = decodeWords(sync(CS.IRQ), f, DEFAULT_FEATURES);
+    expect(ill).toBe(ILL_REASON.MSIADDR_OAS);
+    expect(illReason(ill, sync(CS.IRQ))).toMatch(/MSIAddr\[55:52\]/);
+    // Bits [63:56] are RES0 whatever CS says.
+    expect(decodeWords(Uint32Array.of(OP.CMD_SYNC, 0, 0, 1 << 24), f, DEFAULT_FEATURES)).toBe(ILL_REASON.RES0 | (1 << 8));
   });
 });
