@@ -6,7 +6,12 @@ import { QueueError, startHost, type Host } from '../src/index.ts';
 import { ILL_REASON, decodeWords, illReason } from '../src/codec.ts';
 import { DEFAULT_FEATURES } from '../src/features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
-import { makeVm, thrown } from './doorbell-helpers.ts';
+import { FAULT } from '../src/model/smmu.ts';
+import { PROT } from '../src/model/pgtable.ts';
+import { ASID, DATA_IPA, IOVA, makeVm, thrown } from './doorbell-helpers.ts';
+import { trapStats } from './trap-helpers.ts';
+import { readTrapCounts } from '../src/trap/transport.ts';
+import { STE, STE_CFG, encodeSte, getField, installNestedSte, type Stage2Config } from '../src/model/structs.ts';
 
 const f = new Uint32Array(FIELD_COUNT);
 
@@ -62,5 +67,68 @@ describe('no RES0 over-checking (issue 10 item 5)', () => {
     expect(illReason(ill, sync(CS.IRQ))).toMatch(/MSIAddr\[55:52\]/);
     // Bits [63:56] are RES0 whatever CS says.
     expect(decodeWords(Uint32Array.of(OP.CMD_SYNC, 0, 0, 1 << 24), f, DEFAULT_FEATURES)).toBe(ILL_REASON.RES0 | (1 << 8));
+  });
+});
+
+describe('CFGI_STE on the trap path is always consumed (issue 10 item 2)', () => {
+  it('spec 4.3.1: a vSTE outside guest RAM (-EFAULT) or a vSID with no physical STE (-ENOENT) completes the command; the device aborts, the VMM counts the event', async () => {
+    host = await startHost();
+    const vm = await host.createVm({ vmid: 6, streams: [{ vsid: 0, psid: 0x10 }, { vsid: 1, psid: 0x11 }, { vsid: 2, psid: 0x12 }] });
+    const pt = vm.pageTable();
+    pt.map(IOVA, DATA_IPA, 4096, PROT.READ | PROT.WRITE);
+    for (const vsid of [0, 1]) await vm.attachDevice({ vsid, cd: { asid: ASID, ttb0: pt.root } });
+    const dma = await host.dma();
+    expect(dma.translate(0x11, -1, IOVA).fault).toBe(0);
+    const q = await vm.openQueue({ path: 'trap', log2size: 4 });
+    // vSID 0's vSTE is the last 64 bytes of guest RAM, so vSID 1's lies beyond it.
+    q.setStreamTableBase(vm.ramBytes - 64);
+    q.submit([{ op: 'CFGI_STE', sid: 1, leaf: 1 }, { op: 'CFGI_STE', sid: 2, leaf: 1 }, { op: 'TLBI_NH_ALL' }], { cs: 'sev' });
+    const st = q.state();
+    expect(st.cons).toBe(4);
+    expect(st.err).toBe(0);
+    expect(st.gerror ^ st.gerrorn).toBe(0);
+    expect(trapStats(q.handle)).toMatchObject({ forwarded: 1 });
+    expect(readTrapCounts(q.handle).steEvents).toBe(2);
+    // The unreadable vSTE left the device no stale configuration: it aborts now; vSID 0 is untouched.
+    expect(dma.translate(0x11, -1, IOVA).fault).toBe(FAULT.STE_ABORT);
+    expect(dma.translate(0x10, -1, IOVA).fault).toBe(0);
+  });
+});
+
+describe('installNestedSte follows Linux arm_smmu_validate_vste (issue 10 item 4)', () => {
+  const s2: Stage2Config = { vmid: 9, ttb: 0x20_0000, t0sz: 25, sl0: 1, tg: 0, ps: 5 };
+  const mem = new SharedArrayBuffer(4096);
+  const installed = (): Uint32Array => new Uint32Array(mem, 0, 16).slice();
+  const vste = (f: Parameters<typeof encodeSte>[0]): Uint32Array => encodeSte(f);
+
+  it('STRTAB_STE_0_NESTING_ALLOWED includes S1FMT: a two-level CD table vSTE is installed, S1Fmt kept', () => {
+    const v = vste({ config: STE_CFG.S1_TRANS, s1ContextPtr: 0x4000, s1CdMax: 4 });
+    v[0] = (v[0]! | (1 << 4)) >>> 0; // S1Fmt = 1 (two-level, 4 KiB leaf tables)
+    expect(installNestedSte(mem, 0, v, s2)).toBeNull();
+    const w = installed();
+    expect(getField(w, STE.CONFIG)).toBe(STE_CFG.NESTED);
+    expect(getField(w, STE.S1FMT)).toBe(1);
+    expect(getField(w, STE.S1CDMAX)).toBe(4);
+    expect(getField(w, STE.S2VMID)).toBe(9);
+  });
+
+  it('EATS other than ABT/TRANS is -EIO (the stream aborts); EATS=TRANS is kept', () => {
+    expect(installNestedSte(mem, 0, vste({ config: STE_CFG.S1_TRANS, s1ContextPtr: 0x4000, eats: 2 }), s2)).toBe('BAD_EATS');
+    expect(getField(installed(), STE.CONFIG)).toBe(STE_CFG.ABORT);
+    expect(installNestedSte(mem, 0, vste({ config: STE_CFG.S1_TRANS, s1ContextPtr: 0x4000, eats: 1 }), s2)).toBeNull();
+    expect(getField(installed(), STE.EATS)).toBe(1);
+  });
+
+  it('a bit outside NESTING_ALLOWED (STE_0 [58:52], STRW, STE_1 high word) is -EIO; the stage-2 half (words 4..15) is never read', () => {
+    for (const [k, bit] of [[1, 20], [2, 30], [3, 0]] as const) {
+      const v = vste({ config: STE_CFG.S1_TRANS, s1ContextPtr: 0x4000 });
+      v[k] = (v[k]! | (1 << bit)) >>> 0;
+      expect(installNestedSte(mem, 0, v, s2)).toBe('NOT_ALLOWED');
+      expect(getField(installed(), STE.CONFIG)).toBe(STE_CFG.ABORT);
+    }
+    const v = vste({ config: STE_CFG.S1_TRANS, s1ContextPtr: 0x4000 });
+    v.fill(0xffffffff, 4);
+    expect(installNestedSte(mem, 0, v, s2)).toBeNull();
+    expect(getField(installed(), STE.S2VMID)).toBe(9);
   });
 });

@@ -190,18 +190,30 @@ export function readGuestSte(gm: GuestMemory, strtabIpa: number, vsid: number, o
   return gm.readWords(strtabIpa + STE_BYTES * vsid, out);
 }
 
-/** Why installNestedSte refused a vSTE (the physical STE is then set to abort). */
-export type NestedSteReject = 'BAD_CONFIG' | 'BAD_S1FMT' | 'BAD_STRW';
+/** Why installNestedSte refused a vSTE (Linux -EIO; the physical STE is then set to abort). */
+export type NestedSteReject = 'NOT_ALLOWED' | 'BAD_CONFIG' | 'BAD_EATS';
+
+/**
+ * Linux STRTAB_STE_0_NESTING_ALLOWED / STRTAB_STE_1_NESTING_ALLOWED as the
+ * four u32 of the vSTE's first 128 bits: V, Config, S1Fmt, S1ContextPtr,
+ * S1CDMax; S1DSS, S1CIR, S1COR, S1CSH, S1STALLD, EATS. The rest of the
+ * vSTE (words 4..15, the guest's stage-2 half) is never read: the uAPI
+ * (struct iommu_hwpt_arm_smmuv3) carries ste[0..1] only.
+ */
+export const STE_NESTING_ALLOWED: readonly number[] = [0xffffffff, 0xf80fffff, 0x380000ff, 0];
+const STE_EATS = { ABT: 0, TRANS: 1 } as const;
 
 /**
  * Build the physical STE of a nested stream from the guest's vSTE and the
- * host's stage 2, as Linux arm_smmu_make_nested_domain_ste does: only the
- * guest's stage-1 fields (V, Config, S1Fmt, S1ContextPtr, S1CDMax, S1DSS,
- * EATS) are taken; stage 2 and the VMID always come from the host. A guest
- * vSTE with V = 0 or Config = abort gives an abort STE, Config = bypass an
- * S2-only STE, Config = S1 a nested STE. Anything else is refused (Linux
- * -EIO) and the STE is set to abort so the stream cannot keep a stale
- * configuration. Returns null on success.
+ * host's stage 2, as Linux arm_smmu_validate_vste + arm_smmu_make_nested_domain_ste
+ * do: V = 0 gives an abort STE; any bit outside NESTING_ALLOWED, a Config
+ * other than abort/bypass/S1, or EATS other than ABT/TRANS is refused (-EIO)
+ * and the STE is set to abort, so the stream cannot keep a stale
+ * configuration. Config = bypass gives an S2-only STE, Config = S1 a nested
+ * STE carrying the guest's allowed stage-1 bits (S1Fmt included: two-level
+ * CD tables are the hardware's business; this model has no IDR0.CD2L, so a
+ * translation then reports C_BAD_STE). Stage 2 and the VMID always come from
+ * the host. Returns null on success.
  */
 export function installNestedSte(mem: SharedArrayBuffer, stePa: number, vste: Uint32Array, s2: Stage2Config): NestedSteReject | null {
   const w = new Uint32Array(16);
@@ -209,22 +221,19 @@ export function installNestedSte(mem: SharedArrayBuffer, stePa: number, vste: Ui
   let config: number = STE_CFG.ABORT;
   if (getField(vste, STE.V)) {
     const gcfg = getField(vste, STE.CONFIG);
-    if (gcfg === STE_CFG.BYPASS) config = STE_CFG.S2_TRANS;
+    const eats = getField(vste, STE.EATS);
+    if (((vste[0]! & ~STE_NESTING_ALLOWED[0]!) | (vste[1]! & ~STE_NESTING_ALLOWED[1]!)
+      | (vste[2]! & ~STE_NESTING_ALLOWED[2]!) | (vste[3]! & ~STE_NESTING_ALLOWED[3]!)) !== 0) reject = 'NOT_ALLOWED';
+    else if (gcfg !== STE_CFG.ABORT && gcfg !== STE_CFG.BYPASS && gcfg !== STE_CFG.S1_TRANS) reject = 'BAD_CONFIG';
+    else if (eats !== STE_EATS.ABT && eats !== STE_EATS.TRANS) reject = 'BAD_EATS';
+    else if (gcfg === STE_CFG.BYPASS) config = STE_CFG.S2_TRANS;
     else if (gcfg === STE_CFG.S1_TRANS) config = STE_CFG.NESTED;
-    else if (gcfg !== STE_CFG.ABORT) reject = 'BAD_CONFIG';
-    if (getField(vste, STE.S1FMT) !== 0) reject = 'BAD_S1FMT';
-    if (getField(vste, STE.STRW) !== 0) reject = 'BAD_STRW';
   }
-  if (reject) config = STE_CFG.ABORT;
+  if (config === STE_CFG.NESTED) {
+    for (let k = 0; k < 3; k++) w[k] = vste[k]! & STE_NESTING_ALLOWED[k]!;
+  }
   setField(w, STE.V, 1);
   setField(w, STE.CONFIG, config);
-  if (config === STE_CFG.NESTED) {
-    setField(w, STE.S1CTXPTR_LO, getField(vste, STE.S1CTXPTR_LO));
-    setField(w, STE.S1CTXPTR_HI, getField(vste, STE.S1CTXPTR_HI));
-    setField(w, STE.S1CDMAX, getField(vste, STE.S1CDMAX));
-    setField(w, STE.S1DSS, getField(vste, STE.S1DSS));
-    setField(w, STE.EATS, getField(vste, STE.EATS));
-  }
   applyStage2(w, s2);
   writeHostWords(mem, stePa, w);
   return reject;

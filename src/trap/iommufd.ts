@@ -21,6 +21,7 @@ import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import type { VSmmu } from '../vsmmu.ts';
 
 export const EIO = 5;
+export const EFAULT = 14;
 export const EINVAL = 22;
 
 /** CMDQ_BATCH_ENTRIES - 1: the kernel's CMD_SYNC takes the 64th slot. */

@@ -81,7 +81,7 @@ export function readTrapCounts(handle: QueueHandle): TrapCounts {
   const c = new MailboxClient((handle.extra as TrapExtra).trap);
   const rc = c.call(TRAP_OP.STATS);
   if (rc !== 0) throw new TrapError(TRAP_OP.STATS, rc);
-  return { forwarded: c.results[1]!, handledByVmm: c.results[2]!, ioctls: c.results[3]! };
+  return { forwarded: c.results[1]!, handledByVmm: c.results[2]!, ioctls: c.results[3]!, steEvents: c.results[4]! };
 }
 
 GuestQueue.registerTransport('trap', (h) => new TrapTransport(h));

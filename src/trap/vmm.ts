@@ -10,6 +10,7 @@ import { MailboxClient, type MailboxHandle } from '../mailbox.ts';
 import { STE_BYTES } from '../model/structs.ts';
 import { MailboxTimeoutError, ServerDeadError } from '../waiter.ts';
 import { TrapCmdq, type TrapKernel } from './cmdq.ts';
+import { EFAULT, EIO } from './iommufd.ts';
 import { TRAP_KOP } from './kernel.ts';
 
 /**
@@ -27,7 +28,7 @@ export const TRAP_OP = {
   CONFIG: 3,
   /** args: ipaLo, ipaHi. SMMU_STRTAB_BASE of the VM's linear stream table (64-byte aligned, in guest RAM). */
   STRTAB_BASE: 4,
-  /** -> results [1] forwarded, [2] handled by the VMM, [3] ioctls (not a register: the CLI's window into the VMM). */
+  /** -> results [1] forwarded, [2] handled by the VMM, [3] ioctls, [4] unusable vSTEs (not a register: the CLI's window into the VMM). */
   STATS: 5,
 } as const;
 
@@ -67,14 +68,22 @@ class IoctlKernel implements TrapKernel {
   cfgiSte(vsid: number): number {
     const vm = this.vm;
     const ipa = vm.strtabIpa + STE_BYTES * vsid;
-    // The VMM reads the guest's vSTE from guest RAM, once, into the ioctl's payload.
-    if (ipa + STE_BYTES > vm.ramBytes) return -14; // -EFAULT: the STE is outside guest RAM
-    const src = (vm.ramBase + ipa) >>> 2;
-    for (let k = 0; k < 16; k++) this.batch[k] = this.i32[src + k]!;
+    // The VMM reads the guest's vSTE from guest RAM, once, into the ioctl's
+    // payload. One outside guest RAM cannot be fetched (F_STE_FETCH on
+    // hardware): install a V=0 vSTE instead, which the kernel makes an abort
+    // STE (arm_smmu_validate_vste), so the device keeps no stale configuration.
+    const unreadable = ipa + STE_BYTES > vm.ramBytes;
+    if (unreadable) this.batch.fill(0, 0, 16);
+    else {
+      const src = (vm.ramBase + ipa) >>> 2;
+      for (let k = 0; k < 16; k++) this.batch[k] = this.i32[src + k]!;
+    }
     const c = this.client;
     c.args[0] = vm.vmid;
     c.args[1] = vsid;
-    return c.call(TRAP_KOP.NESTED_STE);
+    const rc = c.call(TRAP_KOP.NESTED_STE);
+    if (rc !== 0) return rc;
+    return unreadable ? -EFAULT : c.results[1] === 1 ? -EIO : 0;
   }
 }
 
@@ -146,6 +155,7 @@ export class Vmm {
           res[r + 1] = q.forwarded;
           res[r + 2] = q.handledByVmm;
           res[r + 3] = q.ioctls;
+          res[r + 4] = q.steEvents;
           break;
         default:
           res[r] = TRAP_ERRNO.NOSYS;
