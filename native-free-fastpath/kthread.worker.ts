@@ -15,12 +15,15 @@ import { VSmmu } from '../src/vsmmu.ts';
 import { Consumer, VmEntry } from './consumer.ts';
 // Trap-path plug (src/trap): the VMM's ioctls on its vIOMMU.
 import { TrapKernelSide } from '../src/trap/kernel.ts';
+import type { IommufdMode } from '../src/trap/iommufd.ts';
 
 /** workerData of the kernel thread (built by src/host.ts). */
 export interface KthreadData {
   sab: SharedArrayBuffer;
   features: SmmuFeatures;
   port: MessagePort;
+  /** IOMMU_HWPT_INVALIDATE on a bad entry: 'strict' (default) or 'upstream-v6.18' (src/trap/iommufd.ts). */
+  iommufd?: IommufdMode;
 }
 
 /** Control messages (host -> kernel thread); each is answered with {id, ok, error?}. */
@@ -31,13 +34,13 @@ export type KthreadCtrl =
   | { id: number; op: 'attachStream'; psid: number; stePa: number }
   | { id: number; op: 'addMailbox'; mbid: number };
 
-const { sab, features: featIn, port } = workerData as KthreadData;
+const { sab, features: featIn, port, iommufd } = workerData as KthreadData;
 const i32 = new Int32Array(sab);
 const features = makeFeatures(featIn);
 const model = new SmmuModel(sab, features);
 const consumer = new Consumer(i32, KTHREAD_CTL, model, features);
 // Trap-path plug: IOMMUFD_INVALIDATE and NESTED_STE join the mailbox dispatch.
-const trap = new TrapKernelSide(sab, consumer, model, features);
+const trap = new TrapKernelSide(sab, consumer, model, features, iommufd ?? 'strict');
 trap.register(consumer.mailboxes);
 
 function control(msg: KthreadCtrl): void {

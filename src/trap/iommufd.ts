@@ -10,10 +10,17 @@
 // each closed by the kernel's own CMD_SYNC, as arm_smmu_cmdq_issue_cmdlist
 // does with sync=true.
 //
-// Partial completion: entry_num out counts the entries executed, and every
-// entry below it HAS executed. Linux counts the converted prefix of the
-// current block but returns before issuing it (facts §4 caveat); here the
-// prefix is flushed before a rejection is reported.
+// Two modes (IommufdMode), differing only where a command goes wrong:
+//  - 'strict' (default): entry_num out counts the entries executed, and
+//    every entry below it HAS executed. A conversion failure or a converted
+//    command the host SMMU finds illegal stops the array with -EIO, after
+//    the converted prefix of the current block has been flushed.
+//  - 'upstream-v6.18': as Linux v6.18's arm_vsmmu_cache_invalidate. A
+//    conversion failure returns -EIO with entry_num at it, WITHOUT issuing
+//    the converted prefix of the current block (facts §4 caveat: counted
+//    but never executed). A converted command the host SMMU finds illegal
+//    is issued anyway: the host driver's __arm_smmu_cmdq_skip_err turns it
+//    into a CMD_SYNC, the rest of the block runs and the ioctl returns 0.
 
 import { decodeWords } from '../codec.ts';
 import type { SmmuFeatures } from '../features.ts';
@@ -32,6 +39,9 @@ export interface CommandSink {
   execute(f: Uint32Array): number;
 }
 
+/** How HwptInvalidate treats a command that goes wrong (see the top of this file). */
+export type IommufdMode = 'strict' | 'upstream-v6.18';
+
 export class HwptInvalidate {
   /** entry_num out of the last call. */
   entryNum = 0;
@@ -47,6 +57,7 @@ export class HwptInvalidate {
     private readonly vsmmu: VSmmu,
     private readonly sink: CommandSink,
     private readonly feat: SmmuFeatures,
+    private readonly mode: IommufdMode = 'strict',
   ) {
     const store = new Uint32Array(KERNEL_BLOCK * FIELD_COUNT);
     for (let i = 0; i < KERNEL_BLOCK; i++) this.recs.push(store.subarray(i * FIELD_COUNT, (i + 1) * FIELD_COUNT));
@@ -72,9 +83,18 @@ export class HwptInvalidate {
       u[1] = array[w + 1]!;
       u[2] = array[w + 2]!;
       u[3] = array[w + 3]!;
-      if (this.vsmmu.convertIommufd(u) !== 0 || decodeWords(u, this.recs[this.blockLen]!, this.feat) !== 0) {
-        this.entryNum = done + this.flush();
+      if (this.vsmmu.convertIommufd(u) !== 0) {
+        // Upstream returns before issuing the block it was filling.
+        this.entryNum = this.mode === 'strict' ? done + this.flush() : done + this.blockLen;
         return -EIO;
+      }
+      if (decodeWords(u, this.recs[this.blockLen]!, this.feat) !== 0) {
+        if (this.mode === 'strict') {
+          this.entryNum = done + this.flush();
+          return -EIO;
+        }
+        // The host SMMU stops on it with CERROR_ILL and skip_err replaces it with a CMD_SYNC: a no-op.
+        this.recs[this.blockLen]!.set(this.sync);
       }
       if (++this.blockLen === KERNEL_BLOCK) {
         const n = this.flush();
@@ -99,7 +119,12 @@ export class HwptInvalidate {
     this.blockLen = 0;
     if (n === 0) return 0;
     let i = 0;
-    while (i < n && this.sink.execute(this.recs[i]!) === 0) i++;
+    if (this.mode === 'strict') {
+      while (i < n && this.sink.execute(this.recs[i]!) === 0) i++;
+    } else {
+      // A refused command is skipped (skip_err), the rest of the block still runs.
+      for (; i < n; i++) this.sink.execute(this.recs[i]!);
+    }
     this.executed += i;
     this.sink.execute(this.sync);
     this.syncs++;

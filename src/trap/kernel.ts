@@ -6,11 +6,11 @@
 
 import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import type { SmmuFeatures } from '../features.ts';
-import { MB_ARG0, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0 } from '../layout.ts';
+import { MAILBOXES, MB_ARG0, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0, MB_WORDS, mailboxPayload } from '../layout.ts';
 import type { MailboxServer } from '../mailbox.ts';
 import { STE, getAddr, getField, installNestedSte, type Stage2Config } from '../model/structs.ts';
 import type { VSmmu } from '../vsmmu.ts';
-import { EINVAL, HwptInvalidate, type CommandSink } from './iommufd.ts';
+import { EFAULT, EINVAL, HwptInvalidate, type CommandSink, type IommufdMode } from './iommufd.ts';
 
 export const ENOENT = 2;
 
@@ -43,6 +43,8 @@ export class TrapKernelSide {
     private readonly vms: KernelVms,
     private readonly model: CommandSink,
     private readonly feat: SmmuFeatures,
+    /** IOMMU_HWPT_INVALIDATE behaviour on a bad entry: 'strict' (default) or as Linux v6.18 (iommufd.ts). */
+    private readonly iommufdMode: IommufdMode = 'strict',
   ) {
     this.cfgi[F.OP] = OP.CFGI_STE;
     this.cfgi[F.LEAF] = 1;
@@ -52,12 +54,16 @@ export class TrapKernelSide {
 
   register(server: MailboxServer): void {
     server.register(TRAP_KOP.IOMMUFD_INVALIDATE, (i32, base) => {
-      const [rc, n] = this.invalidate(i32, i32[base + MB_ARG0]!, i32[base + MB_ARG0 + 1]!, i32[base + MB_PAYLOAD]!);
+      const entryNum = i32[base + MB_ARG0 + 1]!;
+      const [rc, n] = !(entryNum >= 0 && entryNum <= MB_PAYLOAD_BYTES / 16) ? [-EINVAL, 0]
+        : !userRange(base, i32[base + MB_PAYLOAD]!, entryNum * 16) ? [-EFAULT, 0]
+          : this.invalidate(i32, i32[base + MB_ARG0]!, entryNum, i32[base + MB_PAYLOAD]!);
       i32[base + MB_RES0] = rc;
       i32[base + MB_RES0 + 1] = n;
     });
     server.register(TRAP_KOP.NESTED_STE, (i32, base) => {
-      const rc = this.nestedSte(i32, i32[base + MB_ARG0]!, i32[base + MB_ARG0 + 1]! >>> 0, i32[base + MB_PAYLOAD]!);
+      const rc = !userRange(base, i32[base + MB_PAYLOAD]!, 64) ? -EFAULT
+        : this.nestedSte(i32, i32[base + MB_ARG0]!, i32[base + MB_ARG0 + 1]! >>> 0, i32[base + MB_PAYLOAD]!);
       i32[base + MB_RES0] = rc < 0 ? rc : 0;
       i32[base + MB_RES0 + 1] = rc > 0 ? 1 : 0;
     });
@@ -76,7 +82,6 @@ export class TrapKernelSide {
   }
 
   private invalidate(i32: Int32Array, vmid: number, entryNum: number, payloadPa: number): [number, number] {
-    if (!(entryNum >= 0 && entryNum <= MB_PAYLOAD_BYTES / 16)) return [-EINVAL, 0];
     const hw = this.hwptOf(vmid);
     if (hw === undefined) return [-ENOENT, 0];
     const rc = hw.invalidate(i32, payloadPa >>> 2, entryNum);
@@ -92,7 +97,7 @@ export class TrapKernelSide {
       } catch {
         return undefined;
       }
-      hw = new HwptInvalidate(vsmmu, this.model, this.feat);
+      hw = new HwptInvalidate(vsmmu, this.model, this.feat, this.iommufdMode);
       this.hwpt.set(vmid, hw);
     }
     return hw;
@@ -122,6 +127,18 @@ export class TrapKernelSide {
     this.steInstalls.set(vmid, (this.steInstalls.get(vmid) ?? 0) + 1);
     return reject === null ? 0 : 1;
   }
+}
+
+/**
+ * copy_from_user's check: the VMM's "user pointer" (the payload PA in the
+ * mailbox, a word the VMM can write) must name `bytes` inside the VMM's own
+ * buffer, the payload area of the mailbox the request came through;
+ * anything else (another mailbox's area, a VM's RAM, the host's tables) is
+ * -EFAULT, never read.
+ */
+function userRange(base: number, pa: number, bytes: number): boolean {
+  const lo = mailboxPayload((base - MAILBOXES) / MB_WORDS);
+  return pa % 4 === 0 && pa >= lo && pa + bytes <= lo + MB_PAYLOAD_BYTES;
 }
 
 /** The stage-2 half of a physical STE: the parent HWPT the host attached the stream to. */
