@@ -16,13 +16,13 @@ import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS,
   CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
-  MB_ARG0, MB_RES0, Q_BASE, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD,
+  MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE,
   STATUS_ENABLED, notifyQueueWaiters, queueRegs, sleepUnlessWork,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
 import { queueIncProd, queuePosMask } from '../src/queue.ts';
-import type { VSmmu } from '../src/vsmmu.ts';
+import { VCMDQ_CMDSETS, type VcmdqCmdset, type VSmmu } from '../src/vsmmu.ts';
 import { calibrateWork, work } from './slowdown.ts';
 import { SPIN_CLOCK_EVERY } from '../src/waiter.ts';
 
@@ -55,6 +55,8 @@ class QueueEntry {
     /** The queue's entries as a view of host memory at BASE. */
     readonly entries: Int32Array,
     readonly vm: VmEntry,
+    /** The queue's command set (Q_CMDSET, fixed at setup). */
+    readonly cmdset: VcmdqCmdset,
   ) {
     this.posMask = queuePosMask(log2size);
   }
@@ -128,7 +130,9 @@ export class Consumer {
     if (!(log2 >= 0 && log2 <= this.features.CMDQS)) throw new RangeError(`queue ${qid}: LOG2SIZE ${log2} exceeds CMDQS`);
     const base = this.i32[r + Q_BASE]! >>> 0;
     const entries = new Int32Array(this.i32.buffer, base, 4 << log2);
-    const q = new QueueEntry(qid, r, log2, entries, this.vm(vmid));
+    const cmdset = VCMDQ_CMDSETS[this.i32[r + Q_CMDSET]!];
+    if (cmdset === undefined) throw new RangeError(`queue ${qid}: Q_CMDSET ${this.i32[r + Q_CMDSET]} names no command set`);
+    const q = new QueueEntry(qid, r, log2, entries, this.vm(vmid), cmdset);
     q.cons = Atomics.load(this.i32, r + Q_CONS) & q.posMask;
     q.gerror = Atomics.load(this.i32, r + Q_GERROR);
     this.queues = [...this.queues, q];
@@ -227,6 +231,7 @@ export class Consumer {
     const u = this.u;
     const f = this.f;
     const vsmmu = q.vm.vsmmu;
+    const cmdset = q.cmdset;
     const idxMask = (1 << log2) - 1;
     let done = 0;
     const slowIters = this.slowdownIters;
@@ -238,7 +243,7 @@ export class Consumer {
       // so a guest that sees CONS or GERROR move also sees them counted.
       i32[r + Q_STAT_CMDS]!++;
       done++;
-      const rejected = vsmmu.convertVcmdq(u);
+      const rejected = vsmmu.convertVcmdq(u, cmdset);
       const ill = decodeWords(u, f, this.features);
       if (ill !== 0 || rejected !== 0) {
         q.cons = cons;

@@ -20,11 +20,12 @@ import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
   CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
   CTL_STALE_MS, CTL_STATE, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MAX_QUEUES, MB_STATE, MMIO_BYTES, Q_BASE,
-  Q_BASE_IPA, Q_CONFIG, Q_LOG2SIZE, Q_VMID, SERVER_STATE, mailboxWords, notifyQueueWaiters, queueRegs, type CrashHow,
+  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VMID, SERVER_STATE, mailboxWords, notifyQueueWaiters, queueRegs, type CrashHow,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
 import { GuestMemory, PhysLayout } from './model/mem.ts';
 import { TranslationTable, type TableOptions } from './model/pgtable.ts';
+import { VCMDQ_CMDSETS } from './vsmmu.ts';
 import { STE_BYTES, STE_CFG, buildStage2, encodeSte, installNestedSte, writeGuestCd, type CdFields, type Stage2 } from './model/structs.ts';
 import { ACCESS } from './model/smmu.ts';
 import { ServerThread } from './server-thread.ts';
@@ -76,6 +77,13 @@ export interface QueueOptions {
   log2size?: number;
   /** Aborting rejects with the signal's reason (a queue the kernel thread already serves stays provisioned, unused). */
   signal?: AbortSignal;
+  /**
+   * The doorbell queue's command set: 'wide' (default: NH TLBIs, ATC_INV,
+   * CMD_SYNC with any CS) or 'tegra241' (exactly Linux's
+   * tegra241_guest_vcmdq_supports_cmd set, CMD_SYNC CS=NONE). The trap path
+   * emulates the whole vSMMU CMDQ and ignores it.
+   */
+  cmdset?: 'wide' | 'tegra241';
 }
 
 /** Provisions one queue of a registered path and returns its handle (GuestQueue drives it through the path's transport). */
@@ -579,6 +587,8 @@ export class Vm {
    */
   allocQueueRegs(opts: QueueOptions): { qid: number; regs: number; log2size: number; baseIpa: number } {
     const log2size = checkInt('log2size', opts.log2size ?? 8, 0, this.host.features.CMDQS, 'IDR1.CMDQS');
+    const cmdset = VCMDQ_CMDSETS.findIndex((c) => c.name === (opts.cmdset ?? 'wide'));
+    if (cmdset < 0) throw new ArgumentError('cmdset', `must be 'wide' or 'tegra241', got ${String(opts.cmdset)}`);
     const bytes = 16 << log2size;
     const baseIpa = this.alloc(bytes, Math.max(bytes, 32));
     const qid = this.host.allocQueue();
@@ -588,6 +598,7 @@ export class Vm {
     i32[regs + Q_BASE] = this.ramBase + baseIpa;
     i32[regs + Q_BASE_IPA] = baseIpa;
     i32[regs + Q_VMID] = this.vmid;
+    i32[regs + Q_CMDSET] = cmdset;
     return { qid, regs, log2size, baseIpa };
   }
 

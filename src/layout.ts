@@ -154,7 +154,12 @@ export const KTHREAD_CTL = 0;
 /** A second control block for the trap path's VMM thread. */
 export const VMM_CTL = KTHREAD_CTL + CTL_WORDS;
 
-// ── Per-queue register block (Tegra241 VCMDQ page-0 registers plus BASE) ──
+// ── Per-queue register block ──
+// Our own layout, not Tegra241's VCMDQ page (whose offsets are CONS 0x0,
+// PROD 0x4, CONFIG 0x8, STATUS 0xC, GERROR 0x10, GERRORN 0x14): the same
+// registers, arranged so that words written by different threads never share
+// a cache line (guest-written line 0, kernel-thread-written line 1,
+// host-written line 2, statistics line 3).
 /** Line 0 (guest-written): SMMU_CMDQ_PROD: WR_WRAP at bit LOG2SIZE, index below. */
 export const Q_PROD = 0;
 /** Line 0: GERRORN (guest acks GERROR by writing it back). */
@@ -179,6 +184,8 @@ export const Q_BASE = 33;
 export const Q_BASE_IPA = 34;
 /** Line 2: VMID of the owning VM. */
 export const Q_VMID = 35;
+/** Line 2: the vCMDQ command set, an index into vsmmu.ts VCMDQ_CMDSETS (0 wide, the default; 1 strict Tegra241). */
+export const Q_CMDSET = 36;
 /**
  * Line 3 (kernel-thread-written): statistics, bumped per command. Their own
  * line: on CONS's line every bump would steal the line from a producer

@@ -13,14 +13,55 @@ export const VSMMU_REJECT = {
   UNKNOWN_VSID: 2,
   /** vCMDQ CMD_SYNC with the Reserved CS=0b11. */
   SYNC_CS: 3,
+  /** A Tegra241 guest VCMDQ (strict command set): an opcode outside it. */
+  TEGRA241_OPCODE: 4,
+  /** A Tegra241 guest VCMDQ: CMD_SYNC with CS other than NONE (the guest polls CONS). */
+  TEGRA241_SYNC_CS: 5,
 } as const;
 
 const nsnh = new Uint32Array(FIELD_COUNT);
 const scratch = new Uint32Array(4);
 
-/** Invalidations a guest may put on its vCMDQ (Tegra241's guest-owned set plus NH_VAA/NH_ALL): opcode -> 1. */
-const VCMDQ_INVALIDATIONS = new Uint8Array(256);
-for (const op of [OP.TLBI_NH_ALL, OP.TLBI_NH_ASID, OP.TLBI_NH_VA, OP.TLBI_NH_VAA, OP.ATC_INV]) VCMDQ_INVALIDATIONS[op] = 1;
+/** What a vCMDQ command set admits of one opcode. */
+const ADMIT = { NO: 0, INVALIDATION: 1, SYNC: 2, SYNC_CS_NONE: 3 } as const;
+
+/** A vCMDQ's command set, chosen per queue (layout.ts Q_CMDSET): one table lookup per command whichever it is. */
+export class VcmdqCmdset {
+  /** Per opcode, an ADMIT value. */
+  readonly admit = new Uint8Array(256);
+  constructor(
+    readonly name: 'wide' | 'tegra241',
+    invalidations: readonly number[],
+    sync: number,
+    /** VSMMU_REJECT kind for an opcode outside the set. */
+    readonly rejectOpcode: number,
+  ) {
+    for (const op of invalidations) this.admit[op] = ADMIT.INVALIDATION;
+    this.admit[OP.CMD_SYNC] = sync;
+  }
+}
+
+/**
+ * The default vCMDQ set: Tegra241's guest-owned invalidations plus NH_VAA and
+ * NH_ALL (which a guest may send and the host SMMU executes as iommufd would
+ * forward them), and CMD_SYNC with CS NONE, SEV or IRQ (MSI).
+ */
+export const VCMDQ_WIDE = new VcmdqCmdset(
+  'wide', [OP.TLBI_NH_ALL, OP.TLBI_NH_ASID, OP.TLBI_NH_VA, OP.TLBI_NH_VAA, OP.ATC_INV], ADMIT.SYNC, VSMMU_REJECT.OPCODE,
+);
+
+/**
+ * A strict Tegra241 guest VCMDQ: exactly what Linux's
+ * tegra241_guest_vcmdq_supports_cmd lets a guest put there (TLBI_NH_ASID,
+ * TLBI_NH_VA, ATC_INV) and the CMD_SYNC arm_smmu_cmdq_build_sync_cmd builds
+ * for a queue that needs busy polling (CS=NONE).
+ */
+export const VCMDQ_TEGRA241 = new VcmdqCmdset(
+  'tegra241', [OP.TLBI_NH_ASID, OP.TLBI_NH_VA, OP.ATC_INV], ADMIT.SYNC_CS_NONE, VSMMU_REJECT.TEGRA241_OPCODE,
+);
+
+/** Q_CMDSET register values (layout.ts) -> command set. */
+export const VCMDQ_CMDSETS: readonly VcmdqCmdset[] = [VCMDQ_WIDE, VCMDQ_TEGRA241];
 
 export class VSmmu {
   readonly vmid: number;
@@ -70,18 +111,21 @@ export class VSmmu {
   }
 
   /**
-   * The guest vCMDQ command set (Tegra241 guest-owned VCMDQ: TLB and ATC
-   * invalidation plus CMD_SYNC), with the same VMID/SID rewrites as iommufd.
-   * CMD_SYNC passes through with CS NONE, SEV or IRQ.
+   * A guest vCMDQ command of command set `set` (default the wide one), with
+   * the same VMID/SID rewrites as iommufd: the invalidations are a subset of
+   * what iommufd forwards, rewritten exactly as it would rewrite them.
    */
-  convertVcmdq(u: Uint32Array): number {
+  convertVcmdq(u: Uint32Array, set: VcmdqCmdset = VCMDQ_WIDE): number {
     const opcode = u[0]! & 0xff;
-    if (opcode === OP.CMD_SYNC) {
-      const cs = getField(u, F.CS);
-      return cs === CS.NONE || cs === CS.SEV || cs === CS.IRQ ? 0 : VSMMU_REJECT.SYNC_CS | (opcode << 8);
+    switch (set.admit[opcode]) {
+      case ADMIT.INVALIDATION: return this.convertIommufd(u);
+      case ADMIT.SYNC: {
+        const cs = getField(u, F.CS);
+        return cs === CS.NONE || cs === CS.SEV || cs === CS.IRQ ? 0 : VSMMU_REJECT.SYNC_CS | (opcode << 8);
+      }
+      case ADMIT.SYNC_CS_NONE: return getField(u, F.CS) === CS.NONE ? 0 : VSMMU_REJECT.TEGRA241_SYNC_CS | (opcode << 8);
+      default: return set.rejectOpcode | (opcode << 8);
     }
-    // A subset of what iommufd forwards, rewritten exactly as it would be.
-    return VCMDQ_INVALIDATIONS[opcode] === 1 ? this.convertIommufd(u) : VSMMU_REJECT.OPCODE | (opcode << 8);
   }
 
   private mapSid(u: Uint32Array): number {
@@ -103,6 +147,10 @@ export function rejectReason(code: number, u?: Uint32Array): string {
     case VSMMU_REJECT.UNKNOWN_VSID:
       return `${op} names ${u === undefined ? 'a vSID' : `vSID 0x${getField(u, F.SID).toString(16)}`} with no vDEVICE in this vSMMU`;
     case VSMMU_REJECT.SYNC_CS: return `${op} CS=0b11 is Reserved`;
+    case VSMMU_REJECT.TEGRA241_OPCODE:
+      return `${op} is not in a Tegra241 guest VCMDQ's command set (TLBI_NH_ASID, TLBI_NH_VA, ATC_INV, CMD_SYNC; tegra241_guest_vcmdq_supports_cmd)`;
+    case VSMMU_REJECT.TEGRA241_SYNC_CS:
+      return `${op} CS=${u === undefined ? '?' : getField(u, F.CS)}: a Tegra241 guest VCMDQ takes CS=NONE only (the guest polls CONS)`;
     default: throw new RangeError(`${code} is not a VSMMU_REJECT code`);
   }
 }

@@ -223,3 +223,29 @@ describe('IOMMU_HWPT_INVALIDATE as upstream v6.18 (issue 10 item 12)', () => {
     expect(sink.commands()).toEqual([hexWords(nhAsid(1, 5)), hexWords(nhAsid(3, 5))]);
   });
 });
+
+describe('a strict Tegra241 guest VCMDQ, per queue (issue 10 item 11)', () => {
+  it('tegra241_guest_vcmdq_supports_cmd: TLBI_NH_ASID, TLBI_NH_VA, ATC_INV and CMD_SYNC CS=NONE pass; NH_VAA, NH_ALL and a SEV sync stop the queue; a wide queue of the same VM takes them', async () => {
+    host = await startHost({ spinUs: 0 });
+    const t = await makeVm(host, 7, 0x10);
+    const strict = await t.vm.openQueue({ cmdset: 'tegra241', log2size: 4 });
+    const wide = await t.vm.openQueue({ log2size: 4 });
+    const legal = [
+      { op: 'TLBI_NH_ASID', asid: 1 }, { op: 'TLBI_NH_VA', asid: 1, addr: BigInt(IOVA), leaf: 1 }, { op: 'ATC_INV', sid: 0, size: 52 },
+    ] as const;
+    strict.submit([...legal], { cs: 'none' });
+    expect(strict.state().err).toBe(0);
+    for (const bad of [{ op: 'TLBI_NH_VAA', addr: BigInt(IOVA), leaf: 1 }, { op: 'TLBI_NH_ALL' }] as const) {
+      const err = thrown(() => strict.submit([bad], { cs: 'none' }));
+      expect(err).toBeInstanceOf(QueueError);
+      expect((err as QueueError).reason).toMatch(/not in a Tegra241 guest VCMDQ's command set/);
+      expect(strict.skipFaultingCommand()).toBe(true);
+      strict.sync('none', 10_000);
+    }
+    const err = thrown(() => strict.sync('sev', 10_000));
+    expect((err as QueueError).reason).toMatch(/CS=2: a Tegra241 guest VCMDQ takes CS=NONE only/);
+    wide.submit([{ op: 'TLBI_NH_VAA', addr: BigInt(IOVA), leaf: 1 }, { op: 'TLBI_NH_ALL' }], { cs: 'sev' });
+    expect(wide.state().err).toBe(0);
+    await expect(t.vm.openQueue({ cmdset: 'x' as 'wide' })).rejects.toThrow(/cmdset must be 'wide' or 'tegra241'/);
+  });
+});
