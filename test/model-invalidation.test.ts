@@ -87,24 +87,31 @@ describe('tags', () => {
 });
 
 describe('stage 2', () => {
-  test('TLBI_S2_IPA drops the nested translation of that IPA; S12_VMALL drops both stages', () => {
-    const w = makeWorld();
-    const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
-    vm.pt.map(VA, vm.dataIpa, 0x2000, RW);
-    const ipa = vm.dataIpa + 0x1000;
-    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(ipa) });
-    // The host moves the IPA page to fresh memory (splitting its 2M block).
-    const fresh = w.layout.alloc(0x1000);
-    vm.s2.table.map(ipa, fresh, 0x1000, PROT.READ | PROT.WRITE);
-    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(ipa) });
-    run(w.model, cmd('TLBI_S2_IPA', { vmid: 4, addr: ipa - (ipa % (2 * MiB)), tg: 1, num: 0, scale: 9 }));
-    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toEqual({ pa: fresh, sizeLog2: 12 });
-    // Unmapping at stage 2 shows as a stage-2 fault once S12_VMALL has run.
-    vm.s2.table.unmap(ipa, 0x1000);
-    run(w.model, cmd('TLBI_S12_VMALL', { vmid: 4 }));
-    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, ipa });
-    expect(w.model.translateIova(1, -1, VA, ACCESS.READ)).toHaveProperty('pa');
-  });
+  for (const combinedNested of [true, false]) {
+    test(`${combinedNested ? 'combined' : 'split'} nested entries: TLBI_S2_IPA ${combinedNested ? 'leaves the combined VA->PA entry (spec: not required to drop S1+S2 entries), the TLBI_NH_ALL Linux adds for a nesting parent drops it' : 'alone drops the nested translation of that IPA'}; S12_VMALL drops both stages`, () => {
+      const w = makeWorld({}, { combinedNested });
+      const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
+      vm.pt.map(VA, vm.dataIpa, 0x2000, RW);
+      const ipa = vm.dataIpa + 0x1000;
+      expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(ipa) });
+      // The host moves the IPA page to fresh memory (splitting its 2M block).
+      const fresh = w.layout.alloc(0x1000);
+      vm.s2.table.map(ipa, fresh, 0x1000, PROT.READ | PROT.WRITE);
+      expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(ipa) });
+      run(w.model, cmd('TLBI_S2_IPA', { vmid: 4, addr: ipa - (ipa % (2 * MiB)), tg: 1, num: 0, scale: 9 }));
+      if (combinedNested) {
+        // arm_smmu_tlb_inv_range_domain: a nest_parent's S2 range is followed by TLBI_NH_ALL(vmid).
+        expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(ipa) });
+        run(w.model, cmd('TLBI_NH_ALL', { vmid: 4 }));
+      }
+      expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toEqual({ pa: fresh, sizeLog2: 12 });
+      // Unmapping at stage 2 shows as a stage-2 fault once S12_VMALL has run.
+      vm.s2.table.unmap(ipa, 0x1000);
+      run(w.model, cmd('TLBI_S12_VMALL', { vmid: 4 }));
+      expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, ipa });
+      expect(w.model.translateIova(1, -1, VA, ACCESS.READ)).toHaveProperty('pa');
+    });
+  }
 
   test('stage-2 faults on the CD fetch are class CD, on a table fetch class TT', () => {
     const w = makeWorld();

@@ -91,6 +91,18 @@ export interface SmmuModelOptions {
   atcEntries?: number;
   /** Most attached streams at once (default 1024). */
   maxStreams?: number;
+  /**
+   * Cache a nested translation as one combined IOVA -> PA entry (default
+   * true), as SMMUs commonly do: it is dropped by the commands that drop
+   * stage-1 entries of its VMID/ASID (TLBI_NH_*, TLBI_S12_VMALL,
+   * TLBI_NSNH_ALL) but NOT by TLBI_S2_IPA, which the architecture lets
+   * leave combined entries behind (so Linux follows a nesting parent's
+   * TLBI_S2_IPA with TLBI_NH_ALL, arm_smmu_tlb_inv_range_domain). A missing
+   * TLBI_NH_ALL after a stage-2 change then shows as a stale translation.
+   * false keeps stage 1 (VA -> IPA) and stage 2 (IPA -> PA) entries apart,
+   * so a TLBI_S2_IPA alone suffices: the more forgiving SMMU.
+   */
+  combinedNested?: boolean;
 }
 
 /** Counters; plain fields, reset with reset(). */
@@ -130,6 +142,9 @@ const NONE = -1;
 const TAG_GLOBAL = 0x10000;
 const TAG_S2 = 0x20000;
 const VMIDS = 0x10000;
+
+/** What an IOTLB entry holds: a stage-1 (or stage-2) translation, a nested stage 1 (VA -> IPA), or a combined nested one (VA -> PA). */
+const ENTRY_KIND = { PLAIN: 0, NESTED_S1: 1, COMBINED: 2 } as const;
 
 // Entry permissions (what the leaf allows).
 const P_READ = 1;
@@ -194,7 +209,13 @@ export class SmmuModel {
   private readonly tPerm: Uint8Array;
   private readonly tLevel: Uint8Array;
   private readonly tGranule: Uint8Array;
+  /** ENTRY_KIND of the entry. */
   private readonly tNested: Uint8Array;
+  /** Combined entries: the IPA of the entry's base, stage 2's permissions and leaf level. */
+  private readonly tIpa: Float64Array;
+  private readonly tPerm2: Uint8Array;
+  private readonly tLevel2: Uint8Array;
+  private readonly combined: boolean;
 
   // ATC: key (slot, SSID + 1), bucket = slot.
   private readonly atc: TagStore;
@@ -211,6 +232,9 @@ export class SmmuModel {
   private s2Out = 0;
   private s2Shift = 0;
   private s2Perm = 0;
+  private s2Level = 0;
+  /** stage1() returned a final PA (a combined entry), not an IPA. */
+  private wFinal = false;
   private rPa = 0;
   private rShift = 0;
   private rPerm = 0;
@@ -262,6 +286,10 @@ export class SmmuModel {
     this.tLevel = new Uint8Array(nt);
     this.tGranule = new Uint8Array(nt);
     this.tNested = new Uint8Array(nt);
+    this.tIpa = new Float64Array(nt);
+    this.tPerm2 = new Uint8Array(nt);
+    this.tLevel2 = new Uint8Array(nt);
+    this.combined = opts.combinedNested ?? true;
 
     const na = opts.atcEntries ?? 1024;
     this.atc = new TagStore(na, n);
@@ -414,14 +442,16 @@ export class SmmuModel {
     let out = va;
     let shift = 64;
     let perm = P_ALL;
+    let final = false;
     if (s1) {
       const f = this.stage1(slot, cdIndex, va, access);
       if (f !== 0) return f;
       out = this.wOut;
       shift = this.wShift;
       perm = this.wPerm;
+      final = this.wFinal;
     }
-    if (cfg === STE_CFG.S2_TRANS || cfg === STE_CFG.NESTED) {
+    if (!final && (cfg === STE_CFG.S2_TRANS || cfg === STE_CFG.NESTED)) {
       const f = this.s2Translate(slot, out, access, FAULT_CLASS.IN);
       if (f !== 0) return f;
       out = this.s2Out;
@@ -434,26 +464,36 @@ export class SmmuModel {
     return 0;
   }
 
-  /** Stage 1 of `va` through the IOTLB or a walk; sets wOut (IPA or PA), wShift, wPerm. */
+  /**
+   * Stage 1 of `va` through the IOTLB or a walk; sets wOut (IPA or PA),
+   * wShift, wPerm, and wFinal when wOut is already the PA (a combined entry
+   * of a nested stream: stage 2 is then done too, faults included).
+   */
   private stage1(slot: number, cdIndex: number, va: number, access: number): number {
     const cd = this.loadCd(slot, cdIndex);
     if (cd < 0) return -cd;
     if (va >= POW2[this.cdVaBits[cd]!]!) return this.fault(FAULT.F_TRANSLATION, 1, 0, FAULT_CLASS.IN, 0);
     const vmid = this.steVmid[slot]!;
     const asid = this.cdAsid[cd]!;
-    const nested = this.steCfg[slot] === STE_CFG.NESTED ? 1 : 0;
+    const nested = this.steCfg[slot] === STE_CFG.NESTED;
+    const kind = !nested ? ENTRY_KIND.PLAIN : this.combined ? ENTRY_KIND.COMBINED : ENTRY_KIND.NESTED_S1;
     const tlb = this.tlb;
+    this.wFinal = kind === ENTRY_KIND.COMBINED;
     for (let m = tlb.sizeMask; m !== 0; m &= m - 1) {
       const s = 31 - Math.clz32(m & -m);
       const base = va - (va % POW2[s]!);
       let e = tlb.find(vmid, asid, s, base);
       if (e === NONE) e = tlb.find(vmid, TAG_GLOBAL, s, base);
-      if (e !== NONE && this.tNested[e] === nested) {
+      if (e !== NONE && this.tNested[e] === kind) {
         this.stats.iotlbHits++;
         if (!permits(this.tPerm[e]!, access)) return this.fault(FAULT.F_PERMISSION, 1, this.tLevel[e]!, FAULT_CLASS.IN, 0);
         this.wOut = this.tOut[e]! + (va - base);
         this.wShift = s;
         this.wPerm = this.tPerm[e]!;
+        if (kind === ENTRY_KIND.COMBINED) {
+          if (!permits(this.tPerm2[e]!, access)) return this.fault(FAULT.F_PERMISSION, 2, this.tLevel2[e]!, FAULT_CLASS.IN, this.tIpa[e]! + (va - base));
+          this.wPerm &= this.tPerm2[e]!;
+        }
         return 0;
       }
     }
@@ -461,18 +501,48 @@ export class SmmuModel {
     if (this.cdFlags[cd]! & CDF_EPD0) return this.fault(FAULT.F_TRANSLATION, 1, 0, FAULT_CLASS.IN, 0);
     const f = this.walk(1, slot, cd, va, FAULT_CLASS.IN);
     if (f !== 0) return f;
-    const s = this.wShift;
-    const base = va - (va % POW2[s]!);
-    const e = tlb.insert(vmid, this.wGlobal ? TAG_GLOBAL : asid, s, base, vmid);
-    this.stats.iotlbEvictions = tlb.evictions;
-    this.tOut[e] = this.wOut;
-    this.tPerm[e] = this.wPerm;
-    this.tLevel[e] = this.wLevel;
-    this.tGranule[e] = this.wGranule;
-    this.tNested[e] = nested;
-    if (!permits(this.wPerm, access)) return this.fault(FAULT.F_PERMISSION, 1, this.wLevel, FAULT_CLASS.IN, 0);
-    this.wOut += va - base;
+    let s = this.wShift;
+    let out = this.wOut;
+    const perm = this.wPerm;
+    const level = this.wLevel;
+    const tag = this.wGlobal ? TAG_GLOBAL : asid;
+    const granule = this.wGranule;
+    if (!permits(perm, access)) {
+      // A combined entry needs stage 2 too, which a stage-1 fault never reaches: cache nothing then.
+      if (kind !== ENTRY_KIND.COMBINED) this.insertS1(vmid, tag, s, va - (va % POW2[s]!), out, perm, level, granule, kind);
+      return this.fault(FAULT.F_PERMISSION, 1, level, FAULT_CLASS.IN, 0);
+    }
+    if (kind !== ENTRY_KIND.COMBINED) {
+      this.insertS1(vmid, tag, s, va - (va % POW2[s]!), out, perm, level, granule, kind);
+      this.wOut = out + (va % POW2[s]!);
+      return 0;
+    }
+    // Combined: finish with stage 2 of the output IPA, then cache VA -> PA at the smaller of the two leaf sizes.
+    const ipa = out + (va % POW2[s]!);
+    const f2 = this.s2Translate(slot, ipa, access, FAULT_CLASS.IN);
+    if (f2 !== 0) return f2;
+    if (this.s2Shift < s) s = this.s2Shift;
+    const off = va % POW2[s]!;
+    const e = this.insertS1(vmid, tag, s, va - off, this.s2Out - off, perm, level, granule, kind);
+    this.tIpa[e] = ipa - off;
+    this.tPerm2[e] = this.s2Perm;
+    this.tLevel2[e] = this.s2Level;
+    this.wOut = this.s2Out;
+    this.wShift = s;
+    this.wPerm = perm & this.s2Perm;
     return 0;
+  }
+
+  /** Cache a stage-1 result (output `out` at the entry's base); returns the entry. */
+  private insertS1(vmid: number, tag: number, s: number, base: number, out: number, perm: number, level: number, granule: number, kind: number): number {
+    const e = this.tlb.insert(vmid, tag, s, base, vmid);
+    this.stats.iotlbEvictions = this.tlb.evictions;
+    this.tOut[e] = out;
+    this.tPerm[e] = perm;
+    this.tLevel[e] = level;
+    this.tGranule[e] = granule;
+    this.tNested[e] = kind;
+    return e;
   }
 
   /** Stage 2 of `ipa` for stream `slot`; sets s2Out (PA), s2Shift, s2Perm. */
@@ -490,6 +560,7 @@ export class SmmuModel {
         this.s2Out = this.tOut[e]! + (ipa - base);
         this.s2Shift = s;
         this.s2Perm = this.tPerm[e]!;
+        this.s2Level = this.tLevel[e]!;
         return 0;
       }
     }
@@ -504,11 +575,12 @@ export class SmmuModel {
     this.tPerm[e] = this.wPerm;
     this.tLevel[e] = this.wLevel;
     this.tGranule[e] = this.wGranule;
-    this.tNested[e] = 0;
+    this.tNested[e] = ENTRY_KIND.PLAIN;
     if (!permits(this.wPerm, access)) return this.fault(FAULT.F_PERMISSION, 2, this.wLevel, cls, ipa);
     this.s2Out = this.wOut + (ipa - base);
     this.s2Shift = s;
     this.s2Perm = this.wPerm;
+    this.s2Level = this.wLevel;
     return 0;
   }
 
