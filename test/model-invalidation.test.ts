@@ -160,3 +160,38 @@ describe('ATS', () => {
     expect(w.model.stats.atcInvalidated).toBe(2);
   });
 });
+
+describe('walk cache (SmmuModelOptions.walkCacheEntries)', () => {
+  /**
+   * The guest replaces the level-3 table under VA's 2 MiB region (a non-leaf
+   * change: the level-2 table descriptor now points elsewhere), then
+   * invalidates with Leaf=1 (spec 4.4.2: Leaf=1 need only drop leaf entries)
+   * or Leaf=0. Returns the page VA + 0x1000 translates to afterwards.
+   */
+  function afterTableChange(walkCacheEntries: number, leaf: 0 | 1): { pa: number; old: number; fresh: number } {
+    const w = makeWorld({}, { walkCacheEntries });
+    const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
+    vm.pt.map(VA, vm.dataIpa, 0x2000, RW);
+    expect(w.model.translateIova(1, -1, VA, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(vm.dataIpa) });
+    vm.pt.unmap(VA - (VA % (2 * MiB)), 2 * MiB); // clears the level-2 table descriptor
+    vm.pt.map(VA, vm.dataIpa + 0x4000, 0x2000, RW); // a new level-3 table
+    run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA, leaf }), cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA + 0x1000, leaf }));
+    const r = w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ) as { pa: number };
+    return { pa: r.pa, old: vm.gm.paOf(vm.dataIpa + 0x1000), fresh: vm.gm.paOf(vm.dataIpa + 0x5000) };
+  }
+
+  test('a Leaf=1 TLBI after a table (non-leaf) change leaves a stale walk: the old level-3 table is still used', () => {
+    const r = afterTableChange(256, 1);
+    expect(r.pa).toBe(r.old);
+  });
+
+  test('the Leaf=0 TLBI Linux sends when tables change (tlb_flush_walk) drops the cached table descriptors', () => {
+    const r = afterTableChange(256, 0);
+    expect(r.pa).toBe(r.fresh);
+  });
+
+  test('without a walk cache every walk reads the tables, so even Leaf=1 sees the new table', () => {
+    const r = afterTableChange(0, 1);
+    expect(r.pa).toBe(r.fresh);
+  });
+});

@@ -103,6 +103,14 @@ export interface SmmuModelOptions {
    * so a TLBI_S2_IPA alone suffices: the more forgiving SMMU.
    */
   combinedNested?: boolean;
+  /**
+   * Walk-cache capacity: intermediate (table) descriptors cached per
+   * VMID/ASID (stage 1) or VMID (stage 2), as SMMUs do (default 0: none).
+   * A TLBI with Leaf=0 over the range (or by ASID/VMID/all) drops them; a
+   * Leaf=1 TLBI does not, so a leaf-only invalidation after a table change
+   * leaves a stale walk, as on hardware.
+   */
+  walkCacheEntries?: number;
 }
 
 /** Counters; plain fields, reset with reset(). */
@@ -120,6 +128,9 @@ export class SmmuStats {
   atcMisses = 0;
   /** Entries removed by invalidation commands (not by eviction). */
   iotlbInvalidated = 0;
+  /** Walks that started below the root from a cached table descriptor, and walk-cache entries invalidated. */
+  walkCacheHits = 0;
+  walkCacheInvalidated = 0;
   iotlbEvictions = 0;
   steInvalidated = 0;
   cdInvalidated = 0;
@@ -217,6 +228,13 @@ export class SmmuModel {
   private readonly tLevel2: Uint8Array;
   private readonly combined: boolean;
 
+  // Walk cache: key (VMID, ASID or TAG_S2, coverage log2 of the descriptor, base), bucket as the IOTLB's.
+  private readonly wc: TagStore | null;
+  /** The next-level table address (an IPA for a nested stream's stage 1), the table attributes gathered so far, the granule. */
+  private readonly wcTable: Float64Array;
+  private readonly wcAttrs: Uint32Array;
+  private readonly wcPs: Uint8Array;
+
   // ATC: key (slot, SSID + 1), bucket = slot.
   private readonly atc: TagStore;
   private readonly aPa: Float64Array;
@@ -290,6 +308,11 @@ export class SmmuModel {
     this.tPerm2 = new Uint8Array(nt);
     this.tLevel2 = new Uint8Array(nt);
     this.combined = opts.combinedNested ?? true;
+    const nw = opts.walkCacheEntries ?? 0;
+    this.wc = nw > 0 ? new TagStore(nw, 2 * VMIDS) : null;
+    this.wcTable = new Float64Array(nw);
+    this.wcAttrs = new Uint32Array(nw);
+    this.wcPs = new Uint8Array(nw);
 
     const na = opts.atcEntries ?? 1024;
     this.atc = new TagStore(na, n);
@@ -610,6 +633,24 @@ export class SmmuModel {
     const faultIpa = stage === 2 ? addr : 0;
     const granuleMask = ~((1 << ps) - 1);
     let tableAttrs = 0;
+    const wc = this.wc;
+    const wcVmid = this.steVmid[slot]!;
+    const wcTag = stage === 1 ? this.cdAsid[cd]! : TAG_S2;
+    const wcBucket = stage === 1 ? wcVmid : VMIDS + wcVmid;
+    if (wc !== null) {
+      // Resume from the deepest cached table descriptor covering addr.
+      for (let l = 2; l >= level; l--) {
+        const cover = levelShift(ps, l);
+        const e = wc.find(wcVmid, wcTag, cover, addr - (addr % POW2[cover]!));
+        if (e === NONE || this.wcPs[e] !== ps) continue;
+        this.stats.walkCacheHits++;
+        table = this.wcTable[e]!;
+        tableAttrs = this.wcAttrs[e]!;
+        level = l + 1;
+        bits = ps - 3;
+        break;
+      }
+    }
     for (;;) {
       const shift = levelShift(ps, level);
       let d = table + 8 * (Math.floor(addr / POW2[shift]!) % POW2[bits]!);
@@ -626,6 +667,12 @@ export class SmmuModel {
         tableAttrs |= hi & TABLE_ATTRS;
         table = (hi & D_HI.OA_MASK) * TWO32 + ((lo & granuleMask) >>> 0);
         if (table >= POW2[oas]!) return this.fault(FAULT.F_ADDR_SIZE, stage, level, cls, faultIpa);
+        if (wc !== null) {
+          const e = wc.insert(wcVmid, wcTag, shift, addr - (addr % POW2[shift]!), wcBucket);
+          this.wcTable[e] = table;
+          this.wcAttrs[e] = tableAttrs;
+          this.wcPs[e] = ps;
+        }
         level++;
         bits = ps - 3;
         continue;
@@ -830,10 +877,12 @@ export class SmmuModel {
         if (vmid > this.vmidMask || (op === OP.TLBI_NH_ASID || op === OP.TLBI_NH_VA) && asid > this.asidMask) return 0;
         if (op === OP.TLBI_NH_ALL) {
           this.stats.iotlbInvalidated += this.tlb.removeBucket(vmid);
+          if (this.wc !== null) this.stats.walkCacheInvalidated += this.wc.removeBucket(vmid);
           return 0;
         }
         if (op === OP.TLBI_NH_ASID) {
           this.stats.iotlbInvalidated += this.scan(vmid, asid, false, 0, 0, false, 0, Infinity);
+          this.walkInvalidate(vmid, asid, 0, Infinity);
           return 0;
         }
         return this.rangeInvalidate(vmid, op === OP.TLBI_NH_VA ? asid : NONE, f);
@@ -849,6 +898,7 @@ export class SmmuModel {
         const vmid = f[F.VMID]!;
         if (vmid > this.vmidMask) return 0;
         this.stats.iotlbInvalidated += this.tlb.removeBucket(vmid) + this.tlb.removeBucket(VMIDS + vmid);
+        if (this.wc !== null) this.stats.walkCacheInvalidated += this.wc.removeBucket(vmid) + this.wc.removeBucket(VMIDS + vmid);
         return 0;
       }
       case OP.TLBI_S2_IPA: {
@@ -859,6 +909,7 @@ export class SmmuModel {
       }
       case OP.TLBI_NSNH_ALL:
         this.stats.iotlbInvalidated += this.tlb.clear();
+        if (this.wc !== null) this.stats.walkCacheInvalidated += this.wc.clear();
         return 0;
       case OP.ATC_INV:
         return feat.ATS ? this.atcInvalidate(f) : CERROR.ILL;
@@ -912,7 +963,25 @@ export class SmmuModel {
       n = this.scan(vmid, tag, s2, gs, ttl, true, start, end);
     }
     this.stats.iotlbInvalidated += n;
+    // Leaf=1 promises only leaf entries changed: cached table descriptors stay (spec 4.4.2).
+    if (f[F.LEAF] === 0) this.walkInvalidate(s2 ? VMIDS + vmid : vmid, s2 ? NONE : tag, start, end);
     return 0;
+  }
+
+  /** Drop walk-cache entries of `bucket` (tag NONE: any ASID) whose span meets [start, end). */
+  private walkInvalidate(bucket: number, tag: number, start: number, end: number): void {
+    const wc = this.wc;
+    if (wc === null) return;
+    let n = 0;
+    for (let e = wc.bucketHead[bucket]!, next; e !== NONE; e = next) {
+      next = wc.next[e]!;
+      if (tag !== NONE && wc.tag[e] !== tag) continue;
+      const base = wc.base[e]!;
+      if (base >= end || base + POW2[wc.sizeLog2[e]!]! <= start) continue;
+      wc.remove(e);
+      n++;
+    }
+    this.stats.walkCacheInvalidated += n;
   }
 
   /** Hash probes needed to visit every aligned block of [start, end) at each cached size. */
