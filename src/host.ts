@@ -386,7 +386,7 @@ export class Host {
 
 const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart'] as const;
 const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
-const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal'] as const;
+const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal', 'cmdset'] as const;
 
 /** startHost's `features`: known capability names with values of their type (makeFeatures fills the rest). */
 function checkFeatures(v: unknown): Partial<SmmuFeatures> {
@@ -568,7 +568,9 @@ export class Vm {
     signal?.throwIfAborted();
     if (this.host.queuesLeft < paths.length) throw new ArgumentError('openQueue: standby', `needs ${paths.length} queues, the host has ${this.host.queuesLeft} left of ${MAX_QUEUES}`);
     this.host.checkAlive();
-    const clean: QueueOptions = { log2size };
+    const cmdset = opts['cmdset'] ?? 'wide';
+    if (cmdset !== 'wide' && cmdset !== 'tegra241') throw new ArgumentError('openQueue: cmdset', `must be 'wide' or 'tegra241', got ${show(cmdset)}`);
+    const clean: QueueOptions = { log2size, cmdset };
     const handles: QueueHandle[] = [];
     for (const p of paths as string[]) handles.push(await abortable(this.queueHandle(p, clean), signal));
     const [active, ...rest] = handles;
@@ -588,7 +590,7 @@ export class Vm {
   allocQueueRegs(opts: QueueOptions): { qid: number; regs: number; log2size: number; baseIpa: number } {
     const log2size = checkInt('log2size', opts.log2size ?? 8, 0, this.host.features.CMDQS, 'IDR1.CMDQS');
     const cmdset = VCMDQ_CMDSETS.findIndex((c) => c.name === (opts.cmdset ?? 'wide'));
-    if (cmdset < 0) throw new ArgumentError('cmdset', `must be 'wide' or 'tegra241', got ${String(opts.cmdset)}`);
+    if (cmdset < 0) throw new ArgumentError('openQueue: cmdset', `must be 'wide' or 'tegra241', got ${show(opts.cmdset)}`);
     const bytes = 16 << log2size;
     const baseIpa = this.alloc(bytes, Math.max(bytes, 32));
     const qid = this.host.allocQueue();
