@@ -31,9 +31,10 @@ export interface World {
   features: SmmuFeatures;
 }
 
-export function makeWorld(features: Partial<SmmuFeatures> = {}, opts: SmmuModelOptions = {}, memBytes = 96 * MiB): World {
+/** `physBase`: first PA handed out (a consumer rig keeps the MMIO region below it). */
+export function makeWorld(features: Partial<SmmuFeatures> = {}, opts: SmmuModelOptions = {}, memBytes = 96 * MiB, physBase = 0x10000): World {
   const mem = new SharedArrayBuffer(memBytes);
-  const layout = new PhysLayout(mem, 0x10000);
+  const layout = new PhysLayout(mem, physBase);
   const feat = makeFeatures(features);
   return { mem, layout, model: new SmmuModel(mem, feat, opts), features: feat };
 }

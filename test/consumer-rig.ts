@@ -1,0 +1,123 @@
+// The kernel thread's Consumer driven in-thread: the SAB laid out as
+// src/host.ts lays it out (MMIO registers below MMIO_BYTES, the model's
+// memory above), queues registered as kthread.worker.ts registers them, and
+// pass() called by the test instead of the thread's run loop. So what the
+// consumer does between a PROD and a CONS publish can be observed from the
+// model it calls, and its mutants die in a fast in-thread test.
+import { Consumer, VmEntry, type ConsumerModel } from '../native-free-fastpath/consumer.ts';
+import { F } from '../src/fields.ts';
+import { CONFIG_EN, KTHREAD_CTL, MMIO_BYTES, Q_BASE, Q_CONFIG, Q_CONS, Q_LOG2SIZE, Q_PROD, queueRegs } from '../src/layout.ts';
+import type { SmmuModel } from '../src/model/smmu.ts';
+import { VSmmu } from '../src/vsmmu.ts';
+import { MiB, makeVm, makeWorld, type Vm, type World } from './model-fixture.ts';
+
+/** What the model saw at one execute: the decoded command and the published state of every queue. */
+export interface Executed {
+  f: Uint32Array;
+  /** Q_CONS of each queue (by rig order) at the moment of the call. */
+  cons: number[];
+  /** Words of the MSI area at the moment of the call. */
+  msi: Int32Array;
+}
+
+/** A ConsumerModel that records each execute, then delegates to the real model. */
+export class RecordingModel implements ConsumerModel {
+  readonly log: Executed[] = [];
+  queues: RigQueue[] = [];
+  constructor(private readonly inner: SmmuModel, private readonly i32: Int32Array, private readonly msiWords: [number, number]) {}
+  execute(f: Uint32Array): number {
+    this.log.push({
+      f: f.slice(),
+      cons: this.queues.map((q) => Atomics.load(this.i32, q.regs + Q_CONS)),
+      msi: this.i32.slice(this.msiWords[0], this.msiWords[0] + this.msiWords[1]),
+    });
+    return this.inner.execute(f);
+  }
+  translate(psid: number, ssid: number, iovaLo: number, iovaHi: number, access: number, out: Uint32Array): number {
+    return this.inner.translate(psid, ssid, iovaLo, iovaHi, access, out);
+  }
+}
+
+export interface RigQueue {
+  qid: number;
+  regs: number;
+  log2: number;
+  /** The ring as guest memory (what a guest writes). */
+  ring: Uint32Array;
+  /** PROD as the guest last published it. */
+  prod: number;
+}
+
+export interface Rig {
+  w: World;
+  i32: Int32Array;
+  consumer: Consumer;
+  model: RecordingModel;
+  /** Byte PA and IPA (VM 0's) of a zeroed MSI area of `MSI_WORDS` words. */
+  msiPa: number;
+  msiIpa: number;
+  vms: Vm[];
+}
+
+export const MSI_WORDS = 64;
+
+/**
+ * A consumer over a fresh world with one VM per entry of `vms` (vmid, psids,
+ * asid); stage 2 maps each VM's IPA [0, ramBytes) as buildStage2 does.
+ * `vsmmu` lets a test substitute its own VSmmu for a VM.
+ */
+export function makeRig(
+  vms: { vmid: number; psids: number[]; asid?: number }[],
+  vsmmu: (vmid: number, streams: [number, number][]) => VSmmu = (vmid, streams) => new VSmmu(vmid, streams),
+): Rig {
+  const w = makeWorld({}, {}, (2 + 10 * vms.length) * MiB, MMIO_BYTES);
+  const i32 = new Int32Array(w.mem);
+  const made = vms.map((o) => makeVm(w, { ...o, ramBytes: 8 * MiB }));
+  const msiIpa = 6 * MiB; // above the table pool (IPA [0, ramBytes/4)) and below the data pages (ramBytes/2 on)
+  const msiPa = made[0]!.gm.paOf(msiIpa);
+  const model = new RecordingModel(w.model, i32, [msiPa >>> 2, MSI_WORDS]);
+  const consumer = new Consumer(i32, KTHREAD_CTL, model, w.features);
+  for (const vm of made) {
+    const streams = [...vm.streams].map(([psid, vsid]) => [vsid, psid] as [number, number]);
+    const ramBytes = 8 * MiB;
+    consumer.addVm(vm.vmid, new VmEntry(vsmmu(vm.vmid, streams), (lo, hi) => (hi === 0 && lo >>> 0 < ramBytes ? vm.gm.paOf(lo >>> 0) : -1)));
+  }
+  return { w, i32, consumer, model, msiPa, msiIpa, vms: made };
+}
+
+let nextQid = 0;
+
+/** A queue of 2^log2 slots for `vmid`, registered and enabled as host.ts + kthread.worker.ts do. */
+export function addQueue(rig: Rig, vmid: number, log2: number): RigQueue {
+  const qid = nextQid++ % 64;
+  const regs = queueRegs(qid);
+  const bytes = 16 << log2;
+  const base = rig.w.layout.alloc(bytes, Math.max(bytes, 32));
+  rig.i32[regs + Q_LOG2SIZE] = log2;
+  rig.i32[regs + Q_BASE] = base;
+  rig.consumer.addQueue(qid, vmid);
+  Atomics.store(rig.i32, regs + Q_CONFIG, CONFIG_EN);
+  const q = { qid, regs, log2, ring: new Uint32Array(rig.w.mem, base, 4 << log2), prod: 0 };
+  rig.model.queues = [...rig.model.queues, q];
+  return q;
+}
+
+/** Guest side: write `cmds` (4 u32 each) at PROD and publish PROD (no space check: callers stay within the queue). */
+export function submit(rig: Rig, q: RigQueue, cmds: Uint32Array[]): void {
+  const posMask = (2 << q.log2) - 1;
+  for (const c of cmds) {
+    q.ring.set(c, (q.prod & ((1 << q.log2) - 1)) * 4);
+    q.prod = (q.prod + 1) & posMask;
+  }
+  Atomics.store(rig.i32, q.regs + Q_PROD, q.prod);
+}
+
+/** CONS's position bits (wrap|idx) as published. */
+export function consPos(rig: Rig, q: RigQueue): number {
+  return Atomics.load(rig.i32, q.regs + Q_CONS) & ((2 << q.log2) - 1);
+}
+
+/** The (lo, hi) address of a decoded command. */
+export function addrOf(f: Uint32Array): number {
+  return f[F.ADDR_HI]! * 2 ** 32 + f[F.ADDR_LO]!;
+}
