@@ -175,7 +175,7 @@ class ScribblingVSmmu extends VSmmu {
 describe('read-once: the executed command is the first copy of the slot', () => {
   it('a guest rewriting the slot after the copy changes nothing the model executes', () => {
     let scribbler: ScribblingVSmmu | null = null;
-    const rig = makeRig([{ vmid: VMID, psids: [1] }], (vmid, streams) => (scribbler = new ScribblingVSmmu(vmid, streams)));
+    const rig = makeRig([{ vmid: VMID, psids: [1] }], { vsmmu: (vmid, streams) => (scribbler = new ScribblingVSmmu(vmid, streams)) });
     const q = addQueue(rig, VMID, 2);
     scribbler!.q = q;
     const plan: Planned[] = [{ kind: 'asid', cs: 0 }, { kind: 'va', cs: 0 }, { kind: 'sync', cs: CS.SEV }, { kind: 'vaa', cs: 0 }, { kind: 'va', cs: 0 }, { kind: 'sync', cs: CS.NONE }];

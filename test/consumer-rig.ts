@@ -4,9 +4,10 @@
 // pass() called by the test instead of the thread's run loop. So what the
 // consumer does between a PROD and a CONS publish can be observed from the
 // model it calls, and its mutants die in a fast in-thread test.
-import { Consumer, VmEntry, type ConsumerModel } from '../native-free-fastpath/consumer.ts';
+import { Consumer, VmEntry, type ConsumerModel, type Stage2Lookup } from '../native-free-fastpath/consumer.ts';
+import type { SmmuFeatures } from '../src/features.ts';
 import { F } from '../src/fields.ts';
-import { CONFIG_EN, KTHREAD_CTL, MMIO_BYTES, Q_BASE, Q_CONFIG, Q_CONS, Q_LOG2SIZE, Q_PROD, queueRegs } from '../src/layout.ts';
+import { CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CONFIG, Q_CONS, Q_LOG2SIZE, Q_PROD, queueRegs } from '../src/layout.ts';
 import type { SmmuModel } from '../src/model/smmu.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 import { MiB, makeVm, makeWorld, type Vm, type World } from './model-fixture.ts';
@@ -24,6 +25,8 @@ export interface Executed {
 export class RecordingModel implements ConsumerModel {
   readonly log: Executed[] = [];
   queues: RigQueue[] = [];
+  /** A test's override: a non-zero CERROR refuses the command instead of executing it. */
+  refuse: (f: Uint32Array) => number = () => 0;
   constructor(private readonly inner: SmmuModel, private readonly i32: Int32Array, private readonly msiWords: [number, number]) {}
   execute(f: Uint32Array): number {
     this.log.push({
@@ -31,7 +34,8 @@ export class RecordingModel implements ConsumerModel {
       cons: this.queues.map((q) => Atomics.load(this.i32, q.regs + Q_CONS)),
       msi: this.i32.slice(this.msiWords[0], this.msiWords[0] + this.msiWords[1]),
     });
-    return this.inner.execute(f);
+    const cerror = this.refuse(f);
+    return cerror !== 0 ? cerror : this.inner.execute(f);
   }
   translate(psid: number, ssid: number, iovaLo: number, iovaHi: number, access: number, out: Uint32Array): number {
     return this.inner.translate(psid, ssid, iovaLo, iovaHi, access, out);
@@ -61,26 +65,31 @@ export interface Rig {
 
 export const MSI_WORDS = 64;
 
-/**
- * A consumer over a fresh world with one VM per entry of `vms` (vmid, psids,
- * asid); stage 2 maps each VM's IPA [0, ramBytes) as buildStage2 does.
- * `vsmmu` lets a test substitute its own VSmmu for a VM.
- */
-export function makeRig(
-  vms: { vmid: number; psids: number[]; asid?: number }[],
-  vsmmu: (vmid: number, streams: [number, number][]) => VSmmu = (vmid, streams) => new VSmmu(vmid, streams),
-): Rig {
-  const w = makeWorld({}, {}, (2 + 10 * vms.length) * MiB, MMIO_BYTES);
+export interface RigOptions {
+  /** Substitute a VSmmu for a VM (default: the real one). */
+  vsmmu?: (vmid: number, streams: [number, number][]) => VSmmu;
+  features?: Partial<SmmuFeatures>;
+  /** Substitute the MSI stage-2 lookup of every VM (default: IPA [0, ramBytes) -> its RAM, as buildStage2 maps it). */
+  stage2?: Stage2Lookup;
+}
+
+/** A consumer over a fresh world with one VM per entry of `vms` (vmid, psids, asid). */
+export function makeRig(vms: { vmid: number; psids: number[]; asid?: number }[], opts: RigOptions = {}): Rig {
+  const vsmmu = opts.vsmmu ?? ((vmid, streams) => new VSmmu(vmid, streams));
+  const w = makeWorld(opts.features ?? {}, {}, (2 + 10 * vms.length) * MiB, MMIO_BYTES);
   const i32 = new Int32Array(w.mem);
   const made = vms.map((o) => makeVm(w, { ...o, ramBytes: 8 * MiB }));
   const msiIpa = 6 * MiB; // above the table pool (IPA [0, ramBytes/4)) and below the data pages (ramBytes/2 on)
   const msiPa = made[0]!.gm.paOf(msiIpa);
   const model = new RecordingModel(w.model, i32, [msiPa >>> 2, MSI_WORDS]);
   const consumer = new Consumer(i32, KTHREAD_CTL, model, w.features);
+  // As run() would: hasWork() reports any other state as work (the thread must look at it).
+  Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.RUNNING);
   for (const vm of made) {
     const streams = [...vm.streams].map(([psid, vsid]) => [vsid, psid] as [number, number]);
     const ramBytes = 8 * MiB;
-    consumer.addVm(vm.vmid, new VmEntry(vsmmu(vm.vmid, streams), (lo, hi) => (hi === 0 && lo >>> 0 < ramBytes ? vm.gm.paOf(lo >>> 0) : -1)));
+    const stage2 = opts.stage2 ?? ((lo, hi) => (hi === 0 && lo >>> 0 < ramBytes ? vm.gm.paOf(lo >>> 0) : -1));
+    consumer.addVm(vm.vmid, new VmEntry(vsmmu(vm.vmid, streams), stage2));
   }
   return { w, i32, consumer, model, msiPa, msiIpa, vms: made };
 }
