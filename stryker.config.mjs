@@ -1,0 +1,37 @@
+// Mutation testing of the protocol core (issue #16): `npm run mutation`.
+// Each mutant is one small deliberate bug in a file below; a mutant the
+// in-thread tests (test/vitest.mutation.config.ts) do not fail "survives".
+// Two shared cores: one test runner, one type checker, run under nice.
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export default {
+  testRunner: 'vitest',
+  vitest: { configFile: 'test/vitest.mutation.config.ts' },
+  // Mutants that do not compile are counted as such, not run.
+  checkers: ['typescript'],
+  tsconfigFile: 'tsconfig.mutation.json',
+  typescriptChecker: { prioritizePerformanceOverAccuracy: true },
+  coverageAnalysis: 'perTest',
+  concurrency: 1,
+  mutate: [
+    'src/queue.ts',
+    'src/codec.ts',
+    'src/fields.ts',
+    'src/vsmmu.ts',
+    'src/invalidate.ts',
+    'src/model/smmu.ts',
+    'src/model/tagstore.ts',
+    'src/trap/firstpass.ts',
+    'src/trap/iommufd.ts',
+    'native-free-fastpath/consumer.ts',
+  ],
+  // Text for humans (error messages) is not protocol; mutating it only adds noise.
+  ignoreStatic: true,
+  reporters: ['clear-text', 'progress', 'html', 'json'],
+  htmlReporter: { fileName: 'reports/mutation/index.html' },
+  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
+  incrementalFile: 'reports/mutation/stryker-incremental.json',
+  tempDirName: '.stryker-tmp',
+  cleanTempDir: 'always',
+  thresholds: { high: 90, low: 80, break: null },
+  timeoutMS: 20_000,
+};
