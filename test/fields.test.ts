@@ -48,4 +48,16 @@ describe('command field table', () => {
     expect(illegalOpcodeReason(0x00)).toMatch(/Reserved/);
     expect(illegalOpcodeReason(0xff)).toMatch(/Reserved/);
   });
+
+  it('classes every non-command opcode as the spec does, edges included', () => {
+    // SMMUv3 §4.1.1 (command opcode table): the Secure-only CFGI/TLBI forms,
+    // DPTI (0x70, 0x73), the IMPLEMENTATION DEFINED block 0x80-0x8f; the rest of the gaps are Reserved.
+    const secure = [0x18, 0x1a, 0x50, 0x51, 0x52, 0x53, 0x58, 0x5a, 0x60];
+    const commands = new Set(COMMANDS.map((c) => c.opcode));
+    for (let op = 0; op < 256; op++) {
+      if (commands.has(op)) continue;
+      const want = secure.includes(op) ? /Secure-only/ : op === 0x70 || op === 0x73 ? /DPTI/ : op >= 0x80 && op <= 0x8f ? /IMPLEMENTATION DEFINED/ : /Reserved/;
+      expect(illegalOpcodeReason(op), `opcode 0x${op.toString(16)}`).toMatch(want);
+    }
+  });
 });
