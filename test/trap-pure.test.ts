@@ -110,6 +110,33 @@ describe('iommufd handler (kernel side of IOMMU_HWPT_INVALIDATE)', () => {
     expect(hw.entryNum).toBe(0);
     expect(hw.invalidate(new Uint32Array(8), 0, 3)).toBe(-EINVAL);
     expect(hw.invalidate(new Uint32Array(8), 0, -1)).toBe(-EINVAL);
+    expect(hw.invalidate(new Uint32Array(8), 0, 1.5)).toBe(-EINVAL);
+    expect(hw.invalidate(new Uint32Array(8), -4, 1)).toBe(-EINVAL);
+    expect(hw.invalidate(array([asid(9), asid(1)]), 4, 1)).toBe(0); // the one command at element 4
+    expect([hw.executed, hw.syncs]).toEqual([1, 1]);
+  });
+
+  it('closes each block of KERNEL_BLOCK commands with one CMD_SYNC, and no empty block with one', () => {
+    // arm_vsmmu_cache_invalidate -> arm_smmu_cmdq_issue_cmdlist(..., sync=true) per batch of CMDQ_BATCH_ENTRIES - 1.
+    const sink = new RecordingSink();
+    const hw = new HwptInvalidate(vs(), sink, DEFAULT_FEATURES);
+    expect(hw.invalidate(array(Array.from({ length: KERNEL_BLOCK }, (_, i) => asid(i))), 0, KERNEL_BLOCK)).toBe(0);
+    expect(sink.syncs).toBe(1);
+    expect(hw.invalidate(array([asid(1), asid(2)]), 0, 2)).toBe(0);
+    expect(sink.syncs).toBe(2);
+    // Lifetime counters: every executed host command and every kernel sync.
+    expect([hw.executed, hw.syncs]).toEqual([KERNEL_BLOCK + 2, 2]);
+  });
+
+  it('a refusal inside a full block stops there: nothing of the next block executes', () => {
+    const sink = new RecordingSink();
+    sink.refuseAt = 10;
+    const hw = new HwptInvalidate(vs(), sink, DEFAULT_FEATURES);
+    expect(hw.invalidate(array(Array.from({ length: 2 * KERNEL_BLOCK }, (_, i) => asid(i))), 0, 2 * KERNEL_BLOCK)).toBe(-EIO);
+    expect(hw.entryNum).toBe(10);
+    expect(sink.commands()).toEqual(Array.from({ length: 10 }, (_, i) => hostAsid(i)));
+    expect(sink.syncs).toBe(1);
+    expect([hw.executed, hw.syncs]).toEqual([10, 1]);
   });
 });
 
