@@ -114,6 +114,18 @@ describe('convertBatch', () => {
       }
     });
   }
+  it('converts entries 0..n-1 only, all four words each (the high address word included)', () => {
+    // NH_VA with address bits above 32 in w3 (arm_vsmmu_convert_user_cmd copies the whole entry).
+    const va = toU32(encodeCommand({ op: 'TLBI_NH_VA', asid: 3, vmid: 0x77, addr: 0x1234_5678_9000n }));
+    expect(va[3]).not.toBe(0);
+    const words = new Uint32Array(8);
+    words.set(va, 0);
+    words.set(good, 4);
+    expect(convertBatch(words, 1, vs)).toBe(1);
+    expect(decodeCommand([BigInt(words[0]!) | (BigInt(words[1]!) << 32n), BigInt(words[2]!) | (BigInt(words[3]!) << 32n)])).toMatchObject({ vmid: 5, asid: 3, addr: 0x1234_5678_9000n });
+    // Entry 1 is past n: left exactly as the guest wrote it.
+    expect([...words.subarray(4)]).toEqual([...good]);
+  });
   it('returns n when every entry converts', () => {
     const words = new Uint32Array(8);
     words.set(good, 0);
@@ -163,5 +175,25 @@ describe('construction', () => {
     expect(() => new VSmmu(0x10000, [])).toThrow(/vmid/);
     expect(() => new VSmmu(1, [[1, 2], [1, 3]])).toThrow(/mapped twice/);
     expect(() => new VSmmu(1, [[1, -2]])).toThrow(/psid/);
+  });
+
+  it('names the argument of each out-of-range VMID, vSID and pSID, and takes the edges', () => {
+    for (const vmid of [-1, 1.5, 0x10000, Number.NaN]) expect(() => new VSmmu(vmid, []), `vmid ${vmid}`).toThrow(RangeError);
+    expect(new VSmmu(0xffff, []).vmid).toBe(0xffff);
+    expect(new VSmmu(0, []).vmid).toBe(0);
+    for (const bad of [-1, 0.5, 2 ** 32]) {
+      expect(() => new VSmmu(1, [[bad, 1]]), `vsid ${bad}`).toThrow(/vsid must be a 32-bit StreamID/);
+      expect(() => new VSmmu(1, [[1, bad]]), `psid ${bad}`).toThrow(/psid must be a 32-bit StreamID/);
+    }
+    expect(new VSmmu(1, [[0xffffffff, 0xffffffff]]).vsidToPsid.get(0xffffffff)).toBe(0xffffffff);
+  });
+});
+
+describe('rejectReason', () => {
+  it('names an opcode without a command name by its number, a missing vSID generically, and refuses a non-code', () => {
+    expect(rejectReason(VSMMU_REJECT.OPCODE | (0x7f << 8))).toBe('opcode 0x7f is not forwarded for a guest');
+    expect(rejectReason(VSMMU_REJECT.OPCODE | (0x0e << 8))).toBe('opcode 0x0e is not forwarded for a guest'); // zero-padded
+    expect(rejectReason(VSMMU_REJECT.UNKNOWN_VSID | (OP.ATC_INV << 8))).toBe('ATC_INV names a vSID with no vDEVICE in this vSMMU');
+    expect(() => rejectReason(0x40 << 8)).toThrow(/is not a VSMMU_REJECT code/);
   });
 });
