@@ -154,3 +154,20 @@ describe('arm_smmu_atc_inv_to_cmd', () => {
     );
   });
 });
+
+describe('range commands beyond 4 GiB', () => {
+  it('a RIL chunk of 2^32 bytes or more carries into ADDR_HI for the next command', () => {
+    // 3 * 2^20 + 2^25 pages of 4 KiB: NUM=3 SCALE=20 (3 * 4 GiB) first, then NUM=1 SCALE=25 at 12 GiB.
+    const t = template(OP.TLBI_NH_VA, 1, 0, 1);
+    const size = (3 * 2 ** 20 + 2 ** 25) * K;
+    const cmds = run(t, 0n, size, K, 12, true).map((w) => decodeCommand(w));
+    expect(cmds.map((c) => [c.num, c.scale, c.addr])).toEqual([[2, 20, 0n], [0, 25, 3n << 32n]]);
+  });
+
+  it('svaInvRange refuses an out without room for its one TLBI_NH_ASID', () => {
+    expect(() => svaInvRange(new Uint32Array(4), 1, 7, 0, 0, 0, false)).toThrow(/out holds no command/);
+    const out = new Uint32Array(8);
+    expect(svaInvRange(out, 4, 7, 0, 0, 0, false)).toBe(1);
+    expect(decodeCommand(wordsAt(out, 1))).toMatchObject({ op: 'TLBI_NH_ASID', asid: 7 });
+  });
+});
