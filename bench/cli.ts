@@ -20,8 +20,8 @@ export const BENCH_USAGE = `usage: vcmdq bench [--quick] [--scenario NAME]... [-
   --svg FILE   round-trip latency CDFs of all paths and baselines`;
 
 const DEFAULT_BASELINE = 'bench/baseline.json';
-/** Rounds of each build: enough for a bootstrap interval on medians, and a gate run under 3 minutes on 2 cores. */
-const DEFAULT_ROUNDS = 10;
+/** Rounds of each build: a probe takes ~1.3 s on an idle 2-core machine, so 20 rounds a side keep a gate run near one minute while narrowing the intervals by sqrt(2) over 10. */
+const DEFAULT_ROUNDS = 20;
 const DEFAULT_SELFTEST_SLOWDOWNS = '10,25,50,100';
 /** The detection floor the gate promises (issue #11): this much extra work per command always fails it. */
 const SELFTEST_MUST_CATCH_NS = 50;
