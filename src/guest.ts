@@ -344,7 +344,9 @@ export class GuestQueue {
   //     if r1 - size >= syncEnd we are done; else CONS lies in
   //     [r1 - size, r1 + size) and unwraps exactly. No false completion, and
   //     a false "not yet" only while CONS is a lap ahead, which makes the
-  //     first test true at the next look.
+  //     first test true at the next look. A queue error is placed with a
+  //     RESV loaded while the error is active (checkError), never this one:
+  //     blaming is not as forgiving as a late "not yet".
   // Steps 1-3 run without yielding, also in the async forms (only the waits
   // for space and for the sync await), so a reservation is never held across
   // an await and a thread can never wait on its own unpublished entries.
@@ -693,20 +695,20 @@ export class GuestQueue {
       if (c.cs === CS.IRQ) {
         const v = Atomics.load(i32, c.syncWord);
         if (v === 0) return 0;
-        this.checkError(c, resv);
+        this.checkError(c);
         c.waitIndex = c.syncWord;
         c.waitValue = v;
         return PENDING;
       }
     }
-    this.checkError(c, resv);
+    this.checkError(c);
     c.waitIndex = r + Q_CONS;
     c.waitValue = cons;
     return PENDING;
   }
 
   /** If the queue stopped on a command of this call (or, for drain, on any command before its end), throw QueueError. */
-  private checkError(c: Call, resv: number): void {
+  private checkError(c: Call): void {
     const i32 = this.i32;
     const r = this.regs;
     const gerror = Atomics.load(i32, r + Q_GERROR);
@@ -715,10 +717,19 @@ export class GuestQueue {
     // The consumer stores CONS (with ERR) before it toggles GERROR, so a CONS
     // loaded after seeing the toggle is the faulting command's position; one
     // loaded before it may be any earlier position (another producer's error
-    // raised since), which would blame this call for it. If the error was
-    // acknowledged meanwhile, look again at the next poll.
+    // raised since), which would blame this call for it. RESV is loaded here
+    // too, not taken from the poll: while the error stays active CONS is
+    // frozen at the fault F and no one can reserve past F + size, so F lies
+    // in [RESV - size, RESV] and unwraps exactly; a RESV from before a stall
+    // may be laps behind and unwrap F into an old range of this call (a
+    // bystander blamed for another producer's command, seen once under load).
+    // If the error was acknowledged meanwhile, or CONS moved (an ack, progress
+    // and a new error with the same GERROR/GERRORN values), look again at the
+    // next poll.
     const cons = Atomics.load(i32, r + Q_CONS);
+    const resv = Atomics.load(i32, r + Q_DRV_RESV);
     if (Atomics.load(i32, r + Q_GERROR) !== gerror || Atomics.load(i32, r + Q_GERRORN) !== gerrorn) return;
+    if (Atomics.load(i32, r + Q_CONS) !== cons) return;
     const at = this.unwrapCons((resv - this.size) | 0, cons);
     let mine = c.all && ((c.syncEnd - at) | 0) > 0;
     for (let k = 0; k < c.nRanges && !mine; k++) {
