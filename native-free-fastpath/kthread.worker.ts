@@ -10,7 +10,7 @@ import { workerData, type MessagePort } from 'node:worker_threads';
 import { crashNow, drainControlPort } from '../src/control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
 import { CTL_CRASH, CTL_STATE, KTHREAD_CTL, SERVER_STATE } from '../src/layout.ts';
-import { SmmuModel } from '../src/model/smmu.ts';
+import { SmmuModel, type SmmuModelOptions } from '../src/model/smmu.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 import { Consumer, VmEntry } from './consumer.ts';
 // Trap-path plug (src/trap): the VMM's ioctls on its vIOMMU.
@@ -24,6 +24,8 @@ export interface KthreadData {
   port: MessagePort;
   /** IOMMU_HWPT_INVALIDATE on a bad entry: 'strict' (default) or 'upstream-v6.18' (src/trap/iommufd.ts). */
   iommufd?: IommufdMode;
+  /** The SMMU model's caching options (HostOptions.model). */
+  model?: Pick<SmmuModelOptions, 'combinedNested' | 'walkCacheEntries'>;
 }
 
 /** Control messages (host -> kernel thread); each is answered with {id, ok, error?}. */
@@ -34,10 +36,10 @@ export type KthreadCtrl =
   | { id: number; op: 'attachStream'; psid: number; stePa: number }
   | { id: number; op: 'addMailbox'; mbid: number };
 
-const { sab, features: featIn, port, iommufd } = workerData as KthreadData;
+const { sab, features: featIn, port, iommufd, model: modelOpts } = workerData as KthreadData;
 const i32 = new Int32Array(sab);
 const features = makeFeatures(featIn);
-const model = new SmmuModel(sab, features);
+const model = new SmmuModel(sab, features, modelOpts);
 const consumer = new Consumer(i32, KTHREAD_CTL, model, features);
 // Trap-path plug: IOMMUFD_INVALIDATE and NESTED_STE join the mailbox dispatch.
 const trap = new TrapKernelSide(sab, consumer, model, features, iommufd ?? 'strict');

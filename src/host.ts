@@ -28,6 +28,7 @@ import { TranslationTable, type TableOptions } from './model/pgtable.ts';
 import { VCMDQ_CMDSETS } from './vsmmu.ts';
 import { STE_BYTES, STE_CFG, buildStage2, encodeSte, installNestedSte, writeGuestCd, type CdFields, type Stage2 } from './model/structs.ts';
 import { ACCESS } from './model/smmu.ts';
+import type { IommufdMode } from './trap/iommufd.ts';
 import { ServerThread } from './server-thread.ts';
 import { ServerDeadError } from './waiter.ts';
 import { workerUrl } from './worker-url.ts';
@@ -52,6 +53,21 @@ export interface HostOptions {
   staleMs?: number;
   /** Restart the kernel thread automatically when it exits or throws, at most this many times (default 0; see restartKernelThread). */
   autoRestart?: number;
+  /**
+   * IOMMU_HWPT_INVALIDATE on an entry that fails: 'strict' (default: -EIO
+   * after flushing the converted prefix) or 'upstream-v6.18' (Linux v6.18:
+   * a host-illegal command becomes a CMD_SYNC through skip_err and the ioctl
+   * returns 0). src/trap/iommufd.ts; README "Where the emulation differs".
+   */
+  iommufd?: IommufdMode;
+  /**
+   * The SMMU model's caching (SmmuModelOptions): `combinedNested` (default
+   * true: a nested translation is one VA -> PA IOTLB entry, so a missing
+   * TLBI_NH_ALL after a stage-2 change shows) and `walkCacheEntries`
+   * (default 0; > 0 caches table descriptors, so a Leaf=1 TLBI after a table
+   * change leaves a stale walk, as on hardware).
+   */
+  model?: { combinedNested?: boolean; walkCacheEntries?: number };
 }
 
 export interface VmOptions {
@@ -130,7 +146,7 @@ export class Host {
   private readonly stopHooks: ((graceMs: number) => Promise<string[]>)[] = [];
   private readonly vms = new Map<number, Vm>();
 
-  private constructor(sab: SharedArrayBuffer, features: SmmuFeatures, autoRestart: number) {
+  private constructor(sab: SharedArrayBuffer, features: SmmuFeatures, autoRestart: number, private readonly kthreadOpts: { iommufd: IommufdMode; model: NonNullable<HostOptions['model']> }) {
     this.sab = sab;
     this.i32 = new Int32Array(sab);
     this.features = features;
@@ -143,7 +159,7 @@ export class Host {
   private spawn(): ServerThread {
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(workerUrl('kthread.worker.js'), {
-      workerData: { sab: this.sab, features: this.features, port: port2 },
+      workerData: { sab: this.sab, features: this.features, port: port2, ...this.kthreadOpts },
       transferList: [port2],
     });
     return new ServerThread('kernel thread', this.i32, KTHREAD_CTL, worker, port1, () => {
@@ -177,7 +193,13 @@ export class Host {
     i32[ctl + CTL_INJECT_DELAY_US] = injectDelayUs;
     i32[ctl + CTL_SLOWDOWN_NS] = slowdownNs;
     const autoRestart = checkInt('startHost: autoRestart', opts['autoRestart'] ?? 0, 0, 1000, 'automatic kernel-thread restarts');
-    const host = new Host(sab, features, autoRestart);
+    const iommufd = opts['iommufd'] ?? 'strict';
+    if (iommufd !== 'strict' && iommufd !== 'upstream-v6.18') throw new ArgumentError('startHost: iommufd', `must be 'strict' or 'upstream-v6.18', got ${show(iommufd)}`);
+    const m = checkOptions('startHost: model', opts['model'], MODEL_OPTIONS);
+    const combinedNested = m['combinedNested'] ?? true;
+    if (typeof combinedNested !== 'boolean') throw new ArgumentError('startHost: model.combinedNested', `must be a boolean, got ${show(combinedNested)}`);
+    const walkCacheEntries = checkInt('startHost: model.walkCacheEntries', m['walkCacheEntries'] ?? 0, 0, 1 << 20, 'table descriptors cached');
+    const host = new Host(sab, features, autoRestart, { iommufd, model: { combinedNested, walkCacheEntries } });
     await host.thread.expectReply(0);
     return host;
   }
@@ -384,7 +406,8 @@ export class Host {
   }
 }
 
-const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart'] as const;
+const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model'] as const;
+const MODEL_OPTIONS = ['combinedNested', 'walkCacheEntries'] as const;
 const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
 const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal', 'cmdset'] as const;
 
