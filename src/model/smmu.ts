@@ -970,18 +970,7 @@ export class SmmuModel {
 
   /** Drop walk-cache entries of `bucket` (tag NONE: any ASID) whose span meets [start, end). */
   private walkInvalidate(bucket: number, tag: number, start: number, end: number): void {
-    const wc = this.wc;
-    if (wc === null) return;
-    let n = 0;
-    for (let e = wc.bucketHead[bucket]!, next; e !== NONE; e = next) {
-      next = wc.next[e]!;
-      if (tag !== NONE && wc.tag[e] !== tag) continue;
-      const base = wc.base[e]!;
-      if (base >= end || base + POW2[wc.sizeLog2[e]!]! <= start) continue;
-      wc.remove(e);
-      n++;
-    }
-    this.stats.walkCacheInvalidated += n;
+    if (this.wc !== null) this.stats.walkCacheInvalidated += this.wc.removeSpan(bucket, tag, start, end);
   }
 
   /** Hash probes needed to visit every aligned block of [start, end) at each cached size. */
@@ -1048,17 +1037,7 @@ export class SmmuModel {
     const end = size === 52 ? Infinity : start + span;
     // Without a PASID the invalidation covers every PASID's entries (PCIe ATS).
     const tag = f[F.SSV] && !f[F.GLOBAL] ? f[F.SSID]! + 1 : NONE;
-    const atc = this.atc;
-    let n = 0;
-    for (let e = atc.bucketHead[slot]!, next; e !== NONE; e = next) {
-      next = atc.next[e]!;
-      if (tag !== NONE && atc.tag[e] !== tag) continue;
-      const base = atc.base[e]!;
-      if (base >= end || base + POW2[atc.sizeLog2[e]!]! <= start) continue;
-      atc.remove(e);
-      n++;
-    }
-    this.stats.atcInvalidated += n;
+    this.stats.atcInvalidated += this.atc.removeSpan(slot, tag, start, end);
     return 0;
   }
 }

@@ -10,6 +10,8 @@
 // 2^sizeLog2 (a double, exact below 2^53).
 
 const NONE = -1;
+/** 2^s by table lookup: the span test runs per entry of an invalidated bucket. */
+const POW2 = new Float64Array(128).map((_, i) => 2 ** i);
 
 export class TagStore {
   readonly capacity: number;
@@ -153,6 +155,25 @@ export class TagStore {
   removeBucket(bucket: number): number {
     let n = 0;
     for (let e = this.bucketHead[bucket]!; e !== NONE; e = this.bucketHead[bucket]!) {
+      this.remove(e);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Remove the entries of `bucket` whose span [base, base + 2^sizeLog2)
+   * meets [start, end), only those tagged `tag` unless it is NONE (-1: any
+   * tag); returns how many. An invalidation by address walks one bucket, so
+   * its cost is bounded by that bucket's entries, never by the range.
+   */
+  removeSpan(bucket: number, tag: number, start: number, end: number): number {
+    let n = 0;
+    for (let e = this.bucketHead[bucket]!, next; e !== NONE; e = next) {
+      next = this.next[e]!;
+      if (tag !== NONE && this.tag[e] !== tag) continue;
+      const base = this.base[e]!;
+      if (base >= end || base + POW2[this.sizeLog2[e]!]! <= start) continue;
       this.remove(e);
       n++;
     }
