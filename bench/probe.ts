@@ -17,7 +17,7 @@ import { startBaseline } from './baselines.ts';
 import { Progress, runInterleaved, type Profile } from './harness.ts';
 import { runMicro } from './micro.ts';
 import { openPath, tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
-import { SubmitPath } from './scenarios.ts';
+import { SubmitPath } from './scenario-kit.ts';
 import { slowdownNs } from './slowdown.ts';
 import { percentile, sortedCopy } from './stats.ts';
 import type { QueuePathName } from './types.ts';

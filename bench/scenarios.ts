@@ -1,104 +1,17 @@
 // The scenario registry: what each scenario measures and on which paths.
+// Shared pieces are in scenario-kit.ts; a new scenario goes in its own
+// bench/scenario-*.ts module and gets one entry here.
 import { Bench } from 'tinybench';
-import type { CsMode as LibCsMode, GuestQueue } from '../src/index.ts';
 import { ACCESS, PROT } from '../src/index.ts';
 import { threadCpuUs } from './affinity.ts';
-import { startBaseline, type LatencyPath } from './baselines.ts';
-import { latencyRow, runInterleaved, type MeasuredRow, type Profile, type Progress } from './harness.ts';
-import { ASID, CS_MODES, openPath, STREAM, tlbiNhVaWords, type CsMode, type OpenedPath, type PathOptions } from './queue-api.ts';
-import { BASELINE_PATHS, BenchUnavailableError, PATHS, type Params, type PathName, type QueuePathName, type ScenarioName } from './types.ts';
+import type { LatencyPath } from './baselines.ts';
+import { latencyRow, runInterleaved, type MeasuredRow, type Profile } from './harness.ts';
+import { closeAll, csVariants, openPaths, startBaselines, type ScenarioDef } from './scenario-kit.ts';
+import { ASID, STREAM, tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
+import { BASELINE_PATHS, type Params, type PathName, type QueuePathName } from './types.ts';
 import { runUnmap } from './unmap.ts';
 
-export interface ScenarioContext {
-  profile: Profile;
-  progress: Progress;
-  /** ns of extra work per command in the doorbell kernel thread (VCMDQ_SLOWDOWN_NS): the gate's self-test. */
-  slowdownNs: number;
-}
-
-export interface ScenarioRun {
-  measured: MeasuredRow[];
-  notes: string[];
-}
-
-export interface ScenarioDef {
-  name: ScenarioName;
-  title: string;
-  /** Also produces the baseline rows (the baselines run inside its rotation). */
-  includesBaselines?: boolean;
-  run(ctx: ScenarioContext): Promise<ScenarioRun>;
-}
-
-async function closeAll(items: { close(): Promise<void> }[]): Promise<void> {
-  const errors = (await Promise.allSettled(items.map((p) => p.close()))).filter((r) => r.status === 'rejected');
-  if (errors.length > 0) throw (errors[0] as PromiseRejectedResult).reason;
-}
-
-async function startBaselines(profile: Profile): Promise<LatencyPath[]> {
-  const started: LatencyPath[] = [];
-  try {
-    for (const name of BASELINE_PATHS) started.push(await startBaseline(name, { timeoutMs: profile.timeoutMs }));
-  } catch (e) {
-    await closeAll(started);
-    throw e;
-  }
-  return started;
-}
-
-/** Opens every queue path; a path whose start fails is reported, the others still run. */
-async function openPaths(ctx: ScenarioContext, notes: string[], names: readonly QueuePathName[] = PATHS, opts: PathOptions = {}): Promise<OpenedPath[]> {
-  const opened: OpenedPath[] = [];
-  for (const name of names) {
-    try {
-      opened.push(await openPath(name, { slowdownNs: ctx.slowdownNs, ...opts }));
-    } catch (e) {
-      if (!(e instanceof BenchUnavailableError)) {
-        await closeAll(opened);
-        throw e;
-      }
-      notes.push(`${name}: not available (${e.message})`);
-    }
-  }
-  if (opened.length === 0) throw new BenchUnavailableError(notes.join('; '));
-  return opened;
-}
-
-/** One blocking zero-allocation submit (TLBI_NH_VA + CMD_SYNC) per sample. */
-export class SubmitPath implements LatencyPath {
-  readonly params: Params;
-  constructor(readonly name: QueuePathName, private readonly q: GuestQueue, private readonly words: Uint32Array, private readonly cs: CsMode, private readonly timeoutMs: number) {
-    this.params = { cs };
-  }
-
-  sample(out: Float64Array, from: number, count: number): void {
-    const { q, words, cs, timeoutMs } = this;
-    const end = from + count;
-    for (let i = from; i < end; i++) {
-      const t0 = performance.now();
-      q.submitWords(words, 1, cs as LibCsMode, timeoutMs);
-      out[i] = (performance.now() - t0) * 1000;
-    }
-  }
-
-  // The host is shared by this path's CS variants and stopped by the scenario.
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
-
-/** Keeps the CS modes a path accepts (one probe submit each); refusals become notes. */
-function csVariants(o: OpenedPath, words: Uint32Array, timeoutMs: number, notes: string[]): SubmitPath[] {
-  const variants: SubmitPath[] = [];
-  for (const cs of CS_MODES) {
-    try {
-      o.queue.submitWords(words, 1, cs, timeoutMs);
-      variants.push(new SubmitPath(o.name, o.queue, words, cs, timeoutMs));
-    } catch (e) {
-      notes.push(`${o.name}: CS=${cs.toUpperCase()} not supported (${e instanceof Error ? e.message : String(e)})`);
-    }
-  }
-  return variants;
-}
+export type { ScenarioContext, ScenarioDef, ScenarioRun } from './scenario-kit.ts';
 
 const baseline: ScenarioDef = {
   name: 'baseline',
