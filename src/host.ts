@@ -19,8 +19,9 @@ import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
   CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
-  CTL_STALE_MS, CTL_STATE, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MAX_QUEUES, MB_STATE, MMIO_BYTES, Q_BASE,
-  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VMID, SERVER_STATE, mailboxWords, notifyQueueWaiters, queueRegs, type CrashHow,
+  CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MB_STATE, Q_BASE,
+  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VMID, SERVER_STATE, mailboxWords, mmioBytes, notifyQueueWaiters, queueRegs,
+  type CrashHow,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
 import { GuestMemory, PhysLayout } from './model/mem.ts';
@@ -39,6 +40,12 @@ export interface HostOptions {
   spinUs?: number;
   /** Host physical memory (default 64 MiB). */
   memBytes?: number;
+  /**
+   * Queues the host can provision, of every path (default 1024: 64 VMs x 16
+   * vCPUs). Each costs a 320-byte register block in the MMIO region, which
+   * memBytes must hold with room to spare.
+   */
+  maxQueues?: number;
   /** Test hook (a slow or wedged SMMU): busy-wait this many µs per command the kernel thread consumes, still beating the heartbeat. */
   injectDelayUs?: number;
   /**
@@ -146,11 +153,18 @@ export class Host {
   private readonly stopHooks: ((graceMs: number) => Promise<string[]>)[] = [];
   private readonly vms = new Map<number, Vm>();
 
-  private constructor(sab: SharedArrayBuffer, features: SmmuFeatures, autoRestart: number, private readonly kthreadOpts: { iommufd: IommufdMode; model: NonNullable<HostOptions['model']> }) {
+  private constructor(
+    sab: SharedArrayBuffer,
+    features: SmmuFeatures,
+    /** HostOptions.maxQueues: register blocks in the MMIO region. */
+    readonly maxQueues: number,
+    autoRestart: number,
+    private readonly kthreadOpts: { iommufd: IommufdMode; model: NonNullable<HostOptions['model']> },
+  ) {
     this.sab = sab;
     this.i32 = new Int32Array(sab);
     this.features = features;
-    this.phys = new PhysLayout(sab, MMIO_BYTES);
+    this.phys = new PhysLayout(sab, mmioBytes(maxQueues));
     this.autoRestarts = autoRestart;
     this.thread = this.spawn();
   }
@@ -176,7 +190,9 @@ export class Host {
   static async start(options?: HostOptions): Promise<Host> {
     const opts = checkOptions('startHost: options', options, HOST_OPTIONS);
     const features = makeFeatures(checkFeatures(opts['features']));
-    const memBytes = checkInt('startHost: memBytes', opts['memBytes'] ?? 64 << 20, MMIO_BYTES + 65536, 2 ** 31, 'bytes');
+    const maxQueues = checkInt('startHost: maxQueues', opts['maxQueues'] ?? DEFAULT_MAX_QUEUES, 1, 1 << 20, 'queues');
+    const mmio = mmioBytes(maxQueues);
+    const memBytes = checkInt('startHost: memBytes', opts['memBytes'] ?? 64 << 20, mmio + 65536, 2 ** 31, `bytes: the MMIO region of maxQueues ${maxQueues} takes ${mmio} and 64 KiB must be left`);
     if (memBytes % 65536 !== 0) throw new ArgumentError('startHost: memBytes', `must be a multiple of 64 KiB, got ${memBytes}`);
     const spinUs = checkInt('startHost: spinUs', opts['spinUs'] ?? 0, 0, 1_000_000, 'µs');
     const heartbeatMs = checkInt('startHost: heartbeatMs', opts['heartbeatMs'] ?? 20, 1, 60_000, 'ms');
@@ -199,7 +215,7 @@ export class Host {
     const combinedNested = m['combinedNested'] ?? true;
     if (typeof combinedNested !== 'boolean') throw new ArgumentError('startHost: model.combinedNested', `must be a boolean, got ${show(combinedNested)}`);
     const walkCacheEntries = checkInt('startHost: model.walkCacheEntries', m['walkCacheEntries'] ?? 0, 0, 1 << 20, 'table descriptors cached');
-    const host = new Host(sab, features, autoRestart, { iommufd, model: { combinedNested, walkCacheEntries } });
+    const host = new Host(sab, features, maxQueues, autoRestart, { iommufd, model: { combinedNested, walkCacheEntries } });
     await host.thread.expectReply(0);
     return host;
   }
@@ -332,13 +348,18 @@ export class Host {
 
   /** Queues this host can still provision. */
   get queuesLeft(): number {
-    return MAX_QUEUES - this.nextQid;
+    return this.maxQueues - this.nextQid;
   }
 
-  /** @internal a register block for a new queue. */
+  /** @internal a register block for a new queue (openQueue checks queuesLeft first; this is the backstop). */
   allocQueue(): number {
-    if (this.nextQid >= MAX_QUEUES) throw new RangeError(`at most ${MAX_QUEUES} queues`);
+    if (this.nextQid >= this.maxQueues) throw this.queuesExhausted(1);
     return this.nextQid++;
+  }
+
+  /** @internal the refusal of a call that needs `n` more queues than are left: it names the option to raise. */
+  queuesExhausted(n: number): ArgumentError {
+    return new ArgumentError('startHost: maxQueues', `is ${this.maxQueues}: ${n} more queue(s) needed, ${this.queuesLeft} left; start the host with a larger maxQueues`);
   }
 
   /**
@@ -406,7 +427,7 @@ export class Host {
   }
 }
 
-const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model'] as const;
+const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'maxQueues', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model'] as const;
 const MODEL_OPTIONS = ['combinedNested', 'walkCacheEntries'] as const;
 const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
 const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal', 'cmdset'] as const;
@@ -589,7 +610,7 @@ export class Vm {
     }
     const signal = checkSignal('openQueue: signal', opts['signal']);
     signal?.throwIfAborted();
-    if (this.host.queuesLeft < paths.length) throw new ArgumentError('openQueue: standby', `needs ${paths.length} queues, the host has ${this.host.queuesLeft} left of ${MAX_QUEUES}`);
+    if (this.host.queuesLeft < paths.length) throw this.host.queuesExhausted(paths.length);
     this.host.checkAlive();
     const cmdset = opts['cmdset'] ?? 'wide';
     if (cmdset !== 'wide' && cmdset !== 'tegra241') throw new ArgumentError('openQueue: cmdset', `must be 'wide' or 'tegra241', got ${show(cmdset)}`);

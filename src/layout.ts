@@ -232,13 +232,12 @@ export const ERR_KIND = {
   MODEL: 3,
 } as const;
 
-export const MAX_QUEUES = 64;
-export const QUEUE_REGS = VMM_CTL + CTL_WORDS;
-
-/** Word offset of queue `qid`'s register block. */
-export function queueRegs(qid: number): number {
-  return QUEUE_REGS + qid * Q_WORDS;
-}
+// ── The MMIO region, in address order ──
+// Fixed part first (the two control blocks above, then the mailboxes and
+// their payloads), so every offset a reader may hold (a handle's `ctl`, a
+// mailbox id, `queueRegs(qid)`) is a constant of this module. The queue
+// register blocks come last and are as many as the host's `maxQueues`
+// (startHost): only the region's end moves with it (`mmioBytes`).
 
 // ── Mailboxes ──
 /** Line 0: STATE (MAILBOX_STATE); the only word both sides spin on. */
@@ -265,7 +264,7 @@ export const KTHREAD_OP = {
 } as const;
 
 export const MAX_MAILBOXES = 64;
-export const MAILBOXES = QUEUE_REGS + MAX_QUEUES * Q_WORDS;
+export const MAILBOXES = VMM_CTL + CTL_WORDS;
 
 /** Word offset of mailbox `id`. */
 export function mailboxWords(id: number): number {
@@ -278,8 +277,24 @@ export function mailboxPayload(id: number): number {
   return MAILBOX_PAYLOADS + id * MB_PAYLOAD_BYTES;
 }
 
-/** Bytes of the MMIO region; host-private memory and VM RAM start here (64 KiB aligned). */
-export const MMIO_BYTES = Math.ceil((MAILBOX_PAYLOADS + MAX_MAILBOXES * MB_PAYLOAD_BYTES) / 65536) * 65536;
+// ── Queue register blocks: the last region, `maxQueues` of them ──
+export const QUEUE_REGS = (MAILBOX_PAYLOADS + MAX_MAILBOXES * MB_PAYLOAD_BYTES) / 4;
+
+/** Word offset of queue `qid`'s register block. */
+export function queueRegs(qid: number): number {
+  return QUEUE_REGS + qid * Q_WORDS;
+}
+
+/** startHost's default `maxQueues`: the README's 64 VMs x 16 queues (one per vCPU). */
+export const DEFAULT_MAX_QUEUES = 1024;
+
+/** Bytes of the MMIO region of a host with `maxQueues` queues; host-private memory and VM RAM start there (64 KiB aligned). */
+export function mmioBytes(maxQueues: number): number {
+  return Math.ceil((queueRegs(maxQueues) * 4) / 65536) * 65536;
+}
+
+/** The MMIO bytes of a host with the default options (startHost without maxQueues). */
+export const MMIO_BYTES = mmioBytes(DEFAULT_MAX_QUEUES);
 
 // ── The wake-up protocol, in one place for every producer and every server ──
 
