@@ -1,15 +1,17 @@
 // The SMMUv3 command codec. Everything here is derived, at module load, from
 // the one table in fields.ts: per-opcode lists of (u32 index, shift, mask,
 // slot) parts and per-u32 RES0 masks. There is exactly one decoder
-// (decodeWords, allocation-free, for the consumer's hot path); the public
-// bigint face (decodeCommand) is a wrapper around it, and so is the encoder.
+// (decodeWords, allocation-free, for the consumer's hot path) and one encoder
+// of command objects (encodeCommandInto, allocation-free, for the guest's
+// submit); the public bigint faces (decodeCommand, encodeCommand) are
+// wrappers around them.
 
 import {
-  COMMANDS, CS, F, FIELD_COUNT, OP, SYNC_MSIADDR_HIGH, illegalOpcodeReason, type BitSpan, type FieldName, type FieldSpec, type Needs,
-  type OpName,
+  COMMANDS, CS, F, FIELD_COUNT, OP, SYNC_MSIADDR_HIGH, illegalOpcodeReason, type BitSpan, type CommandSpec, type FieldName, type FieldSpec,
+  type Needs, type OpName,
 } from './fields.ts';
 import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts';
-import { CommandError } from './errors.ts';
+import { ArgumentError, CommandError } from './errors.ts';
 
 /** A command as plain data: `op` plus the fields of that op (smmu-vectors.json names). */
 export type Command = { op: OpName; addr?: bigint; msiaddr?: bigint } & {
@@ -127,8 +129,6 @@ const PART_SHIFT = Uint8Array.from(partShift);
 const PART_MASK = Uint32Array.from(partMask);
 const PART_SLOT = Uint8Array.from(partSlot);
 const PART_IN_PLACE = Uint8Array.from(partInPlace);
-
-const SPEC_BY_OP = new Map(COMMANDS.map((spec) => [spec.op, spec]));
 
 // ---------------------------------------------------------------------------
 // Hot face: typed arrays in, typed arrays out; no allocation, no bigint, no throw.
@@ -416,17 +416,128 @@ export function illReason(code: number, u: Uint32Array): string {
 export const illReasonText = illReason;
 
 // ---------------------------------------------------------------------------
+// Object face: a command object straight into 4 u32 (the guest's submit path),
+// with no bigint arithmetic and no allocation unless it refuses the object.
+
+/** SCALE's bound without IDR5.DS: its 5 low bits (the field is 6 wide for DS, fields.ts). */
+const SCALE_MAX_NO_DS = 31;
+/**
+ * What a generated encoder found wrong: low byte the kind, bits [15:8] the
+ * field's index in its CommandSpec. OBJ_KEYS means the object has a key that
+ * is not a field of its op; it may be inherited, which encodeCommand ignores
+ * (it looks at own keys only), so objectError decides.
+ */
+const OBJ_TYPE = 1;
+const OBJ_RANGE = 2;
+const OBJ_KEYS = 3;
+
+/**
+ * A bigint address splits into u32 halves through this scratch: a
+ * BigUint64Array store converts without allocating, where `v & 0xffffffffn`
+ * and `v >> 32n` would each allocate a bigint.
+ */
+const ADDR64 = new BigUint64Array(1);
+const ADDR32 = new Uint32Array(ADDR64.buffer);
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const ADDR32_LO = LITTLE_ENDIAN ? 0 : 1;
+const U64_MAX = (1n << 64n) - 1n;
+
+type ObjectEncoder = (cmd: Command, u: Uint32Array, at: number, ds: boolean) => number;
+/**
+ * Per command, a straight-line encoder generated from the same part tables
+ * as EXTRACT: one named property read per field (an inline cache per op,
+ * where a loop over names would be a megamorphic keyed load), the checks
+ * encodeCommand documents in field order (the first bad field is the one
+ * reported), the value or'ed into its u32, then one for-in pass for keys
+ * that are no field of the op.
+ */
+const ENCODE_OBJECT: readonly ObjectEncoder[] = COMMANDS.map((spec, s) => {
+  const body: string[] = [`let u0 = ${spec.opcode}, u1 = 0, u2 = 0, u3 = 0, v;`];
+  spec.fields.forEach((field, i) => {
+    body.push(`v = cmd.${field.name};`, 'if (v !== undefined) {');
+    if (field.inPlace) {
+      body.push(`if (typeof v !== 'bigint') return ${OBJ_TYPE | (i << 8)};`);
+      body.push(`if (v < 0n || v > ${U64_MAX}n) return ${OBJ_RANGE | (i << 8)};`);
+      body.push('A64[0] = v;');
+      for (const h of [0, 1]) {
+        const p = SLOT_PART[s * FIELD_COUNT + slotOf(field, h)]!;
+        if (p >= 0) body.push(`u${PART_U32[p]} |= A32[${h === 0 ? ADDR32_LO : 1 - ADDR32_LO}] & ${PART_MASK[p]};`);
+      }
+    } else {
+      const p = SLOT_PART[s * FIELD_COUNT + slotOf(field, 0)]!;
+      const max = PART_MASK[p]!;
+      body.push(`if (typeof v !== 'number' || !Number.isInteger(v)) return ${OBJ_TYPE | (i << 8)};`);
+      body.push(`if (v < 0 || v > ${field.name === 'scale' ? `(ds ? ${max} : ${SCALE_MAX_NO_DS})` : max}) return ${OBJ_RANGE | (i << 8)};`);
+      body.push(`u${PART_U32[p]} |= v << ${PART_SHIFT[p]};`);
+    }
+    body.push('}');
+  });
+  body.push('u[at] = u0; u[at + 1] = u1; u[at + 2] = u2; u[at + 3] = u3;');
+  const known = ['op', ...spec.fields.map((f) => f.name)].map((k) => `key !== '${k}'`).join(' && ');
+  body.push(`for (const key in cmd) if (${known}) return ${OBJ_KEYS};`);
+  body.push('return 0;');
+  return new Function('A64', 'A32', `return function encode_${spec.op}(cmd, u, at, ds) {\n${body.join('\n')}\n};`)(ADDR64, ADDR32) as ObjectEncoder;
+});
+
+const SPEC_INDEX = new Map(COMMANDS.map((spec, s) => [spec.op as string, s]));
+
+/** A bigint that is not a u64, as the error it is; null when it is one. */
+function u64Error(v: unknown, what: string): TypeError | RangeError | null {
+  if (typeof v !== 'bigint') return new TypeError(`${what} must be a bigint, got ${typeof v}`);
+  if (v < 0n || v > U64_MAX) return new RangeError(`${what} must be in 0..2^64-1, got ${v}`);
+  return null;
+}
+
+/** The error for an encoder's refusal `code` (error path only); null when an OBJ_KEYS refusal was only inherited keys. */
+function objectError(spec: CommandSpec, cmd: Command, code: number, ds: boolean): TypeError | RangeError | null {
+  const values = cmd as unknown as Record<string, unknown>;
+  for (const key of Object.keys(values)) {
+    if (key !== 'op' && !spec.fields.some((field) => field.name === key)) return new TypeError(`${spec.op} has no field '${key}'`);
+  }
+  if (code === OBJ_KEYS) return null;
+  const field = spec.fields[code >>> 8]!;
+  const what = `${spec.op}.${field.name}`;
+  const v = values[field.name];
+  if (field.inPlace) return u64Error(v, what);
+  if ((code & 0xff) === OBJ_TYPE) {
+    return new TypeError(`${what} must be an integer, got ${typeof v === 'bigint' ? `${v}n` : JSON.stringify(v)}`);
+  }
+  const max = field.name === 'scale' && !ds ? SCALE_MAX_NO_DS : 2 ** (field.hi - field.lo + 1) - 1;
+  return new RangeError(`${what}=${String(v)} does not fit its field (0..${max})`);
+}
+
+/**
+ * Encode the command object `cmd` into u[at..at+3], as encodeCommand does
+ * (same checks, same errors: TypeError or RangeError naming the field),
+ * without bigint arithmetic or allocation: GuestQueue.submit's encoder.
+ * `features.DS` widens SCALE to 6 bits.
+ */
+export function encodeCommandInto(cmd: Command, u: Uint32Array, at = 0, features?: Partial<SmmuFeatures>): void {
+  if (!(u instanceof Uint32Array)) throw new ArgumentError('u', 'must be a Uint32Array');
+  if (!Number.isInteger(at) || at < 0 || at + 4 > u.length) throw new ArgumentError('at', `must be an integer in 0..${u.length - 4} (4 words from it in u), got ${at}`);
+  if (cmd === null || typeof cmd !== 'object') throw new TypeError(`a command must be an object, got ${String(cmd)}`);
+  const s = SPEC_INDEX.get(cmd.op);
+  if (s === undefined) throw new TypeError(`unknown op ${String(cmd.op)}`);
+  const ds = features?.DS ?? DEFAULT_FEATURES.DS;
+  const code = ENCODE_OBJECT[s]!(cmd, u, at, ds);
+  if (code !== 0) {
+    const e = objectError(COMMANDS[s]!, cmd, code, ds);
+    if (e !== null) throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Public face: bigint words and plain objects, built on the hot face.
 
 const pu = new Uint32Array(4);
 const pf = new Uint32Array(FIELD_COUNT);
-const U64_MAX = (1n << 64n) - 1n;
 
 function putU64(v: unknown, u: Uint32Array, k: number, what: string): void {
-  if (typeof v !== 'bigint') throw new TypeError(`${what} must be a bigint, got ${typeof v}`);
-  if (v < 0n || v > U64_MAX) throw new RangeError(`${what} must be in 0..2^64-1, got ${v}`);
-  u[k] = Number(v & 0xffffffffn);
-  u[k + 1] = Number(v >> 32n);
+  const e = u64Error(v, what);
+  if (e !== null) throw e;
+  ADDR64[0] = v as bigint;
+  u[k] = ADDR32[ADDR32_LO]!;
+  u[k + 1] = ADDR32[1 - ADDR32_LO]!;
 }
 
 function u64(lo: number, hi: number): bigint {
@@ -458,37 +569,11 @@ export function decodeCommand(words: readonly [bigint, bigint], features?: Parti
 /**
  * Encode a command like Linux's arm_smmu_cmdq_build_cmd: absent fields are 0,
  * addresses are ANDed with their field mask, any other value must fit its
- * field (SCALE: 5 bits, 6 with features.DS). The encoder does not judge
- * legality: it can build any command the decoder would refuse.
+ * field (SCALE: 5 bits, 6 with features.DS); a key that is no field of the op
+ * is refused. The encoder does not judge legality: it can build any command
+ * the decoder would refuse. The bigint face of encodeCommandInto.
  */
 export function encodeCommand(cmd: Command, features?: Partial<SmmuFeatures>): [bigint, bigint] {
-  const spec = SPEC_BY_OP.get(cmd.op);
-  if (spec === undefined) throw new TypeError(`unknown op ${String(cmd.op)}`);
-  const values = cmd as unknown as Record<string, unknown>;
-  for (const key of Object.keys(values)) {
-    if (key !== 'op' && !spec.fields.some((field) => field.name === key)) {
-      throw new TypeError(`${spec.op} has no field '${key}'`);
-    }
-  }
-  const ds = features?.DS ?? DEFAULT_FEATURES.DS;
-  pf.fill(0);
-  pf[F.OP] = spec.opcode;
-  for (const field of spec.fields) {
-    const v = values[field.name];
-    if (v === undefined) continue;
-    if (field.inPlace) {
-      putU64(v, pu, 0, `${spec.op}.${field.name}`);
-      pf[slotOf(field, 0)] = pu[0]!;
-      pf[slotOf(field, 1)] = pu[1]!;
-      continue;
-    }
-    const max = field.name === 'scale' && !ds ? 31 : 2 ** (field.hi - field.lo + 1) - 1;
-    if (typeof v !== 'number' || !Number.isInteger(v)) {
-      throw new TypeError(`${spec.op}.${field.name} must be an integer, got ${typeof v === 'bigint' ? `${v}n` : JSON.stringify(v)}`);
-    }
-    if (v < 0 || v > max) throw new RangeError(`${spec.op}.${field.name}=${v} does not fit its field (0..${max})`);
-    pf[slotOf(field, 0)] = v;
-  }
-  encodeWords(pf, pu);
+  encodeCommandInto(cmd, pu, 0, features);
   return [u64(pu[0]!, pu[1]!), u64(pu[2]!, pu[3]!)];
 }

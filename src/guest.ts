@@ -15,7 +15,7 @@
 // producer to another, so a guest survives losing its vCMDQ (live migration
 // to a host with fewer of them) without losing or repeating a command.
 
-import { buildCmdSync, encodeCommand, readSlot, writeSlot, type Command } from './codec.ts';
+import { buildCmdSync, encodeCommandInto, readSlot, writeSlot, type Command } from './codec.ts';
 import { ArgumentError, CommandError, cerrorName } from './errors.ts';
 import type { SmmuFeatures } from './features.ts';
 import { CS } from './fields.ts';
@@ -146,6 +146,8 @@ interface Lane {
 const COND_SPACE = 0;
 const COND_SYNC = 1;
 const PENDING = -1;
+/** advance(): the submission is complete, nothing to wait for. */
+const DONE = 2;
 
 /**
  * One submission's wait state. The synchronous forms reuse one per lane (a
@@ -155,6 +157,10 @@ const PENDING = -1;
 class Call {
   /** CS code of the closing CMD_SYNC; -1 for none. */
   cs = -1;
+  /** Index of the first command not yet published. */
+  next = 0;
+  /** Consecutive failed publish attempts of the current batch (no space, or a lost CAS). */
+  tries = 0;
   timeoutMs = 0;
   /** Slots the next batch reserves (its commands and the CMD_SYNC). */
   need = 0;
@@ -308,14 +314,25 @@ export class GuestQueue {
     lane.transport.setStreamTableBase!(ipa);
   }
 
-  /** Encode and submit command objects (convenience form; allocates). */
+  /**
+   * Encode and submit command objects: each is checked and encoded
+   * (encodeCommandInto, no bigint arithmetic) into a reused per-queue buffer,
+   * then sent as submitWords sends words. Allocates nothing per call once the
+   * buffer has grown to the largest list seen. A bad object is refused before
+   * anything is sent: ArgumentError naming cmds[k], whose message (and cause,
+   * encodeCommand's TypeError or RangeError) names the field.
+   */
   submit(cmds: readonly Command[], opts: SubmitOptions = {}): void {
     checkOpts(opts);
     const words = this.encode(cmds, false);
     this.submitWords(words, cmds.length, syncCs(opts), opts.timeoutMs);
   }
 
-  /** Async form of `submit`: space and completion waits use Atomics.waitAsync; `opts.signal` aborts the wait. */
+  /**
+   * Async form of `submit`: space and completion waits use Atomics.waitAsync;
+   * `opts.signal` aborts the wait. The commands are encoded into a buffer of
+   * the call's own (one allocation per call, none per command): calls overlap.
+   */
   async submitAsync(cmds: readonly Command[], opts: SubmitOptions = {}): Promise<void> {
     checkOpts(opts);
     const words = this.encode(cmds, true);
@@ -386,20 +403,11 @@ export class GuestQueue {
   submitWords(words: Uint32Array, n: number, cs: CsMode | null, timeoutMs = 5000): void {
     checkWords(words, n);
     const c = this.begin(this.lane.call, cs, timeoutMs, undefined);
-    for (let i = 0; ;) {
-      const batch = this.plan(n - i, cs !== null);
-      if (batch < 0) return;
-      c.need = batch + (c.cs >= 0 && batch === n - i && batch < this.size ? 1 : 0);
-      for (let k = 1; !this.tryPublish(c, words, i, batch); k++) {
-        this.block(c, COND_SPACE);
-        if (k % SPIN_CLOCK_EVERY === 0) this.afterSlice(c);
-      }
-      i += batch;
-      if (c.need > batch) {
-        this.block(c, COND_SYNC);
-        return;
-      }
-      if (cs === null && i === n) return;
+    for (;;) {
+      const wait = this.advance(c, words, n);
+      if (wait === DONE) return;
+      this.block(c, wait);
+      if (wait === COND_SYNC) return;
     }
   }
 
@@ -412,20 +420,11 @@ export class GuestQueue {
     checkWords(words, n);
     const c = this.begin(new Call(new Liveness(this.i32, this.h.ctl)), cs, timeoutMs, signal);
     try {
-      for (let i = 0; ;) {
-        const batch = this.plan(n - i, cs !== null);
-        if (batch < 0) return;
-        c.need = batch + (c.cs >= 0 && batch === n - i && batch < this.size ? 1 : 0);
-        for (let k = 1; !this.tryPublish(c, words, i, batch); k++) {
-          await this.blockAsync(c, COND_SPACE);
-          if (k % SPIN_CLOCK_EVERY === 0) this.afterSlice(c);
-        }
-        i += batch;
-        if (c.need > batch) {
-          await this.blockAsync(c, COND_SYNC);
-          return;
-        }
-        if (cs === null && i === n) return;
+      for (;;) {
+        const wait = this.advance(c, words, n);
+        if (wait === DONE) return;
+        await this.blockAsync(c, wait);
+        if (wait === COND_SYNC) return;
       }
     } finally {
       if (c.onAbort !== null) signal!.removeEventListener('abort', c.onAbort);
@@ -527,20 +526,15 @@ export class GuestQueue {
   }
 
   private encodeInto(words: Uint32Array, cmds: readonly Command[]): Uint32Array {
+    const features = this.h.features;
     for (let k = 0; k < cmds.length; k++) {
       const cmd = cmds[k];
       if (cmd === null || typeof cmd !== 'object') throw new ArgumentError(`cmds[${k}]`, `must be a command object, got ${String(cmd)}`);
-      let w0: bigint;
-      let w1: bigint;
       try {
-        [w0, w1] = encodeCommand(cmd, this.h.features);
+        encodeCommandInto(cmd, words, 4 * k, features);
       } catch (e) {
         throw new ArgumentError(`cmds[${k}]`, `is not a command: ${(e as Error).message}`, { cause: e });
       }
-      words[4 * k] = Number(w0 & 0xffffffffn);
-      words[4 * k + 1] = Number(w0 >> 32n);
-      words[4 * k + 2] = Number(w1 & 0xffffffffn);
-      words[4 * k + 3] = Number(w1 >> 32n);
     }
     return words;
   }
@@ -560,6 +554,8 @@ export class GuestQueue {
     }
     c.cs = cs === null ? -1 : CS_CODE[cs];
     c.timeoutMs = timeoutMs;
+    c.next = 0;
+    c.tries = 0;
     c.nRanges = 0;
     c.all = false;
     c.signal = signal;
@@ -578,6 +574,31 @@ export class GuestQueue {
     if (rest === 0 && !sync) return -1;
     const max = Math.min(CMDQ_BATCH_ENTRIES, this.size);
     return rest < max ? rest : max;
+  }
+
+  /**
+   * Publish the batches of words[c.next..n) that go without waiting (steps
+   * 1-3 of the protocol; the last batch carries the CMD_SYNC c.cs asks for)
+   * and say what to wait for before calling again: COND_SPACE (no space, or
+   * another producer won the CAS), COND_SYNC (this call's sync is published:
+   * wait for it and the submission is complete) or DONE. submitWords and
+   * submitWordsAsync share it and differ only in how they wait.
+   */
+  private advance(c: Call, words: Uint32Array, n: number): number {
+    for (;;) {
+      const i = c.next;
+      const batch = this.plan(n - i, c.cs >= 0);
+      if (batch < 0) return DONE;
+      c.need = batch + (c.cs >= 0 && batch === n - i && batch < this.size ? 1 : 0);
+      if (!this.tryPublish(c, words, i, batch)) {
+        // The bound on lost CASes, whose space wait returns at once: the liveness and timeout check every SPIN_CLOCK_EVERY tries.
+        if (++c.tries % SPIN_CLOCK_EVERY === 0) this.afterSlice(c);
+        return COND_SPACE;
+      }
+      c.tries = 0;
+      c.next = i + batch;
+      if (c.need > batch) return COND_SYNC;
+    }
   }
 
   /**
