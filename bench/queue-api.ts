@@ -1,7 +1,7 @@
 // The public queue API as the bench uses it (src/index.ts, plus the trap
 // path's module so 'trap' is registered), and the per-path set-up: each path
 // gets its own host, so the kernel thread's spin budget is a host property.
-import { buildTlbiNhVa, startHost, type GuestQueue, type Host, type Vm } from '../src/index.ts';
+import { buildTlbiNhVa, startHost, type Command, type GuestQueue, type Host, type Vm } from '../src/index.ts';
 import { stopTrapPath } from '../src/trap/path.ts';
 import { startThreads } from './affinity.ts';
 import { BenchUnavailableError, type QueuePathName } from './types.ts';
@@ -77,4 +77,9 @@ export function tlbiNhVaWords(page: number, out = new Uint32Array(4), at = 0): U
   buildTlbiNhVa(u, ASID, VMID, addr % 2 ** 32, Math.floor(addr / 2 ** 32), 0, 0, 0, 0, 1);
   out.set(u, at);
   return out;
+}
+
+/** The same TLBI_NH_VA as tlbiNhVaWords(page), as a command object for `submit`. */
+export function tlbiNhVaCommand(page: number): Command {
+  return { op: 'TLBI_NH_VA', asid: ASID, vmid: VMID, addr: BigInt(page * 4096), leaf: 1 };
 }

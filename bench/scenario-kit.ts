@@ -4,7 +4,7 @@
 // src/, so nothing here may import a src/ export newer than the gate's base;
 // new scenarios live in their own bench/scenario-*.ts modules, which the probe
 // never reaches.
-import type { CsMode as LibCsMode, GuestQueue } from '../src/index.ts';
+import type { Command, CsMode as LibCsMode, GuestQueue } from '../src/index.ts';
 import { startBaseline, type LatencyPath } from './baselines.ts';
 import type { MeasuredRow, Profile, Progress } from './harness.ts';
 import { CS_MODES, openPath, type CsMode, type OpenedPath, type PathOptions } from './queue-api.ts';
@@ -64,19 +64,31 @@ export async function openPaths(ctx: ScenarioContext, notes: string[], names: re
   return opened;
 }
 
-/** One blocking zero-allocation submit (TLBI_NH_VA + CMD_SYNC) per sample. */
+/**
+ * One blocking submit (TLBI_NH_VA + CMD_SYNC) per sample, of one command
+ * given as its 4 words (`submitWords`, params.api 'words') or as a command
+ * object (`submit`, the convenience API, api 'objects'; its options object is
+ * built once). Neither form allocates per sample.
+ */
 export class SubmitPath implements LatencyPath {
   readonly params: Params;
-  constructor(readonly name: QueuePathName, private readonly q: GuestQueue, private readonly words: Uint32Array, private readonly cs: CsMode, private readonly timeoutMs: number) {
-    this.params = { cs };
+  private readonly words: Uint32Array | null;
+  private readonly cmds: readonly Command[] | null;
+  private readonly opts: { cs: LibCsMode; timeoutMs: number };
+  constructor(readonly name: QueuePathName, private readonly q: GuestQueue, command: Uint32Array | readonly Command[], private readonly cs: CsMode, private readonly timeoutMs: number) {
+    this.words = command instanceof Uint32Array ? command : null;
+    this.cmds = command instanceof Uint32Array ? null : command;
+    this.params = { cs, api: this.words !== null ? 'words' : 'objects' };
+    this.opts = { cs: cs as LibCsMode, timeoutMs };
   }
 
   sample(out: Float64Array, from: number, count: number): void {
-    const { q, words, cs, timeoutMs } = this;
+    const { q, words, cmds, cs, timeoutMs, opts } = this;
     const end = from + count;
     for (let i = from; i < end; i++) {
       const t0 = performance.now();
-      q.submitWords(words, 1, cs as LibCsMode, timeoutMs);
+      if (words !== null) q.submitWords(words, 1, cs as LibCsMode, timeoutMs);
+      else q.submit(cmds!, opts);
       out[i] = (performance.now() - t0) * 1000;
     }
   }

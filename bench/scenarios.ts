@@ -6,8 +6,8 @@ import { ACCESS, PROT } from '../src/index.ts';
 import { threadCpuUs } from './affinity.ts';
 import type { LatencyPath } from './baselines.ts';
 import { latencyRow, runInterleaved, type MeasuredRow, type Profile } from './harness.ts';
-import { closeAll, csVariants, openPaths, startBaselines, type ScenarioDef } from './scenario-kit.ts';
-import { ASID, STREAM, tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
+import { SubmitPath, closeAll, csVariants, openPaths, startBaselines, type ScenarioDef } from './scenario-kit.ts';
+import { ASID, STREAM, tlbiNhVaCommand, tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
 import { BASELINE_PATHS, type Params, type PathName, type QueuePathName } from './types.ts';
 import { runUnmap } from './unmap.ts';
 
@@ -29,18 +29,21 @@ const baseline: ScenarioDef = {
 
 const roundtrip: ScenarioDef = {
   name: 'roundtrip',
-  title: 'Single invalidation round trip: TLBI_NH_VA + CMD_SYNC, submit to completion',
+  title: 'Single invalidation round trip: TLBI_NH_VA + CMD_SYNC, submit to completion (submitWords per CS; submit with objects, CS=SEV)',
   includesBaselines: true,
   async run(ctx) {
     const { profile, progress } = ctx;
     const notes: string[] = [];
     const opened = await openPaths(ctx, notes);
     const words = tlbiNhVaWords(0x40000);
+    const cmds = [tlbiNhVaCommand(0x40000)];
     let baselines: LatencyPath[] = [];
     try {
       const variants = opened.flatMap((o) => csVariants(o, words, profile.timeoutMs, notes));
+      // The convenience API beside the raw one, same command and sync, in the same rotation (issue #15: submit / submitWords).
+      const objects = opened.map((o) => new SubmitPath(o.name, o.queue, cmds, 'sev', profile.timeoutMs));
       baselines = await startBaselines(profile);
-      const measured = await runInterleaved('roundtrip', [...variants, ...baselines], profile, progress);
+      const measured = await runInterleaved('roundtrip', [...variants, ...objects, ...baselines], profile, progress);
       const rows = measured.map((m) => {
         const isBaseline = (BASELINE_PATHS as readonly string[]).includes(m.path.name);
         return latencyRow(isBaseline ? 'baseline' : 'roundtrip', m.path.name as PathName, m.path.params, m.samples, m.cpuUs);

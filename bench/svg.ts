@@ -37,7 +37,8 @@ export function seriesOf(measured: readonly MeasuredRow[]): CdfSeries[] {
     .filter((m) => (m.row.scenario === 'roundtrip' || m.row.scenario === 'baseline') && m.cdf && m.cdf.length > 0)
     .map((m) => {
       const cs = m.row.params['cs'];
-      const name = cs === undefined ? m.row.path : `${m.row.path} cs=${cs}`;
+      const api = m.row.params['api'];
+      const name = (cs === undefined ? m.row.path : `${m.row.path} cs=${cs}`) + (api === 'objects' ? ' submit(objects)' : '');
       return {
         label: `${name}: p50 ${fmt(m.row.p50_us)}, p99 ${fmt(m.row.p99_us)}, p99.9 ${fmt(m.row.p999_us)} µs`,
         color: PALETTE[m.row.path] ?? '#000000',
