@@ -32,6 +32,21 @@ export interface ConsumerModel {
   translate(psid: number, ssid: number, iovaLo: number, iovaHi: number, access: number, out: Uint32Array): number;
 }
 
+/**
+ * The bench's transport-only hook (startHost `model: { bypass: true }`): a
+ * model whose execute accepts every command and does nothing, translations
+ * still answered by `model`. The consumer keeps copying, converting,
+ * decoding and validating each command and publishing CONS; only the SMMU's
+ * work is gone. Swapped in once at thread start, so the default path pays no
+ * per-command branch for it.
+ */
+export function bypassExecute(model: ConsumerModel): ConsumerModel {
+  return {
+    execute: () => 0,
+    translate: (psid, ssid, iovaLo, iovaHi, access, out) => model.translate(psid, ssid, iovaLo, iovaHi, access, out),
+  };
+}
+
 /** Stage-2 lookup of one VM: IPA -> PA, or -1 when the IPA is not mapped (an MSI to it aborts). */
 export type Stage2Lookup = (ipaLo: number, ipaHi: number) => number;
 

@@ -12,7 +12,7 @@ import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
 import { CTL_CRASH, CTL_STATE, KTHREAD_CTL, SERVER_STATE } from '../src/layout.ts';
 import { SmmuModel, type SmmuModelOptions } from '../src/model/smmu.ts';
 import { VSmmu } from '../src/vsmmu.ts';
-import { Consumer, VmEntry } from './consumer.ts';
+import { Consumer, VmEntry, bypassExecute } from './consumer.ts';
 // Trap-path plug (src/trap): the VMM's ioctls on its vIOMMU.
 import { TrapKernelSide } from '../src/trap/kernel.ts';
 import type { IommufdMode } from '../src/trap/iommufd.ts';
@@ -26,6 +26,8 @@ export interface KthreadData {
   iommufd?: IommufdMode;
   /** The SMMU model's caching options (HostOptions.model). */
   model?: Pick<SmmuModelOptions, 'combinedNested' | 'walkCacheEntries'>;
+  /** Bench hook (HostOptions.model.bypass): the doorbell consumer skips model.execute (bypassExecute). */
+  bypass?: boolean;
 }
 
 /** Control messages (host -> kernel thread); each is answered with {id, ok, error?}. */
@@ -36,11 +38,12 @@ export type KthreadCtrl =
   | { id: number; op: 'attachStream'; psid: number; stePa: number }
   | { id: number; op: 'addMailbox'; mbid: number };
 
-const { sab, features: featIn, port, iommufd, model: modelOpts } = workerData as KthreadData;
+const { sab, features: featIn, port, iommufd, model: modelOpts, bypass } = workerData as KthreadData;
 const i32 = new Int32Array(sab);
 const features = makeFeatures(featIn);
 const model = new SmmuModel(sab, features, modelOpts);
-const consumer = new Consumer(i32, KTHREAD_CTL, model, features);
+// The trap path (below) keeps the real model: the bypass measures the doorbell's transport only.
+const consumer = new Consumer(i32, KTHREAD_CTL, bypass === true ? bypassExecute(model) : model, features);
 // Trap-path plug: IOMMUFD_INVALIDATE and NESTED_STE join the mailbox dispatch.
 const trap = new TrapKernelSide(sab, consumer, model, features, iommufd ?? 'strict');
 trap.register(consumer.mailboxes);

@@ -72,9 +72,13 @@ export interface HostOptions {
    * true: a nested translation is one VA -> PA IOTLB entry, so a missing
    * TLBI_NH_ALL after a stage-2 change shows) and `walkCacheEntries`
    * (default 0; > 0 caches table descriptors, so a Leaf=1 TLBI after a table
-   * change leaves a stale walk, as on hardware).
+   * change leaves a stale walk, as on hardware). `bypass` (default false) is
+   * a bench hook: the doorbell kernel thread still copies, converts, decodes
+   * and validates every command and publishes CONS, but never executes one
+   * on the model (nothing is invalidated; translations still work), so the
+   * bench can time the transport alone. The trap path is not affected.
    */
-  model?: { combinedNested?: boolean; walkCacheEntries?: number };
+  model?: { combinedNested?: boolean; walkCacheEntries?: number; bypass?: boolean };
 }
 
 export interface VmOptions {
@@ -159,7 +163,7 @@ export class Host {
     /** HostOptions.maxQueues: register blocks in the MMIO region. */
     readonly maxQueues: number,
     autoRestart: number,
-    private readonly kthreadOpts: { iommufd: IommufdMode; model: NonNullable<HostOptions['model']> },
+    private readonly kthreadOpts: { iommufd: IommufdMode; model: { combinedNested: boolean; walkCacheEntries: number }; bypass: boolean },
   ) {
     this.sab = sab;
     this.i32 = new Int32Array(sab);
@@ -215,7 +219,9 @@ export class Host {
     const combinedNested = m['combinedNested'] ?? true;
     if (typeof combinedNested !== 'boolean') throw new ArgumentError('startHost: model.combinedNested', `must be a boolean, got ${show(combinedNested)}`);
     const walkCacheEntries = checkInt('startHost: model.walkCacheEntries', m['walkCacheEntries'] ?? 0, 0, 1 << 20, 'table descriptors cached');
-    const host = new Host(sab, features, maxQueues, autoRestart, { iommufd, model: { combinedNested, walkCacheEntries } });
+    const bypass = m['bypass'] ?? false;
+    if (typeof bypass !== 'boolean') throw new ArgumentError('startHost: model.bypass', `must be a boolean, got ${show(bypass)}`);
+    const host = new Host(sab, features, maxQueues, autoRestart, { iommufd, model: { combinedNested, walkCacheEntries }, bypass });
     await host.thread.expectReply(0);
     return host;
   }
@@ -428,7 +434,7 @@ export class Host {
 }
 
 const HOST_OPTIONS = ['features', 'spinUs', 'memBytes', 'maxQueues', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model'] as const;
-const MODEL_OPTIONS = ['combinedNested', 'walkCacheEntries'] as const;
+const MODEL_OPTIONS = ['combinedNested', 'walkCacheEntries', 'bypass'] as const;
 const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
 const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal', 'cmdset'] as const;
 

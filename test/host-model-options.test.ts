@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildTlbiNhAsid } from '../src/codec.ts';
 import { ArgumentError } from '../src/errors.ts';
+import { QueueError } from '../src/guest.ts';
 import { startHost, type HostOptions } from '../src/index.ts';
 import { MailboxClient } from '../src/mailbox.ts';
 import { PROT } from '../src/model/pgtable.ts';
@@ -45,6 +46,41 @@ describe('startHost({ model: { walkCacheEntries } }): a Leaf=1 TLBI after a tabl
   });
 });
 
+describe('startHost({ model: { bypass } }): the bench hook that times the doorbell transport alone', () => {
+  /** Maps IOVA, lets the device cache it, unmaps it, then sends TLBI_NH_VA + CMD_SYNC; then one command vCMDQ refuses. */
+  async function unmapThenInvalidate(opts: HostOptions): Promise<{ fault: number; cmds: number; refused: unknown }> {
+    return withHost(opts, async (host) => {
+      const t = await makeVm(host, 1, 0x10);
+      const q = await t.vm.openQueue({ path: 'doorbell' });
+      const dma = await host.dma();
+      t.pt.map(IOVA, DATA_IPA, 0x1000, RW);
+      expect(dma.translate(t.psid, -1, IOVA).fault).toBe(0); // translations still reach the model
+      t.pt.unmap(IOVA, 0x1000);
+      q.submit([{ op: 'TLBI_NH_VA', asid: 1, addr: BigInt(IOVA), leaf: 1 }], { timeoutMs: 5000 });
+      const fault = dma.translate(t.psid, -1, IOVA).fault;
+      const cmds = q.state().cmds;
+      // CFGI_STE is not a vCMDQ command (Tegra241 accepts TLBIs, ATC_INV, CMD_SYNC): still refused, CERROR_ILL.
+      const refused = (() => { try { q.submit([{ op: 'CFGI_STE', sid: 0, leaf: 1 }], { timeoutMs: 5000 }); return null; } catch (e) { return e; } })();
+      return { fault, cmds, refused };
+    });
+  }
+
+  it('bypassed: CONS passes the commands, nothing executes (the cached translation stays), bad commands still stop the queue', async () => {
+    const r = await unmapThenInvalidate({ model: { bypass: true } });
+    expect(r.fault).toBe(0);
+    expect(r.cmds).toBe(2);
+    expect(r.refused).toBeInstanceOf(QueueError);
+    expect((r.refused as QueueError).cerror).toBe('ILL');
+  });
+
+  it('not bypassed (the default): the TLBI executes and the page faults', async () => {
+    const r = await unmapThenInvalidate({});
+    expect(r.fault).not.toBe(0);
+    expect(r.cmds).toBe(2);
+    expect(r.refused).toBeInstanceOf(QueueError);
+  });
+});
+
 describe("startHost({ iommufd }): IOMMU_HWPT_INVALIDATE on a command the host SMMU refuses", () => {
   const asid = (a: number): Uint32Array => {
     const u = new Uint32Array(4);
@@ -83,6 +119,7 @@ describe("startHost({ iommufd }): IOMMU_HWPT_INVALIDATE on a command the host SM
       [{ model: { combinedNested: 1 as never } }, 'startHost: model.combinedNested'],
       [{ model: { walkCacheEntries: -1 } }, 'startHost: model.walkCacheEntries'],
       [{ model: { walkcache: 4 } as never }, 'startHost: model.walkcache'],
+      [{ model: { bypass: 'yes' as never } }, 'startHost: model.bypass'],
     ];
     for (const [opts, argument] of bad) {
       const e = await startHost(opts).then(() => undefined, (x: unknown) => x);
