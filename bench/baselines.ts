@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import { workerUrl } from '../src/worker-url.ts';
 import { startThreads } from './affinity.ts';
-import { PING, PONG, SLEEPING, STOP, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { PING, PONG, SLEEPING, SLOT, STOP, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 import { BenchTimeoutError, type BaselinePathName, type Params } from './types.ts';
 
@@ -20,6 +20,13 @@ export interface LatencyPath {
 export interface BaselineOptions {
   /** Longest a single round trip may take before it is reported as a failure. */
   timeoutMs: number;
+  /**
+   * Spin ping-pong: how long its consumer spins on an unchanged PING before
+   * it sleeps (default IDLE_SPIN_US). A rotation that shares the server CPU
+   * with a kernel thread wants it as short as that thread's spin budget, so
+   * the idle consumer leaves the CPU before the next path's samples.
+   */
+  idleSpinUs?: number;
 }
 
 const IDLE_SPIN_US = 2000;
@@ -70,9 +77,12 @@ class PingPong implements LatencyPath {
     private readonly worker: Worker,
     sab: SharedArrayBuffer,
     private readonly timeoutMs: number,
+    /** Words of the slot line written before each PING (0: the bare 2-line shape). */
+    private readonly slotWords: number,
   ) {
     this.i32 = new Int32Array(sab);
     this.params = mode === 'spin' ? { consumer: 'spin', producer: 'spin' } : { consumer: 'wait', producer: 'wait' };
+    if (slotWords > 0) this.params = { ...this.params, lines: 3 };
     worker.on('message', (m: PingPongExit) => { this.failure = m.error; });
     worker.on('error', (e) => { this.failure = e.message; });
   }
@@ -80,10 +90,12 @@ class PingPong implements LatencyPath {
   sample(out: Float64Array, from: number, count: number): void {
     const i32 = this.i32;
     const spin = this.mode === 'spin';
+    const slotWords = this.slotWords;
     const end = from + count;
     for (let i = from; i < end; i++) {
       const seq = ++this.seq;
       const t0 = nowUs();
+      for (let w = 0; w < slotWords; w++) i32[SLOT + w] = seq; // plain stores, published by the PING store as a slot by PROD
       Atomics.store(i32, PING, seq);
       if (Atomics.load(i32, SLEEPING) !== 0) Atomics.notify(i32, PING, 1);
       if (spin) this.spinFor(seq, t0);
@@ -120,11 +132,16 @@ class PingPong implements LatencyPath {
   }
 }
 
-export async function startPingPong(mode: PingPongMode, opts: BaselineOptions): Promise<LatencyPath> {
+/**
+ * A ping-pong pair. `slotWords` > 0 gives it the shape of a doorbell round
+ * trip (PROD + slot + CONS): the producer writes that many words of a slot
+ * line before PING, the consumer reads them before PONG.
+ */
+export async function startPingPong(mode: PingPongMode, opts: BaselineOptions, slotWords = 0): Promise<LatencyPath> {
   const sab = new SharedArrayBuffer(WORDS * 4);
-  const data: PingPongWorkerData = { sab, mode, idleSpinUs: IDLE_SPIN_US, pollMs: POLL_MS, idleExitMs: IDLE_EXIT_MS };
+  const data: PingPongWorkerData = { sab, mode, idleSpinUs: opts.idleSpinUs ?? IDLE_SPIN_US, pollMs: POLL_MS, idleExitMs: IDLE_EXIT_MS, slotWords };
   const w = await startWorker('pingpong.worker.js', data, opts.timeoutMs);
-  return new PingPong(mode === 'spin' ? 'atomics-spin' : 'atomics-wait', mode, w, sab, opts.timeoutMs);
+  return new PingPong(mode === 'spin' ? 'atomics-spin' : 'atomics-wait', mode, w, sab, opts.timeoutMs, slotWords);
 }
 
 class Echo implements LatencyPath {

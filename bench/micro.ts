@@ -19,7 +19,7 @@ import { queueIncProd } from '../src/queue.ts';
 import { FirstPass } from '../src/trap/firstpass.ts';
 import { HwptInvalidate } from '../src/trap/iommufd.ts';
 import { VSmmu } from '../src/vsmmu.ts';
-import { Consumer, VmEntry } from '../native-free-fastpath/consumer.ts';
+import { Consumer, VmEntry, type ConsumerModel } from '../native-free-fastpath/consumer.ts';
 
 export const MICRO_NAMES = ['consume', 'trap'] as const;
 export type MicroName = (typeof MICRO_NAMES)[number];
@@ -51,13 +51,17 @@ function fillRing(ring: Int32Array, last?: (u: Uint32Array) => void): void {
   }
 }
 
-/** The consume step: a full ring handed to Consumer.pass() by moving PROD a whole lap. */
-function consumeBlock(slowdownNs: number): Block {
+/**
+ * The consume step: a full ring handed to Consumer.pass() by moving PROD a
+ * whole lap. `wrapModel` substitutes what the consumer calls (the anatomy's
+ * model-bypassed step); the gate never passes it.
+ */
+function consumeBlock(slowdownNs: number, wrapModel?: (m: ConsumerModel) => ConsumerModel): Block {
   const features = makeFeatures();
   const { sab, i32, ringByte } = hostMemory();
   const model = new SmmuModel(sab, features);
   const ctl = layout.KTHREAD_CTL;
-  const consumer = new Consumer(i32, ctl, model, features);
+  const consumer = new Consumer(i32, ctl, wrapModel ? wrapModel(model) : model, features);
   consumer.addVm(VMID, new VmEntry(new VSmmu(VMID, STREAMS), () => -1));
   const r = layout.queueRegs(0);
   i32[r + layout.Q_LOG2SIZE] = LOG2SIZE;
@@ -108,10 +112,10 @@ export interface MicroResult {
  * the first few hundred) and reports the median block, per command: the
  * median ignores the odd block a timer interrupt or GC landed in.
  */
-export function runMicro(name: MicroName, opts: { blocks?: number; warmup?: number; slowdownNs?: number } = {}): MicroResult {
+export function runMicro(name: MicroName, opts: { blocks?: number; warmup?: number; slowdownNs?: number; wrapModel?: (m: ConsumerModel) => ConsumerModel } = {}): MicroResult {
   const blocks = opts.blocks ?? 200;
   const warmup = opts.warmup ?? 300;
-  const block = name === 'consume' ? consumeBlock(opts.slowdownNs ?? 0) : trapBlock();
+  const block = name === 'consume' ? consumeBlock(opts.slowdownNs ?? 0, opts.wrapModel) : trapBlock();
   for (let k = 0; k < warmup; k++) block();
   const ns = new Float64Array(blocks);
   for (let k = 0; k < blocks; k++) {

@@ -1,11 +1,17 @@
 // Shared-memory words of the bare ping-pong baselines, used by both threads.
 // PING and PONG sit 128 bytes apart (as in node-latency-floor.md §1-2) so the
 // two directions do not share a cache line; SLEEPING has a line of its own.
+// SLOT is the 3-line variant's "command" line (bench/scenario-anatomy.ts):
+// written by the producer before PING and read by the consumer before PONG,
+// as a doorbell round trip moves a slot line and PROD one way and CONS back.
 
 export const PING = 0;
 export const SLEEPING = 16;
 export const PONG = 32;
-export const WORDS = 48;
+export const SLOT = 64;
+/** Words of SLOT the 3-line variant writes and reads: two 16-byte commands (a TLBI and its CMD_SYNC). */
+export const SLOT_WORDS = 8;
+export const WORDS = 80;
 /** PING value that tells the consumer to exit (sequence numbers start at 1). */
 export const STOP = -1;
 
@@ -25,6 +31,8 @@ export interface PingPongWorkerData {
   pollMs: number;
   /** The consumer gives up (and reports it) after this long without a PING, so it can never outlive its producer. */
   idleExitMs: number;
+  /** 0: the bare 2-line ping-pong; SLOT_WORDS: the consumer reads (and checks) the SLOT words before answering. */
+  slotWords: number;
 }
 
 /** Posted by the consumer when it leaves for any reason other than STOP. */

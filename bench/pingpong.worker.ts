@@ -2,13 +2,21 @@
 // sequence number in PONG. "wait" blocks in Atomics.wait between PINGs;
 // "spin" polls Atomics.load and only sleeps after idleSpinUs of silence.
 import { parentPort, workerData } from 'node:worker_threads';
-import { PING, PONG, SLEEPING, STOP, type PingPongExit, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { PING, PONG, SLEEPING, SLOT, STOP, type PingPongExit, type PingPongWorkerData } from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 
 const data = workerData as PingPongWorkerData;
 const i32 = new Int32Array(data.sab);
 const spinUs = data.mode === 'spin' ? data.idleSpinUs : 0;
 const notifyProducer = data.mode === 'wait';
+const slotWords = data.slotWords;
+
+/** The 3-line variant: read the slot line the producer wrote before PING (its words all hold the sequence number). */
+function checkSlot(seq: number): void {
+  for (let w = 0; w < slotWords; w++) {
+    if (i32[SLOT + w] !== seq) throw new Error(`slot word ${w} is ${i32[SLOT + w]}, not ${seq}: written after PING?`);
+  }
+}
 
 function serve(): void {
   const maxIdlePolls = Math.ceil(data.idleExitMs / data.pollMs);
@@ -44,6 +52,7 @@ function serve(): void {
     if (v === STOP) return;
     last = v;
     idlePolls = 0;
+    checkSlot(v);
     Atomics.store(i32, PONG, v);
     if (notifyProducer) Atomics.notify(i32, PONG, 1);
   }

@@ -1,7 +1,7 @@
 // The public queue API as the bench uses it (src/index.ts, plus the trap
 // path's module so 'trap' is registered), and the per-path set-up: each path
 // gets its own host, so the kernel thread's spin budget is a host property.
-import { buildTlbiNhVa, startHost, type Command, type GuestQueue, type Host, type Vm } from '../src/index.ts';
+import { buildTlbiNhVa, startHost, type Command, type GuestQueue, type Host, type HostOptions, type Vm } from '../src/index.ts';
 import { stopTrapPath } from '../src/trap/path.ts';
 import { startThreads } from './affinity.ts';
 import { BenchUnavailableError, type QueuePathName } from './types.ts';
@@ -33,6 +33,8 @@ export interface PathOptions {
   spinUs?: number;
   /** ns of extra work per command the kernel thread consumes (the gate's self-test; doorbell hosts only). */
   slowdownNs?: number;
+  /** Doorbell hosts only: startHost's model.bypass (the transport alone; bench/scenario-anatomy.ts). Never set by the gate's probe. */
+  bypassModel?: boolean;
 }
 
 export function spinUsOf(name: QueuePathName): number {
@@ -51,9 +53,12 @@ async function stopHost(host: Host): Promise<void> {
 export async function openPath(name: QueuePathName, opts: PathOptions = {}): Promise<OpenedPath> {
   const spinUs = opts.spinUs ?? spinUsOf(name);
   // The slowdown models a slower doorbell consumer; the trap path is the reference it is compared with.
-  // Passed only when set: the perf gate runs this file against older builds too, whose hosts may not know it.
   const slowdownNs = name === 'trap' ? 0 : (opts.slowdownNs ?? 0);
-  const started = await startThreads('server', () => startHost(slowdownNs > 0 ? { spinUs, slowdownNs } : { spinUs }));
+  // Options passed only when set: the perf gate runs this file against older builds too, whose hosts may not know them.
+  const hostOpts: HostOptions = { spinUs };
+  if (slowdownNs > 0) hostOpts.slowdownNs = slowdownNs;
+  if (opts.bypassModel === true && name !== 'trap') hostOpts.model = { bypass: true };
+  const started = await startThreads('server', () => startHost(hostOpts));
   const host = started.value;
   try {
     const vm = await host.createVm({ vmid: VMID, streams: [STREAM] });

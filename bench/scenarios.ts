@@ -9,6 +9,7 @@ import { latencyRow, runInterleaved, type MeasuredRow, type Profile } from './ha
 import { SubmitPath, closeAll, csVariants, openPaths, startBaselines, type ScenarioDef } from './scenario-kit.ts';
 import { ASID, STREAM, tlbiNhVaCommand, tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
 import { BASELINE_PATHS, type Params, type PathName, type QueuePathName } from './types.ts';
+import { anatomy } from './scenario-anatomy.ts';
 import { runUnmap } from './unmap.ts';
 
 export type { ScenarioContext, ScenarioDef, ScenarioRun } from './scenario-kit.ts';
@@ -276,7 +277,7 @@ const unmap: ScenarioDef = {
   run: runUnmap,
 };
 
-export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep];
+export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep, anatomy];
 
 export function scenarioByName(name: string): ScenarioDef | undefined {
   return SCENARIO_REGISTRY.find((s) => s.name === name);
