@@ -249,6 +249,10 @@ export class Consumer {
     const cmdset = q.cmdset;
     const idxMask = (1 << log2) - 1;
     let done = 0;
+    // CONS as last published: a pass that ends on a CMD_SYNC has published
+    // it already (completeSync), and a second store of the same value would
+    // only pull CONS's line away from the guest polling it once more.
+    let published = cons;
     const slowIters = this.slowdownIters;
     while (cons !== prod) {
       if (slowIters !== 0) this.slowdownSink ^= work(slowIters);
@@ -280,6 +284,7 @@ export class Consumer {
           // signal, then let CONS pass it.
           cons = queueIncProd(cons, 1, log2);
           this.completeSync(q, cons);
+          published = cons;
           continue;
         default:
           // convertVcmdq admits nothing else; refuse rather than trust that.
@@ -296,8 +301,10 @@ export class Consumer {
     }
     q.cons = cons;
     i32[r + Q_STAT_PASSES]!++;
-    Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
-    if (Atomics.load(i32, r + Q_WAITERS) !== 0) Atomics.notify(i32, r + Q_CONS);
+    if (cons !== published) {
+      Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
+      if (Atomics.load(i32, r + Q_WAITERS) !== 0) Atomics.notify(i32, r + Q_CONS);
+    }
     return done;
   }
 
@@ -317,7 +324,10 @@ export class Consumer {
     // Counted before the publish, so a guest that saw its sync complete also sees it counted.
     i32[q.regs + Q_STAT_SYNCS]!++;
     Atomics.store(i32, q.regs + Q_CONS, consAfter | q.errBits); // publish: CONS release
-    if (cs === CS.SEV && Atomics.load(i32, q.regs + Q_WAITERS) !== 0) Atomics.notify(i32, q.regs + Q_CONS);
+    // Every CONS waiter, not only CS=SEV's: a space or CS=NONE waiter may
+    // have no later publish in this pass to wake it (consume stores CONS
+    // again only when commands followed the sync).
+    if (Atomics.load(i32, q.regs + Q_WAITERS) !== 0) Atomics.notify(i32, q.regs + Q_CONS);
   }
 
   /** Stop `q` at `cons` with CONS.ERR = cerror, as hardware: CONS.ERR before GERROR.CMDQ_ERR. */
