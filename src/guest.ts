@@ -27,7 +27,7 @@ import {
 } from './layout.ts';
 import { queueFree, queueIdx, queuePosMask } from './queue.ts';
 import { errReasonText } from './reason.ts';
-import { KernelThreadDeadError, LIVE, Liveness, SPIN_CLOCK_EVERY, SyncTimeoutError, atomicsWaitAsync } from './waiter.ts';
+import { KernelThreadDeadError, LIVE, Liveness, SPIN_CLOCK_EVERY, SyncTimeoutError, atomicsWaitAsync, spinUntil } from './waiter.ts';
 
 /** How the guest learns its CMD_SYNC completed (smmu-facts.md §2.4). */
 export type CsMode = 'none' | 'sev' | 'irq';
@@ -777,10 +777,10 @@ export class GuestQueue {
     if (this.poll(c, cond) === 0) return;
     const spinUs = this.spinUs();
     if (spinUs > 0 && c.timeoutMs > 0) {
-      const until = performance.now() + spinUs / 1000;
-      for (let n = 1; ; n++) {
+      // No clock read before the SPIN_CLOCK_EVERY-th poll (spinUntil): a round trip's wait usually ends sooner.
+      for (let n = 1, until = 0; ; n++) {
         if (this.poll(c, cond) === 0) return;
-        if (n % SPIN_CLOCK_EVERY === 0 && performance.now() > until) break;
+        if (n % SPIN_CLOCK_EVERY === 0 && (until = spinUntil(c.live, until, spinUs)) < 0) break;
       }
     }
     const waiters = this.regs + Q_WAITERS;

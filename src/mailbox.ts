@@ -17,7 +17,7 @@ import {
 } from './layout.ts';
 import { show } from './args.ts';
 import { ArgumentError } from './errors.ts';
-import { LIVE, Liveness, MailboxTimeoutError, SPIN_CLOCK_EVERY, ServerDeadError, atomicsWaitAsync } from './waiter.ts';
+import { LIVE, Liveness, MailboxTimeoutError, SPIN_CLOCK_EVERY, ServerDeadError, atomicsWaitAsync, spinUntil } from './waiter.ts';
 
 /** Results[0] when the server had no handler for the op (-ENOSYS). */
 export const MB_ENOSYS = -38;
@@ -86,9 +86,9 @@ export class MailboxClient {
     this.publish(op);
     const spinUs = Atomics.load(i32, this.handle.ctl + CTL_SPIN_US);
     if (spinUs > 0) {
-      const until = performance.now() + spinUs / 1000;
-      for (let n = 1; Atomics.load(i32, st) === MAILBOX_STATE.REQUEST; n++) {
-        if (n % SPIN_CLOCK_EVERY === 0 && performance.now() > until) break;
+      // As a guest's wait: no clock read before the SPIN_CLOCK_EVERY-th poll (spinUntil).
+      for (let n = 1, until = 0; Atomics.load(i32, st) === MAILBOX_STATE.REQUEST; n++) {
+        if (n % SPIN_CLOCK_EVERY === 0 && (until = spinUntil(this.live, until, spinUs)) < 0) break;
       }
     }
     while (Atomics.load(i32, st) === MAILBOX_STATE.REQUEST) this.block(st, MAILBOX_STATE.REQUEST, op, timeoutMs);

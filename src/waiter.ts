@@ -50,7 +50,9 @@ export const LIVE = { OK: 0, TIMEOUT: 1, DEAD: 2 } as const;
  * `begin` before the wait, `check` between slices.
  */
 export class Liveness {
-  private deadline = 0;
+  /** performance.now() + timeoutMs at the wait's first clock read; -1 before it. */
+  private deadline = -1;
+  private timeoutMs = 0;
   /** CTL_EPOCH when the wait began. */
   private epoch = 0;
   private hb = 0;
@@ -64,17 +66,29 @@ export class Liveness {
    * HEARTBEAT is not read here: its line is the server's, dirtied every pass
    * (layout.ts), and a wait that completes while spinning never needs it. The
    * first `check` takes it as the reference instead, so death by silence is
-   * seen at most one slice later than from `begin`.
+   * seen at most one slice later than from `begin`. Nor is the clock: a
+   * round trip at the floor (~0.2-1 µs) would pay a clock read (~40 ns) for
+   * nothing. The deadline starts at the first `now()`, which every path that
+   * can block takes within SPIN_CLOCK_EVERY polls (spinUntil, sliceMs,
+   * check), so a call may outlast `timeoutMs` by those polls (~1 µs).
    */
   begin(timeoutMs: number): void {
     this.epoch = Atomics.load(this.i32, this.ctl + CTL_EPOCH);
-    this.deadline = performance.now() + timeoutMs;
+    this.timeoutMs = timeoutMs;
+    this.deadline = -1;
     this.hbAt = -1;
+  }
+
+  /** The clock; its first read in a wait starts the deadline. */
+  now(): number {
+    const t = performance.now();
+    if (this.deadline < 0) this.deadline = t + this.timeoutMs;
+    return t;
   }
 
   /** Length of the next Atomics.wait slice: the heartbeat period, cut at the deadline. */
   sliceMs(): number {
-    const left = this.deadline - performance.now();
+    const left = this.deadline - this.now();
     const hbMs = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT_MS) || 10;
     return left < 0 ? 0 : left < hbMs ? left : hbMs;
   }
@@ -89,7 +103,7 @@ export class Liveness {
       this.why = state === SERVER_STATE.DEAD ? 'STATE=DEAD' : 'stopping';
       return LIVE.DEAD;
     }
-    const now = performance.now();
+    const now = this.now();
     const hb = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT);
     if (hb !== this.hb || this.hbAt < 0) {
       this.hb = hb;
@@ -104,6 +118,18 @@ export class Liveness {
 
 /** Spin iterations between clock reads while spinning (a clock read costs ~50 Atomics.load). */
 export const SPIN_CLOCK_EVERY = 64;
+
+/**
+ * A client's spin budget, looked at every SPIN_CLOCK_EVERY polls: `until` is
+ * 0 before the first look, which starts the budget (so a wait that ends
+ * within SPIN_CLOCK_EVERY polls reads no clock at all, and the budget runs
+ * that many polls long). Returns the budget's end, or -1 once it is spent.
+ */
+export function spinUntil(live: Liveness, until: number, spinUs: number): number {
+  const now = live.now();
+  if (until === 0) return now + spinUs / 1000;
+  return now > until ? -1 : until;
+}
 
 /** Atomics.waitAsync's result, spelled out so the declarations do not need the consumer's lib to include ES2024. */
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
