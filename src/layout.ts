@@ -27,9 +27,12 @@
 //    (publish: GERROR release), so a guest that sees GERROR != GERRORN reads
 //    the right CONS.ERR. The guest acks with `Atomics.store(GERRORN)` (publish:
 //    GERRORN release) after rewriting the faulting entry, then kicks.
-//  - CMD_SYNC completion: CS_NONE publishes CONS; CS_SEV publishes CONS then
-//    Atomics.notify(CONS); CS_IRQ stores MSIDATA at the MSI address with
-//    Atomics.store (publish: MSI release) then notifies that word.
+//  - CMD_SYNC completion: the sync publishes CONS past itself, then
+//    Atomics.notify(CONS) (CS_SEV's event, and the wake-up of space and
+//    CS_NONE waiters, who also sleep on CONS); CS_IRQ first stores MSIDATA
+//    at the MSI address with Atomics.store (publish: MSI release) and
+//    notifies that word. A pass publishes CONS once more at its end only if
+//    commands followed its last sync.
 //  - Those notifies (and the one after each pass, for space waiters) are made
 //    only while Atomics.load(WAITERS) != 0: a notify costs ~40 ns even with
 //    nobody waiting, twice per round trip. A guest about to block does
@@ -63,16 +66,37 @@
 // trap of node-latency-floor.md). The wait also times out after heartbeatMs,
 // so even a broken producer costs latency, not a hang.
 //
-// Cache lines one doorbell round trip moves (a TLBI + CMD_SYNC, kernel thread
-// spinning): the guest writes the two slot lines of the ring and the queue's
-// line 0 (PROD); the kernel thread, polling line 0, pulls it, then the slot
-// lines; it writes the queue's line 1 (CONS), which the spinning guest pulls
-// back. Lines that stay put: the control block's line 1 (SLEEPING, STATE),
-// which kicks and waiters read, is written only when the thread goes to sleep
-// or changes state; its line 3 (HEARTBEAT, pass statistics) and the queue's
-// line 3 (command statistics) are written per pass or command but read only
-// by slow paths (a wait slice's liveness check, state()). So the floor is
-// PROD + slots one way and CONS back: about 1.5 spin ping-pongs plus the work.
+// Cache lines per doorbell round trip (one submitWords of a TLBI + CMD_SYNC,
+// single producer, kernel thread spinning). Counted, access by access, in
+// test/line-budget.test.ts; "ctl.N" is line N of the control block, "q.N"
+// line N of the queue's register block.
+//  Guest (submitWords, kick, its wait):
+//    reads  ctl.2 (EPOCH in Liveness.begin, SPIN_US: written at setup only),
+//           q.4 (RESV, PUB, TURN_WAITERS: its own driver line),
+//           q.1 (CONS, GERROR: the space check and every poll of the wait),
+//           q.0 (GERRORN, in every poll's error check: its own line),
+//           ctl.1 (SLEEPING, in kick: written only when the thread sleeps);
+//    writes the slot line(s) of the ring (plain stores; a pair of slots
+//           shares one line unless it straddles two), q.4 (CAS RESV, PUB),
+//           q.0 (PROD, the publish);
+//    no clock read unless its wait outlasts SPIN_CLOCK_EVERY polls.
+//  Kernel thread (a pass, its spin):
+//    reads  ctl.0 (CTRL, CRASH; WAKE is written only by a kick of a sleeper),
+//           ctl.1 (STATE), ctl.2 (config, plain reads), q.0 (CONFIG,
+//           GERRORN, PROD, and WAITERS after each publish), the slot line(s)
+//           (one plain copy per command), each mailbox's STATE line;
+//    writes q.1 (CONS: once per pass, at its CMD_SYNC or at the end; GERROR
+//           and ERR_REASON only on an error), q.3 (command statistics, plain,
+//           per command), ctl.3 (HEARTBEAT per pass, pass statistics);
+//    per command, nothing shared but its slot (the line-budget test checks
+//           that 1 and 60 commands make the same Atomics accesses).
+// So three lines cross per round trip: the slot line and q.0 to the kernel
+// thread, q.1 back. Every other line a side reads is written by nobody per
+// round trip (ctl.0, ctl.1, ctl.2), or only by that side itself (q.4, and
+// q.0 for the guest), and the lines written per pass or per command are read
+// only by slow paths (ctl.3 by a wait slice's liveness check, q.3 by
+// state()). The floor is therefore the 3-line ping-pong plus the work:
+// bench/scenario-anatomy.ts measures both and the residual beside them.
 //
 // Liveness: the kernel thread bumps HEARTBEAT at least once per heartbeatMs
 // (per pass and per wait timeout). STATE goes RUNNING -> STOPPING (host asked)

@@ -1,0 +1,163 @@
+// Which shared cache lines each side of a doorbell round trip touches, counted
+// without perf counters (src/layout.ts, "Cache lines per round trip"): every
+// Atomics access to the host memory is recorded by word, in one thread, with
+// the kernel thread's consume step (the consumer rig) run from inside the
+// guest's wait, as if the kernel thread answered while the guest spun. What
+// depends on where the two threads run is the lines they share, so these
+// counts are what placement multiplies: they must not grow per command, the
+// guest must never touch a line the kernel thread writes per pass (HEARTBEAT,
+// statistics), and neither side reads the clock on the way.
+import { describe, expect, it } from 'vitest';
+import { buildCmdSync, buildTlbiNhVa } from '../src/codec.ts';
+import { CS } from '../src/fields.ts';
+import { GuestQueue, type CsMode, type QueueHandle } from '../src/guest.ts';
+import {
+  CTL_SPIN_US, CTL_WORDS, KTHREAD_CTL, LINE_WORDS, Q_CONS, Q_PROD, Q_WORDS,
+} from '../src/layout.ts';
+import { addQueue, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
+
+type Side = 'guest' | 'kernel';
+interface Access { side: Side; op: string; word: number }
+
+const WRITES = new Set(['store', 'add', 'sub', 'compareExchange', 'exchange', 'and', 'or', 'xor']);
+const OPS = [...WRITES, 'load', 'notify', 'wait'] as const;
+
+/**
+ * Records every Atomics call on `i32`'s buffer while `fn` runs, and every
+ * performance.now() (the clock reads), by side. `onLoad` may act on a load
+ * before it is performed (the kernel thread answering).
+ */
+function record(i32: Int32Array, fn: () => void, onLoad: (word: number) => void = () => {}): { accesses: Access[]; clock: Record<Side, number> } {
+  const accesses: Access[] = [];
+  const clock = { guest: 0, kernel: 0 };
+  let side: Side = 'guest';
+  const saved = new Map<string, unknown>();
+  const A = Atomics as unknown as Record<string, (...a: unknown[]) => unknown>;
+  for (const op of OPS) {
+    const real = A[op]!;
+    saved.set(op, real);
+    A[op] = (ta: unknown, word: unknown, ...rest: unknown[]) => {
+      if (ta instanceof Int32Array && ta.buffer === i32.buffer) {
+        const w = (ta.byteOffset >>> 2) + (word as number);
+        accesses.push({ side, op, word: w });
+        if (op === 'load' && side === 'guest') {
+          side = 'kernel';
+          try { onLoad(w); } finally { side = 'guest'; }
+        }
+      }
+      return real(ta, word, ...rest);
+    };
+  }
+  const now = performance.now.bind(performance);
+  performance.now = () => { clock[side]++; return now(); };
+  try {
+    fn();
+  } finally {
+    for (const [op, real] of saved) A[op] = real as (...a: unknown[]) => unknown;
+    performance.now = now;
+  }
+  return { accesses, clock };
+}
+
+/** A name for each shared line the accesses land on: the control block's and the queue's lines by number, the ring as one. */
+function lineOf(word: number, q: RigQueue, ringWord: number, ringWords: number): string {
+  if (word >= KTHREAD_CTL && word < KTHREAD_CTL + CTL_WORDS) return `ctl.${Math.floor((word - KTHREAD_CTL) / LINE_WORDS)}`;
+  if (word >= q.regs && word < q.regs + Q_WORDS) return `q.${Math.floor((word - q.regs) / LINE_WORDS)}`;
+  if (word >= ringWord && word < ringWord + ringWords) return 'ring';
+  return `other@${word}`;
+}
+
+function tlbi(k: number): Uint32Array {
+  const u = new Uint32Array(4);
+  buildTlbiNhVa(u, 1, 1, (0x40000 + k) * 4096, 0, 0, 0, 0, 0, 1);
+  return u;
+}
+
+function words(n: number): Uint32Array {
+  const w = new Uint32Array(4 * n);
+  for (let k = 0; k < n; k++) w.set(tlbi(k), 4 * k);
+  return w;
+}
+
+interface Setup { rig: Rig; q: RigQueue; guest: GuestQueue; ringWord: number }
+
+function setup(spinUs: number): Setup {
+  const rig = makeRig([{ vmid: 1, psids: [0x10] }]);
+  const q = addQueue(rig, 1, 8);
+  rig.i32[KTHREAD_CTL + CTL_SPIN_US] = spinUs;
+  // The model itself, without the rig's recording wrapper (which reads CONS at every execute).
+  rig.model.execute = (f) => rig.w.model.execute(f);
+  const handle: QueueHandle = {
+    path: 'doorbell', sab: rig.w.mem, ctl: KTHREAD_CTL, qid: q.qid, regs: q.regs, log2size: q.log2,
+    basePa: q.ring.byteOffset, baseIpa: 0, vmid: 1, features: rig.w.features,
+  };
+  return { rig, q, guest: new GuestQueue(handle), ringWord: q.ring.byteOffset >>> 2 };
+}
+
+/**
+ * One submitWords of `n` TLBIs + CMD_SYNC; the consumer's pass runs at the
+ * guest's `answerAt`-th load of CONS after its PROD publish (its wait's
+ * polls), as a kernel thread that answers while the guest spins.
+ */
+function roundTrip(s: Setup, n: number, cs: CsMode, answerAt: number) {
+  let published = false;
+  let consLoads = 0;
+  let passes = 0;
+  const r = record(s.rig.i32, () => s.guest.submitWords(words(n), n, cs, 5000), (w) => {
+    if (w !== s.q.regs + Q_CONS) return;
+    if (!published) published = s.rig.i32[s.q.regs + Q_PROD] !== 0; // a plain read: not one of the kernel thread's accesses
+    if (published && ++consLoads === answerAt) passes += s.rig.consumer.pass() > 0 ? 1 : 0;
+  });
+  expect(passes).toBe(1);
+  return r;
+}
+
+function lines(s: Setup, accesses: Access[], side: Side, writes: boolean): string[] {
+  return [...new Set(accesses.filter((a) => a.side === side && WRITES.has(a.op) === writes).map((a) => lineOf(a.word, s.q, s.ringWord, s.q.ring.length)))].sort();
+}
+
+describe('shared lines per doorbell round trip (the layout.ts list, counted)', () => {
+  it('the guest reads only its own lines, CONS\'s and the config/SLEEPING lines; it writes PROD\'s line and its driver line; no clock on either side', () => {
+    const s = setup(50);
+    const { accesses, clock } = roundTrip(s, 1, 'sev', 10);
+    // q.0: PROD, GERRORN (and WAITERS); q.1: CONS, GERROR; q.4: RESV, PUB, TURN_WAITERS; ctl.1: SLEEPING (kick); ctl.2: EPOCH, SPIN_US.
+    expect(lines(s, accesses, 'guest', false)).toEqual(['ctl.1', 'ctl.2', 'q.0', 'q.1', 'q.4']);
+    expect(lines(s, accesses, 'guest', true)).toEqual(['q.0', 'q.4']);
+    // Never the lines the kernel thread dirties per pass or per command (ctl.3 HEARTBEAT and pass counts, q.3 statistics).
+    expect(clock).toEqual({ guest: 0, kernel: 0 });
+  });
+
+  it('the kernel thread writes CONS once per pass that ends on its CMD_SYNC, and reads only PROD\'s line and the control lines', () => {
+    const s = setup(50);
+    const { accesses } = roundTrip(s, 1, 'sev', 3);
+    const consStores = accesses.filter((a) => a.side === 'kernel' && a.op === 'store' && a.word === s.q.regs + Q_CONS);
+    expect(consStores).toHaveLength(1);
+    expect(lines(s, accesses, 'kernel', true)).toEqual(['q.1']);
+    expect(lines(s, accesses, 'kernel', false)).toEqual(['ctl.0', 'q.0']);
+  });
+
+  it('per batch, not per command: 1 and 60 commands make the same Atomics accesses on each side', () => {
+    const count = (n: number, side: Side): Record<string, number> => {
+      const s = setup(50);
+      const { accesses } = roundTrip(s, n, 'sev', 5);
+      const out: Record<string, number> = {};
+      for (const a of accesses.filter((x) => x.side === side)) {
+        const k = `${a.op} ${lineOf(a.word, s.q, s.ringWord, s.q.ring.length)}`;
+        out[k] = (out[k] ?? 0) + 1;
+      }
+      return out;
+    };
+    for (const side of ['guest', 'kernel'] as const) expect(count(60, side), side).toEqual(count(1, side));
+  });
+
+  it('a pass whose last command is not a CMD_SYNC still publishes CONS once, after it', () => {
+    const s = setup(0);
+    const sync = new Uint32Array(4);
+    buildCmdSync(sync, CS.NONE, 0, 0, 0);
+    submit(s.rig, s.q, [tlbi(0), sync, tlbi(1)]);
+    const { accesses } = record(s.rig.i32, () => { s.rig.consumer.pass(); });
+    const stores = accesses.filter((a) => a.op === 'store' && a.word === s.q.regs + Q_CONS);
+    expect(stores).toHaveLength(2); // the sync's, then the pass's for the TLBI after it
+    expect(Atomics.load(s.rig.i32, s.q.regs + Q_CONS) & 0x1ff).toBe(3);
+  });
+});
