@@ -1,10 +1,12 @@
 // A device doing DMA through the SMMU: on request, translates every page of
 // the vCPU's mapping (which fills the IOTLB, so the unmap that follows has
-// real entries to invalidate), or checks that every page now faults.
+// real entries to invalidate), or checks that every page now faults. Between
+// requests it is parked in Atomics.wait (announced by D_PARKED), so it is
+// never runnable inside a vCPU's timed unmap (unmap-protocol.ts).
 import { parentPort, workerData } from 'node:worker_threads';
 import { DmaAgent } from '../src/host.ts';
 import { ACCESS } from '../src/model/smmu.ts';
-import { D_DONE, D_EXPECT_FAULT, D_PAGES, D_REQ, EXIT, type DmaAgentData } from './unmap-protocol.ts';
+import { D_DONE, D_EXPECT_FAULT, D_PAGES, D_PARKED, D_REQ, EXIT, IDLE_SLICE_MS, type DmaAgentData } from './unmap-protocol.ts';
 
 const data = workerData as DmaAgentData;
 const ctl = new Int32Array(data.ctl);
@@ -18,8 +20,8 @@ function serve(): void {
     const seq = Atomics.load(ctl, D_REQ);
     if (seq === EXIT) return;
     if (seq === seen) {
-      if (performance.now() - idleSince > IDLE_EXIT_MS) throw new Error('DMA agent: no request for 120 s: bench gone');
-      Atomics.wait(ctl, D_REQ, seq, 100);
+      Atomics.wait(ctl, D_REQ, seq, IDLE_SLICE_MS);
+      if (Atomics.load(ctl, D_REQ) === seq && performance.now() - idleSince > IDLE_EXIT_MS) throw new Error('DMA agent: no request for 120 s: bench gone');
       continue;
     }
     seen = seq;
@@ -34,6 +36,8 @@ function serve(): void {
     Atomics.store(ctl, D_DONE, seq);
     Atomics.notify(ctl, D_DONE);
     idleSince = performance.now();
+    // From here to Atomics.wait: one load and a compare.
+    Atomics.store(ctl, D_PARKED, seq);
   }
 }
 

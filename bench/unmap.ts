@@ -2,6 +2,12 @@
 // latency per mapping size ("granule", as its -g option: pages per map) for
 // 1 and 2 guest vCPU threads, each vCPU on its own vCMDQ with its own DMA
 // agent, all paths in one run, interleaved round by round.
+// Inside a timed unmap only the mechanism runs: the cell's vCPUs and the
+// path's server threads. The DMA agents translate between samples and are
+// parked during them, the main thread waits out the cell, idle vCPUs sleep
+// (unmap-protocol.ts). Each row says how many threads that leaves runnable
+// (params.runnable_threads): on 2 CPUs, more than 2 means the row also
+// measures the run queue.
 import { Worker } from 'node:worker_threads';
 import { descOa, levelShift, D_LO, type TranslationTable } from '../src/model/pgtable.ts';
 import { workerUrl } from '../src/worker-url.ts';
@@ -10,7 +16,10 @@ import { latencyRow, type MeasuredRow } from './harness.ts';
 import { ASID, openPath, STREAM, type OpenedPath } from './queue-api.ts';
 import type { ScenarioContext, ScenarioRun } from './scenarios.ts';
 import { BenchTimeoutError, PATHS, type QueuePathName } from './types.ts';
-import { CTL_WORDS, D_REQ, EXIT, V_COUNT, V_DONE, V_FROM, V_PAGES, V_REQ, awaitWord, post, type DmaAgentData, type UnmapVcpuData } from './unmap-protocol.ts';
+import {
+  BARRIER_WORDS, B_ARRIVED, B_AWAKE, CTL_WORDS, D_REQ, EXIT, V_COUNT, V_DONE, V_FROM, V_PAGES, V_PARTIES, V_REQ, awaitWord, post,
+  type DmaAgentData, type UnmapVcpuData,
+} from './unmap-protocol.ts';
 
 export const UNMAP_GRANULES = [4096, 16384, 65536, 131072, 262144] as const;
 export const UNMAP_THREADS = [1, 2] as const;
@@ -34,6 +43,16 @@ function leafDescIpa(pt: TranslationTable, read32: (ipa: number) => number, va: 
   }
 }
 
+/** Threads of the mechanism on each path: the kernel thread, and on the trap path the VMM too. */
+export function serverThreads(name: QueuePathName): number {
+  return name === 'trap' ? 2 : 1;
+}
+
+/** Threads that may be runnable inside a timed unmap of `threads` vCPUs on path `name`. */
+export function runnableThreads(name: QueuePathName, threads: number): number {
+  return threads + serverThreads(name);
+}
+
 interface Vcpu {
   worker: Worker;
   dma: Worker;
@@ -46,11 +65,14 @@ interface Vcpu {
 interface PathRig {
   opened: OpenedPath;
   vcpus: Vcpu[];
+  /** The vCPUs' barrier words (unmap-protocol.ts B_*). */
+  barrier: Int32Array;
 }
 
 async function startRig(name: QueuePathName, ctx: ScenarioContext, samplesPerCell: number): Promise<PathRig> {
   const opened = await openPath(name, { slowdownNs: ctx.slowdownNs });
   const vcpus: Vcpu[] = [];
+  const barrierSab = new SharedArrayBuffer(BARRIER_WORDS * 4);
   try {
     const { vm, host } = opened;
     const pt = vm.pageTable();
@@ -68,13 +90,13 @@ async function startRig(name: QueuePathName, ctx: ScenarioContext, samplesPerCel
       const dmaAgent = await host.dma();
       const ctlSab = new SharedArrayBuffer(CTL_WORDS * 4);
       const samplesSab = new SharedArrayBuffer(8 * samplesPerCell);
-      const vdata: UnmapVcpuData = {
-        queue: queue.handle, ctl: ctlSab, samples: samplesSab, asid: ASID, iova,
-        descPa: descIpa.map((d) => vm.ramBase + d), descLo, descHi, timeoutMs: ctx.profile.timeoutMs,
-      };
       const ddata: DmaAgentData = { ctl: ctlSab, dma: dmaAgent.handle, psid: STREAM.psid, iova, timeoutMs: ctx.profile.timeoutMs };
       // The device is not on the vCPUs' CPU budget: it sits with the host threads.
-      const { value: dma } = await startThreads('server', async () => new Worker(workerUrl('dma.worker.js'), { workerData: ddata }));
+      const { value: dma, tids: dmaTids } = await startThreads('server', async () => new Worker(workerUrl('dma.worker.js'), { workerData: ddata }));
+      const vdata: UnmapVcpuData = {
+        queue: queue.handle, ctl: ctlSab, barrier: barrierSab, dmaTid: dmaTids.length === 1 ? dmaTids[0]! : '', samples: samplesSab, asid: ASID, iova,
+        descPa: descIpa.map((d) => vm.ramBase + d), descLo, descHi, timeoutMs: ctx.profile.timeoutMs,
+      };
       const { value: worker } = await startThreads('float', async () => new Worker(workerUrl('unmap.worker.js'), { workerData: vdata }));
       const vcpu: Vcpu = { worker, dma, ctl: new Int32Array(ctlSab), samples: new Float64Array(samplesSab), seq: 0 };
       for (const w of [worker, dma]) {
@@ -83,9 +105,9 @@ async function startRig(name: QueuePathName, ctx: ScenarioContext, samplesPerCel
       }
       vcpus.push(vcpu);
     }
-    return { opened, vcpus };
+    return { opened, vcpus, barrier: new Int32Array(barrierSab) };
   } catch (e) {
-    await closeRig({ opened, vcpus });
+    await closeRig({ opened, vcpus, barrier: new Int32Array(barrierSab) });
     throw e;
   }
 }
@@ -102,10 +124,14 @@ async function closeRig(rig: PathRig): Promise<void> {
 /** Runs `count` unmaps of `pages` pages on the first `threads` vCPUs at once; blocks until all are done. */
 function runCell(rig: PathRig, threads: number, pages: number, count: number, timeoutMs: number): void {
   const active = rig.vcpus.slice(0, threads);
+  // Every vCPU is idle between cells: the barrier starts again from generation 1.
+  Atomics.store(rig.barrier, B_ARRIVED, 0);
+  Atomics.store(rig.barrier, B_AWAKE, 0);
   for (const v of active) {
     v.ctl[V_PAGES] = pages;
     v.ctl[V_COUNT] = count;
     v.ctl[V_FROM] = 0;
+    v.ctl[V_PARTIES] = threads;
     post(v.ctl, V_REQ, ++v.seq);
   }
   // Budget: every unmap may take the per-operation timeout, plus its DMA round trips.
@@ -149,10 +175,17 @@ export async function runUnmap(ctx: ScenarioContext): Promise<ScenarioRun> {
     }
     const measured: MeasuredRow[] = [];
     rigs.forEach((rig, p) => cells.forEach((c, ci) => {
-      const m = latencyRow('unmap', rig.opened.name, { granule: c.granule, threads: c.threads }, kept[p]![ci]!.subarray(0, filled[p]![ci]!), null);
+      const params = { granule: c.granule, threads: c.threads, runnable_threads: runnableThreads(rig.opened.name, c.threads) };
+      const m = latencyRow('unmap', rig.opened.name, params, kept[p]![ci]!.subarray(0, filled[p]![ci]!), null);
       measured.push({ row: m.row });
     }));
-    return { measured, notes: [`unmap: each sample = clear the leaf PTEs + invalidateRange (range TLBI, RIL) + CMD_SYNC(SEV), after a DMA agent translated every page; the first unmap per request is checked to fault afterwards`] };
+    return {
+      measured,
+      notes: [
+        'unmap: each sample = clear the leaf PTEs + invalidateRange (range TLBI, RIL) + CMD_SYNC(SEV), after a DMA agent translated every page and parked; the first unmap per request is checked to fault afterwards',
+        'unmap: runnable_threads = the cell\'s vCPUs + the path\'s server threads (kernel thread; + VMM on trap), the DMA agents parked; rows above the CPU count measure the run queue too',
+      ],
+    };
   } finally {
     for (const rig of rigs) await closeRig(rig);
   }
