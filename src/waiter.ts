@@ -88,7 +88,8 @@ export class Liveness {
 
   /** Length of the next Atomics.wait slice: the heartbeat period, cut at the deadline. */
   sliceMs(): number {
-    const left = this.deadline - this.now();
+    const now = this.now(); // first: it may start the deadline
+    const left = this.deadline - now;
     const hbMs = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT_MS) || 10;
     return left < 0 ? 0 : left < hbMs ? left : hbMs;
   }
