@@ -7,7 +7,10 @@
 import { Consumer, VmEntry, type ConsumerModel, type Stage2Lookup } from '../native-free-fastpath/consumer.ts';
 import type { SmmuFeatures } from '../src/features.ts';
 import { F } from '../src/fields.ts';
-import { CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CONFIG, Q_CONS, Q_LOG2SIZE, Q_PROD, queueRegs } from '../src/layout.ts';
+import { GuestQueue, type QueueTransport } from '../src/guest.ts';
+import {
+  CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CONFIG, Q_CONS, Q_GERRORN, Q_LOG2SIZE, Q_PROD, queueRegs,
+} from '../src/layout.ts';
 import type { SmmuModel } from '../src/model/smmu.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 import { MiB, makeVm, makeWorld, type Vm, type World } from './model-fixture.ts';
@@ -130,3 +133,53 @@ export function consPos(rig: Rig, q: RigQueue): number {
 export function addrOf(f: Uint32Array): number {
   return f[F.ADDR_HI]! * 2 ** 32 + f[F.ADDR_LO]!;
 }
+
+/** What the in-thread transport saw: every PROD the guest published, in order. */
+export interface GuestRig {
+  gq: GuestQueue;
+  q: RigQueue;
+  prods: number[];
+  /** False: PROD writes are recorded but not consumed (the kernel thread is busy elsewhere). */
+  pump: boolean;
+}
+
+/**
+ * A GuestQueue on a new queue of `vmid`, in this thread: the ring in the VM's
+ * RAM (so a CS=IRQ sync's MSI, aimed at its own slot as Linux does, lands),
+ * and a transport whose PROD write runs one consumer pass before it returns,
+ * as a trapped PROD write completes its commands before the vCPU resumes.
+ * Submissions with timeoutMs 0 then never wait: what they need is done.
+ */
+export function attachGuest(rig: Rig, vmid: number, log2: number): GuestRig {
+  const vm = rig.vms.find((v) => v.vmid === vmid)!;
+  const qid = nextQid++ % 64;
+  const regs = queueRegs(qid);
+  const baseIpa = vm.gm.allocTable(Math.max(16 << log2, 32));
+  const basePa = vm.gm.paOf(baseIpa);
+  rig.i32[regs + Q_LOG2SIZE] = log2;
+  rig.i32[regs + Q_BASE] = basePa;
+  rig.consumer.addQueue(qid, vmid);
+  Atomics.store(rig.i32, regs + Q_CONFIG, CONFIG_EN);
+  const q: RigQueue = { qid, regs, log2, ring: new Uint32Array(rig.w.mem, basePa, 4 << log2), prod: 0 };
+  rig.model.queues = [...rig.model.queues, q];
+  const g: GuestRig = { gq: null as unknown as GuestQueue, q, prods: [], pump: true };
+  const transport: QueueTransport = {
+    publishProd(prod) {
+      Atomics.store(rig.i32, regs + Q_PROD, prod);
+      g.prods.push(prod);
+      if (g.pump) rig.consumer.pass();
+    },
+    ackGerror(gerror) {
+      Atomics.store(rig.i32, regs + Q_GERRORN, gerror);
+      if (g.pump) rig.consumer.pass();
+    },
+  };
+  g.gq = new GuestQueue({
+    path: IN_THREAD, sab: rig.w.mem, ctl: KTHREAD_CTL, qid, regs, log2size: log2, basePa, baseIpa, vmid,
+    features: rig.w.features, extra: transport,
+  });
+  return g;
+}
+
+const IN_THREAD = 'in-thread-test';
+GuestQueue.registerTransport(IN_THREAD, (h) => h.extra as QueueTransport);

@@ -23,6 +23,7 @@ export default defineConfig({
       'test/isolation.test.ts',
       'test/consumer-order.test.ts',
       'test/consumer-errors.test.ts',
+      'test/guest-inthread.test.ts',
       'test/model.test.ts',
       'test/model-invalidation.test.ts',
       'test/trap-pure.test.ts',

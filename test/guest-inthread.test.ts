@@ -1,0 +1,261 @@
+// The guest driver's batching and range invalidation, driven in-thread
+// against the real consumer and model (consumer-rig.ts attachGuest: each PROD
+// write runs a consumer pass before it returns). The same contracts are
+// tested on real threads by the doorbell-* and guest-* suites; here a mutant
+// of src/guest.ts can be seen by mutation testing.
+//
+// Contracts, from Linux arm_smmu_cmdq_issue_cmdlist / arm_smmu_cmdq_batch_add
+// / arm_smmu_cmdq_batch_submit (arm-smmu-v3.c):
+// - commands are written in order and published in batches of at most
+//   CMDQ_BATCH_ENTRIES (64), and never more than the queue holds;
+// - the CMD_SYNC goes in the same PROD write as the last batch when it fits,
+//   else alone right after; with no sync nothing is added;
+// - a queue error stops the call with the faulting command's position
+//   (SMMUv3 §7.1: CONS stays on the command that failed).
+import { describe, expect, it } from 'vitest';
+import { buildCfgiSte, buildTlbiNhAsid } from '../src/codec.ts';
+import { ArgumentError, CERROR } from '../src/errors.ts';
+import { F, OP } from '../src/fields.ts';
+import { CMDQ_BATCH_ENTRIES, QueueError, type CsMode } from '../src/guest.ts';
+import { tlbInvRangeAsid } from '../src/invalidate.ts';
+import { Q_STAT_CMDS, Q_STAT_SYNCS } from '../src/layout.ts';
+import { ACCESS, PROT } from '../src/model/index.ts';
+import { SyncTimeoutError } from '../src/waiter.ts';
+import { attachGuest, makeRig, type GuestRig, type Rig } from './consumer-rig.ts';
+
+const VMID = 7;
+const PSID = 1;
+const ASID = 3;
+
+/** n TLBI_NH_ASID commands, the k-th naming ASID first + k (so the model's log identifies each). */
+function asids(n: number, first: number): Uint32Array {
+  const words = new Uint32Array(4 * Math.max(n, 1));
+  for (let k = 0; k < n; k++) buildTlbiNhAsid(words.subarray(4 * k, 4 * k + 4), (first + k) & 0xffff, 0);
+  return words;
+}
+
+/** The PROD steps Linux's batching gives n commands (plus a sync) on a queue of `size` slots. */
+function linuxSteps(n: number, sync: boolean, size: number): number[] {
+  const max = Math.min(CMDQ_BATCH_ENTRIES, size);
+  const steps: number[] = [];
+  let rest = n;
+  while (rest > max) {
+    steps.push(max);
+    rest -= max;
+  }
+  if (rest > 0 && (!sync || rest < size)) steps.push(rest + (sync ? 1 : 0));
+  else {
+    if (rest > 0) steps.push(rest);
+    if (sync) steps.push(1);
+  }
+  return steps;
+}
+
+function stepsOf(g: GuestRig, from: number): number[] {
+  const mask = (2 << g.q.log2) - 1;
+  let prev = from;
+  return g.prods.map((p) => {
+    const d = (p - prev) & mask;
+    prev = p;
+    return d;
+  });
+}
+
+const rig1 = (features = {}): Rig => makeRig([{ vmid: VMID, psids: [PSID], asid: ASID }], { features });
+
+describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
+  for (const log2 of [2, 3, 6, 7]) {
+    it(`queue of ${1 << log2} slots: every command once, in order, in batches of <= min(64, size), the sync last`, () => {
+      const rig = rig1();
+      const g = attachGuest(rig, VMID, log2);
+      const size = 1 << log2;
+      let executed = 0;
+      let syncs = 0;
+      let prod = 0;
+      let first = 1;
+      // One queue through many calls: the ring wraps over and over.
+      for (const n of [0, 1, 2, size - 1, size, size + 1, 63, 64, 65, 127, 128, 129, 200]) {
+        for (const cs of [null, 'none', 'sev', 'irq'] as (CsMode | null)[]) {
+          if (n === 0 && cs === null) continue;
+          g.prods.length = 0;
+          g.gq.submitWords(asids(n, first), n, cs, 0);
+          const label = `n=${n} cs=${cs}`;
+          expect(rig.model.log.slice(executed).map((e) => e.f[F.ASID]), label)
+            .toEqual(Array.from({ length: n }, (_, k) => (first + k) & 0xffff));
+          expect(rig.model.log.slice(executed).every((e) => e.f[F.OP] === OP.TLBI_NH_ASID && e.f[F.VMID] === VMID), label).toBe(true);
+          expect(stepsOf(g, prod), label).toEqual(linuxSteps(n, cs !== null, size));
+          if (cs !== null) syncs++;
+          expect(rig.i32[g.q.regs + Q_STAT_SYNCS], label).toBe(syncs);
+          executed += n;
+          first += n;
+          prod = g.prods.at(-1)!;
+          expect(g.gq.prodValue).toBe(prod);
+        }
+      }
+      expect(rig.i32[g.q.regs + Q_STAT_CMDS]).toBe(executed + syncs);
+    });
+  }
+
+  it('the async forms batch the same way (submitWordsAsync, syncAsync, invalidateRangeAsync)', async () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    let prod = 0;
+    let first = 1;
+    for (const n of [1, 7, 8, 9, 65, 130]) {
+      for (const cs of [null, 'sev', 'irq'] as (CsMode | null)[]) {
+        const executed = rig.model.log.length;
+        g.prods.length = 0;
+        await g.gq.submitWordsAsync(asids(n, first), n, cs, 0);
+        expect(rig.model.log.slice(executed).map((e) => e.f[F.ASID])).toEqual(Array.from({ length: n }, (_, k) => first + k));
+        expect(stepsOf(g, prod), `n=${n} cs=${cs}`).toEqual(linuxSteps(n, cs !== null, 8));
+        prod = g.prods.at(-1)!;
+        first += n;
+      }
+    }
+    g.prods.length = 0;
+    await g.gq.syncAsync({ cs: 'irq', timeoutMs: 0 });
+    expect(stepsOf(g, prod)).toEqual([1]);
+    prod = g.prods.at(-1)!;
+    const executed = rig.model.log.length;
+    g.prods.length = 0;
+    await g.gq.invalidateRangeAsync(ASID, 0x4000_0000, 3 * 4096, 4096, true, { timeoutMs: 0 });
+    const n = tlbInvRangeAsid(null, 0, ASID, 0x4000_0000, 3 * 4096, 4096, true, rig.w.features);
+    expect(rig.model.log.length - executed).toBe(n);
+    expect(stepsOf(g, prod)).toEqual(linuxSteps(n, true, 8));
+    await expect(g.gq.syncAsync({ sync: 1 as unknown as boolean })).rejects.toThrow(ArgumentError);
+    await expect(g.gq.invalidateRangeAsync(ASID, 0x4000_0000, 4096, 4096, true, { sync: 1 as unknown as boolean })).rejects.toThrow(ArgumentError);
+  });
+
+  it('sync() is one CMD_SYNC; n = 0 without a sync publishes nothing', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    g.gq.submitWords(new Uint32Array(0), 0, null, 0);
+    expect(g.prods).toEqual([]);
+    g.gq.sync('sev', 0);
+    expect(g.prods).toEqual([1]);
+    expect(rig.i32[g.q.regs + Q_STAT_SYNCS]).toBe(1);
+    expect(rig.model.log).toEqual([]);
+  });
+
+  it('a CS=IRQ sync signals on its own slot (Linux MSI polling): the MSI zeroes the slot\'s first word', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    g.gq.submitWords(asids(2, 1), 2, 'irq', 0);
+    // The sync sat in slot 2; its first word held the opcode until the MSI (data 0) overwrote it.
+    expect(g.q.ring[2 * 4]).toBe(0);
+    expect(g.q.ring[0]! & 0xff).toBe(OP.TLBI_NH_ASID);
+    g.gq.submitWords(asids(2, 1), 2, 'sev', 0);
+    expect(g.q.ring[5 * 4]! & 0xff).toBe(OP.CMD_SYNC);
+  });
+
+  it('without a consumer, a call that needs to wait fails with SyncTimeoutError at timeoutMs 0, having published what fit', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 2);
+    g.pump = false;
+    // 4 slots: the first batch (4) fits, the second needs space the consumer never frees.
+    expect(() => g.gq.submitWords(asids(6, 1), 6, 'sev', 0)).toThrow(SyncTimeoutError);
+    expect(g.prods).toEqual([4]);
+    expect(rig.model.log).toEqual([]);
+  });
+});
+
+describe('a queue error names the faulting command, in any batch', () => {
+  for (const [n, bad] of [[5, 0], [5, 4], [70, 63], [70, 64], [70, 69], [150, 130]] as const) {
+    it(`${n} commands, the one at ${bad} refused by the vSMMU`, () => {
+      const rig = rig1();
+      const g = attachGuest(rig, VMID, 7);
+      // Some history first, so positions are not all zero-based.
+      g.gq.submitWords(asids(9, 1), 9, 'sev', 0);
+      const base = g.gq.prodValue;
+      const executedBefore = rig.model.log.length;
+      const words = asids(n, 100);
+      buildCfgiSte(words.subarray(4 * bad, 4 * bad + 4), 0, 1); // not guest-owned on a VCMDQ (Tegra241)
+      let err: unknown;
+      try {
+        g.gq.submitWords(words, n, 'sev', 0);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(QueueError);
+      const qe = err as QueueError;
+      const mask = (2 << 7) - 1;
+      expect(qe.index).toBe((base + bad) & mask);
+      expect(qe.err).toBe(CERROR.ILL);
+      expect(qe.cerror).toBe('ILL');
+      // Everything before the faulting command executed, nothing after it.
+      expect(rig.model.log.slice(executedBefore).map((e) => e.f[F.ASID])).toEqual(Array.from({ length: bad }, (_, k) => 100 + k));
+      // Linux __arm_smmu_cmdq_skip_err: the queue resumes with the commands after the faulting one.
+      expect(g.gq.skipFaultingCommand()).toBe(true);
+      expect(rig.model.log.slice(executedBefore).map((e) => e.f[F.ASID]))
+        .toEqual(Array.from({ length: n }, (_, k) => 100 + k).filter((_, k) => k !== bad));
+      expect(g.gq.skipFaultingCommand()).toBe(false);
+      g.gq.submitWords(asids(1, 900), 1, 'sev', 0);
+      expect(rig.model.log.at(-1)!.f[F.ASID]).toBe(900);
+    });
+  }
+
+  it('an error in another call\'s command is not this call\'s: it is not thrown at a bystander', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    const bad = new Uint32Array(4);
+    buildCfgiSte(bad, 0, 1);
+    expect(() => g.gq.submitWords(bad, 1, null, 0)).not.toThrow(); // no sync: nothing waited for
+    // The queue is stopped on it; a later call's sync cannot complete, and the error is not its own.
+    expect(() => g.gq.submitWords(asids(1, 5), 1, 'sev', 0)).toThrow(SyncTimeoutError);
+    expect(() => g.gq.drain(0)).toThrow(QueueError);
+  });
+});
+
+describe('invalidateRange (Linux arm_smmu_tlb_inv_range_asid) with the model as the oracle', () => {
+  const VA = 0x4000_0000;
+  for (const ril of [true, false]) {
+    it(`RIL ${ril ? 'on' : 'off'}: the pages of the range walk again, the pages around it still hit; the commands are the builder's`, () => {
+      const rig = rig1({ RIL: ril });
+      const vm = rig.vms[0]!;
+      const g = attachGuest(rig, VMID, 4);
+      const pages = 200;
+      for (let p = 0; p < pages + 2; p++) vm.pt.map(VA + p * 4096, vm.dataIpa, 4096, PROT.READ);
+      const walks = (p: number): boolean => {
+        const before = rig.w.model.stats.s1Walks;
+        const r = rig.w.model.translateIova(PSID, -1, VA + p * 4096, ACCESS.READ);
+        if (!('pa' in r)) throw new Error(`page ${p} faulted`);
+        return rig.w.model.stats.s1Walks !== before;
+      };
+      for (const [first, len] of [[1, 1], [1, 3], [5, 130], [1, pages]] as const) {
+        for (let p = 0; p < pages + 2; p++) walks(p);
+        const executed = rig.model.log.length;
+        // An unaligned start and size: every page the bytes touch goes.
+        g.gq.invalidateRange(ASID, VA + first * 4096 + 0x10, len * 4096 - 0x20, 4096, true, { timeoutMs: 0 });
+        const stale = [];
+        for (let p = first; p < first + len; p++) if (!walks(p)) stale.push(p);
+        expect(stale, `[${first}, +${len})`).toEqual([]);
+        expect(walks(first - 1), `[${first}, +${len}): the page before`).toBe(false);
+        if (!ril || len % 32 !== 1) expect(walks(first + len), `[${first}, +${len}): the page after`).toBe(false);
+        const n = tlbInvRangeAsid(null, 0, ASID, VA + first * 4096 + 0x10, len * 4096 - 0x20, 4096, true, rig.w.features);
+        const want = new Uint32Array(4 * n);
+        tlbInvRangeAsid(want, 0, ASID, VA + first * 4096 + 0x10, len * 4096 - 0x20, 4096, true, rig.w.features);
+        const got = rig.model.log.slice(executed);
+        expect(got.length).toBe(n);
+        for (let k = 0; k < n; k++) {
+          expect(got[k]!.f[F.OP]).toBe(want[4 * k]! & 0xff);
+          expect([got[k]!.f[F.ASID], got[k]!.f[F.VMID], got[k]!.f[F.LEAF]]).toEqual([ASID, VMID, 1]);
+        }
+      }
+      expect(rig.i32[g.q.regs + Q_STAT_SYNCS]).toBe(4);
+    });
+  }
+
+  it('leaf = false and a 16K granule reach the commands; sync: false sends no CMD_SYNC; bad options send nothing', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 4);
+    g.gq.invalidateRange(ASID, VA, 3 * 16384, 16384, false, { sync: false, timeoutMs: 0 });
+    expect(rig.i32[g.q.regs + Q_STAT_SYNCS]).toBe(0);
+    const ops = rig.model.log.map((e) => [e.f[F.OP], e.f[F.LEAF], e.f[F.TG]]);
+    expect(ops.length).toBeGreaterThan(0);
+    for (const [op, leaf, tg] of ops) expect([op, leaf, tg]).toEqual([OP.TLBI_NH_VA, 0, 2]);
+    const published = g.prods.length;
+    expect(() => g.gq.invalidateRange(ASID, VA, 4096, 4096, true, { sync: 'yes' as unknown as boolean })).toThrow(ArgumentError);
+    expect(() => g.gq.invalidateRange(ASID, VA, 0)).toThrow(ArgumentError);
+    expect(g.prods.length).toBe(published);
+  });
+});
