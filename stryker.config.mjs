@@ -37,6 +37,8 @@ export default {
   jsonReporter: { fileName: 'reports/mutation/mutation.json' },
   incrementalFile: 'reports/mutation/stryker-incremental.json',
   tempDirName: '.stryker-tmp',
+  // Per-file runs side by side (--tempDirName .stryker-tmp-NAME) must not copy each other's sandboxes.
+  ignorePatterns: ['/.stryker-tmp-*'],
   cleanTempDir: 'always',
   thresholds: { high: 90, low: 80, break: null },
   timeoutMS: 20_000,

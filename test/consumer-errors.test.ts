@@ -5,17 +5,17 @@
 // on GERRORN), QEMU smmuv3_cmdq_consume (stop at the faulting command,
 // CONS.ERR kept across later advances, queue_cons_incr).
 import { describe, expect, it } from 'vitest';
-import { buildCfgiSte, buildCmdSync, buildTlbiNhAsid, buildTlbiNhVa } from '../src/codec.ts';
+import { buildCfgiSte, buildCmdSync, buildTlbiNhAll, buildTlbiNhAsid, buildTlbiNhVa } from '../src/codec.ts';
 import { CERROR } from '../src/errors.ts';
 import { CS, F, OP } from '../src/fields.ts';
 import {
-  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_STAT_PASSES, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
+  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_STAT_PASSES, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
   GERROR_MSI_CMDQ_ABT, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MB_ARG0, MB_OP, MB_RES0, MB_STATE, Q_BASE, Q_CONFIG,
-  Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
+  Q_CMDSET, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE, STATUS_ENABLED, mailboxWords, queueRegs,
 } from '../src/layout.ts';
 import { ACCESS, PROT } from '../src/model/index.ts';
-import { VSMMU_REJECT } from '../src/vsmmu.ts';
+import { VCMDQ_CMDSETS, VCMDQ_TEGRA241, VSMMU_REJECT, VSmmu } from '../src/vsmmu.ts';
 import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
 
 const VMID = 5;
@@ -328,5 +328,166 @@ describe('service bookkeeping', () => {
     expect(rig.consumer.pass()).toBe(1);
     const f = rig.model.log[0]!.f;
     expect([f[F.OP], f[F.VMID], f[F.ASID], f[F.ADDR_LO], f[F.LEAF]]).toEqual([OP.TLBI_NH_VA, VMID, 2, 0x4000_0000, 1]);
+  });
+});
+
+describe('setup, restart and test hooks', () => {
+  it('removeVm forgets a VM no queue serves, and refuses one a queue still serves', () => {
+    const rig = makeRig([{ vmid: VMID, psids: [1] }, { vmid: VMID + 1, psids: [2] }]);
+    addQueue(rig, VMID, 2);
+    expect(() => rig.consumer.removeVm(VMID)).toThrow(/VMID 5/);
+    expect(rig.consumer.vm(VMID)).toBeDefined();
+    rig.consumer.removeVm(VMID + 1);
+    expect(() => rig.consumer.vm(VMID + 1)).toThrow(/VMID 6/);
+    // Its VMID is free again (a createVm retried after an abort).
+    const vm = rig.consumer.vm(VMID);
+    rig.consumer.addVm(VMID + 1, vm);
+    expect(rig.consumer.vm(VMID + 1)).toBe(vm);
+  });
+
+  it('Q_CMDSET picks the queue\'s command set (strict Tegra241 refuses NH_ALL); a value naming none is refused at addQueue', () => {
+    const rig = makeRig([{ vmid: VMID, psids: [1] }]);
+    const r = queueRegs(43);
+    rig.i32[r + Q_LOG2SIZE] = 2;
+    rig.i32[r + Q_BASE] = rig.w.layout.alloc(64, 64);
+    rig.i32[r + Q_CMDSET] = VCMDQ_CMDSETS.length;
+    expect(() => rig.consumer.addQueue(43, VMID)).toThrow(RangeError);
+    expect(rig.i32[r + Q_STATUS]).toBe(0);
+    rig.i32[r + Q_CMDSET] = VCMDQ_CMDSETS.indexOf(VCMDQ_TEGRA241);
+    rig.consumer.addQueue(43, VMID);
+    Atomics.store(rig.i32, r + Q_CONFIG, CONFIG_EN);
+    const ring = new Uint32Array(rig.w.mem, rig.i32[r + Q_BASE]!, 16);
+    const all = new Uint32Array(4);
+    buildTlbiNhAll(all, 0);
+    ring.set(asid(1), 0);
+    ring.set(all, 4);
+    Atomics.store(rig.i32, r + Q_PROD, 2);
+    expect(rig.consumer.pass()).toBe(2);
+    // tegra241_guest_vcmdq_supports_cmd has no TLBI_NH_ALL: the queue stops on it.
+    expect(Atomics.load(rig.i32, r + Q_CONS) & 7).toBe(1);
+    expect(rig.i32[r + Q_ERR_REASON]).toBe((ERR_KIND.VSMMU << 16) | VSMMU_REJECT.TEGRA241_OPCODE | (OP.TLBI_NH_ALL << 8));
+  });
+
+  it('a queue taken over with an error still active (GERROR != GERRORN, a restarted kernel thread) stays stopped until the ack', () => {
+    const rig = makeRig([{ vmid: VMID, psids: [1] }]);
+    const r = queueRegs(44);
+    rig.i32[r + Q_LOG2SIZE] = 2;
+    rig.i32[r + Q_BASE] = rig.w.layout.alloc(64, 64);
+    rig.i32[r + Q_GERROR] = GERROR_CMDQ_ERR;
+    rig.i32[r + Q_CONS] = 1 | (CERROR.ILL << CONS_ERR_SHIFT);
+    rig.consumer.addQueue(44, VMID);
+    Atomics.store(rig.i32, r + Q_CONFIG, CONFIG_EN);
+    const ring = new Uint32Array(rig.w.mem, rig.i32[r + Q_BASE]!, 16);
+    ring.set(asid(7), 4);
+    Atomics.store(rig.i32, r + Q_PROD, 2);
+    expect(rig.consumer.hasWork()).toBe(false);
+    expect(rig.consumer.pass()).toBe(0);
+    Atomics.store(rig.i32, r + Q_GERRORN, GERROR_CMDQ_ERR);
+    expect(rig.consumer.pass()).toBe(1);
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([7]);
+    // A new error then toggles GERROR from the value it took over (back to 0: active again).
+    rig.model.refuse = () => CERROR.ABT;
+    ring.set(asid(8), 8);
+    Atomics.store(rig.i32, r + Q_PROD, 3);
+    expect(rig.consumer.pass()).toBe(1);
+    expect(rig.i32[r + Q_GERROR]).toBe(0);
+    expect(Atomics.load(rig.i32, r + Q_CONS) & 7).toBe(2);
+  });
+
+  it('a command the vSMMU wrongly admits is still refused by the consumer (only invalidations and CMD_SYNC execute)', () => {
+    // A vSMMU that admits everything (a policy bug): the consumer's own switch is the second line.
+    const rig = makeRig([{ vmid: VMID, psids: [1] }], { vsmmu: (vmid, streams) => Object.assign(new VSmmu(vmid, streams), { convertVcmdq: () => 0 }) });
+    const q = addQueue(rig, VMID, 2);
+    const bad = new Uint32Array(4);
+    buildCfgiSte(bad, 0, 1);
+    submit(rig, q, [asid(1), bad]);
+    expect(rig.consumer.pass()).toBe(2);
+    expect(consPos(rig, q)).toBe(1);
+    expect(errOf(rig, q)).toBe(CERROR.ILL);
+    expect(reg(rig, q, Q_ERR_REASON)).toBe((ERR_KIND.MODEL << 16) | CERROR.ILL);
+    expect(rig.model.log.map((e) => e.f[F.OP])).toEqual([OP.TLBI_NH_ASID]);
+  });
+
+  it('a STOPPING state set before run() is kept: the thread returns without serving anything', () => {
+    const { rig, q } = rig1();
+    submit(rig, q, [asid(1)]);
+    Atomics.store(rig.i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STOPPING);
+    rig.consumer.run({ control: () => {}, crash: () => {} });
+    expect(Atomics.load(rig.i32, KTHREAD_CTL + CTL_STATE)).toBe(SERVER_STATE.STOPPING);
+    expect(consPos(rig, q)).toBe(0);
+    // From STARTING it moves to RUNNING (then a control message stops it).
+    Atomics.store(rig.i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING);
+    Atomics.add(rig.i32, KTHREAD_CTL + CTL_CTRL, 1);
+    let seen = -1;
+    rig.consumer.run({
+      control: () => {
+        seen = Atomics.load(rig.i32, KTHREAD_CTL + CTL_STATE);
+        Atomics.store(rig.i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STOPPING);
+      },
+      crash: () => {},
+    });
+    expect(seen).toBe(SERVER_STATE.RUNNING);
+  });
+
+  it('TRANSLATE answers each request afresh: a fault after a hit leaves none of the hit\'s words behind', () => {
+    const { rig } = rig1();
+    const vm = rig.vms[0]!;
+    vm.pt.map(0x4000_0000, vm.dataIpa, 0x1000, PROT.READ | PROT.WRITE);
+    const mb = mailboxWords(4);
+    rig.consumer.mailboxes.add(4);
+    const i32 = rig.i32;
+    const ask = (iova: number): Int32Array => {
+      i32[mb + MB_OP] = KTHREAD_OP.TRANSLATE;
+      i32.set([1, -1, iova, 0, ACCESS.READ], mb + MB_ARG0);
+      Atomics.store(i32, mb + MB_STATE, MAILBOX_STATE.REQUEST);
+      expect(rig.consumer.pass()).toBe(1);
+      return i32.slice(mb + MB_RES0, mb + MB_RES0 + 8);
+    };
+    const hit = ask(0x4000_0010);
+    expect(hit[0]).toBe(0);
+    const miss = ask(0x5000_0000);
+    const out = new Uint32Array(8);
+    const fault = rig.w.model.translate(1, -1, 0x5000_0000, 0, ACCESS.READ, out);
+    expect(fault).not.toBe(0);
+    expect(Array.from(miss.subarray(0, 7), (x) => x >>> 0)).toEqual([fault, ...out.subarray(0, 6)]);
+    // The word after the six results is not the consumer's to write.
+    expect(miss[7]).toBe(hit[7]);
+  });
+
+  it('CTL_SLOWDOWN_NS (the gate\'s slower SMMU) burns work per command and changes nothing else; 0 burns none', () => {
+    const { rig, q } = rig1();
+    submit(rig, q, [asid(1), asid(2)]);
+    expect(rig.consumer.pass()).toBe(2);
+    expect(rig.consumer.slowdownSink).toBe(0);
+    rig.i32[KTHREAD_CTL + CTL_SLOWDOWN_NS] = 50;
+    // An odd count: the sink XORs the same work result per command.
+    submit(rig, q, [asid(3)]);
+    expect(rig.consumer.pass()).toBe(1);
+    expect(rig.consumer.slowdownSink).not.toBe(0);
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([1, 2, 3]);
+    rig.i32[KTHREAD_CTL + CTL_SLOWDOWN_NS] = 0;
+    const sink = rig.consumer.slowdownSink;
+    submit(rig, q, [asid(5)]);
+    expect(rig.consumer.pass()).toBe(1);
+    expect(rig.consumer.slowdownSink).toBe(sink);
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([1, 2, 3, 5]);
+  });
+
+  it('CTL_INJECT_DELAY_US (a slower SMMU, test hook): a pass gives up after the command in progress when the host stops', () => {
+    const { rig, q } = rig1();
+    const i32 = rig.i32;
+    i32[KTHREAD_CTL + CTL_INJECT_DELAY_US] = 1;
+    submit(rig, q, [asid(1), asid(2)]);
+    expect(rig.consumer.pass()).toBe(2);
+    expect(consPos(rig, q)).toBe(2);
+    // A delay of many heartbeat periods (1 ms each): the first beat sees STOPPING and ends the pass after one command.
+    i32[KTHREAD_CTL + CTL_INJECT_DELAY_US] = 10_000_000;
+    Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STOPPING);
+    const beat = i32[KTHREAD_CTL + CTL_HEARTBEAT]!;
+    submit(rig, q, [asid(3), asid(4)]);
+    expect(rig.consumer.pass()).toBe(1);
+    expect(consPos(rig, q)).toBe(3);
+    expect(i32[KTHREAD_CTL + CTL_HEARTBEAT]).toBe(beat + 1);
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([1, 2, 3]);
   });
 });
