@@ -42,4 +42,6 @@ export default {
   cleanTempDir: 'always',
   thresholds: { high: 90, low: 80, break: null },
   timeoutMS: 20_000,
+  // The initial run of the whole in-thread suite takes minutes on a loaded machine (5 min is Stryker's default).
+  dryRunTimeoutMinutes: 30,
 };
