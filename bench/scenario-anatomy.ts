@@ -37,6 +37,7 @@ export const ANATOMY_BATCH = 64;
 /** Batches per timed iteration (the last carries the CMD_SYNC), as the throughput scenario at batch 64. */
 const BATCHES_PER_ITERATION = 64;
 const BATCH_LOG2SIZE = 10;
+const COMMANDS_PER_SAMPLE = BATCHES_PER_ITERATION * ANATOMY_BATCH;
 
 /** The round trip's parts, µs (p50s and in-thread medians). */
 export interface RoundTripParts {
@@ -58,12 +59,16 @@ export function explainRoundTrip(p: RoundTripParts): { workUs: number; residualU
   };
 }
 
-/** A row computed from other rows (no samples of its own): p50 and mean carry the value, the spread is unknown. */
-export function derivedRow(path: ResultRow['path'], params: Params, us: number, samples: number, opsPerUs = 1): ResultRow {
+/**
+ * A row computed from other rows (no samples of its own): p50 and mean carry
+ * the value, the spread is unknown (NaN, null in the JSON). `perOp`: the value
+ * is the time of one operation (ops_per_s follows), not a share of one.
+ */
+export function derivedRow(path: ResultRow['path'], params: Params, us: number, samples: number, perOp: boolean): ResultRow {
   return {
     scenario: 'anatomy', path, params,
     p50_us: us, p90_us: NaN, p99_us: NaN, p999_us: NaN, mean_us: us, stddev_us: NaN,
-    ops_per_s: us > 0 ? (1e6 * opsPerUs) / us : NaN, cpu_us_per_op: null, samples,
+    ops_per_s: perOp && us > 0 ? 1e6 / us : NaN, cpu_us_per_op: null, samples,
   };
 }
 
@@ -78,7 +83,7 @@ class BatchPath implements LatencyPath {
       const t0 = performance.now();
       for (let b = 1; b < BATCHES_PER_ITERATION; b++) q.submitWords(words, ANATOMY_BATCH, null, timeoutMs);
       q.submitWords(words, ANATOMY_BATCH, 'sev', timeoutMs);
-      out[i] = ((performance.now() - t0) * 1000) / (BATCHES_PER_ITERATION * ANATOMY_BATCH);
+      out[i] = ((performance.now() - t0) * 1000) / COMMANDS_PER_SAMPLE;
     }
   }
 
@@ -120,24 +125,25 @@ async function runAnatomy(ctx: Parameters<ScenarioDef['run']>[0]): Promise<{ mea
     // An iteration moves 4096 commands: a 25th of the latency profile's samples keeps the run as long as a latency path's.
     const bp: Profile = { ...profile, warmup: Math.max(2, Math.round(profile.warmup / 25)), samples: Math.max(profile.rounds, Math.round(profile.samples / 25)), rewarm: Math.max(1, Math.round(profile.rewarm / 10)) };
     const b = await runInterleaved('anatomy batch', batchPaths, bp, progress);
-    const [batchExec, batchBypass] = b.map((x) => latencyRow('anatomy', 'doorbell-spin', x.path.params, x.samples, x.cpuUs).row);
+    // A sample is an iteration: its CPU is shared by the iteration's commands.
+    const [batchExec, batchBypass] = b.map((x) => latencyRow('anatomy', 'doorbell-spin', x.path.params, x.samples, x.cpuUs / COMMANDS_PER_SAMPLE).row);
 
     // In-thread work, after the pairs: every peer has stopped spinning by the end of the micro's warm-up.
     progress.update('[bench] anatomy: in-thread consume step');
     const work = runMicro('consume');
     const workBypass = runMicro('consume', { wrapModel: bypassExecute });
-    const workRows = [work, workBypass].map((w, k) => derivedRow('doorbell-spin', { part: 'work', model: models[k]!, where: 'in-thread', runnable_threads: RUNNABLE.inThread }, w.ns_per_cmd / 1000, w.blocks));
+    const workRows = [work, workBypass].map((w, k) => derivedRow('doorbell-spin', { part: 'work', model: models[k]!, where: 'in-thread', runnable_threads: RUNNABLE.inThread }, w.ns_per_cmd / 1000, w.blocks, true));
 
     const rows: ResultRow[] = [floor!, shape!, rttExec!, rttBypass!, ...workRows];
     const notes: string[] = [];
     [rttExec!, rttBypass!].forEach((r, k) => {
       const parts = { floorUs: floor!.p50_us, shapeUs: shape!.p50_us, workNsPerCmd: workRows[k]!.p50_us * 1000, roundtripUs: r.p50_us };
       const e = explainRoundTrip(parts);
-      rows.push(derivedRow('doorbell-spin', { part: 'residual', model: models[k]!, runnable_threads: RUNNABLE.crossThread }, e.residualUs, r.samples));
+      rows.push(derivedRow('doorbell-spin', { part: 'residual', model: models[k]!, runnable_threads: RUNNABLE.crossThread }, e.residualUs, r.samples, false));
       notes.push(`round trip (model ${models[k]}) p50 ${fmtUs(r.p50_us)} = shape ${fmtUs(shape!.p50_us)} + work ${fmtUs(e.workUs)} (${ROUNDTRIP_CMDS} commands in-thread) + residual ${fmtUs(e.residualUs)}; ${e.overFloor.toFixed(2)}x the floor ${fmtUs(floor!.p50_us)} (target <= 2.0x), shape ${e.shapeOverFloor.toFixed(2)}x`);
     });
     const modelUs = batchExec!.p50_us - batchBypass!.p50_us;
-    rows.push(derivedRow('doorbell-spin', { part: 'batch-model', batch: ANATOMY_BATCH, runnable_threads: RUNNABLE.crossThread }, modelUs, batchExec!.samples));
+    rows.push(derivedRow('doorbell-spin', { part: 'batch-model', batch: ANATOMY_BATCH, runnable_threads: RUNNABLE.crossThread }, modelUs, batchExec!.samples, false));
     rows.push(batchExec!, batchBypass!);
     notes.push(`batch ${ANATOMY_BATCH} per command p50: ${fmtNs(batchExec!.p50_us)} = transport ${fmtNs(batchBypass!.p50_us)} (model bypassed, ${fmtRate(batchBypass!.p50_us)}, target >= 100 M/s) + model ${fmtNs(modelUs)}; in-thread consume ${fmtNs(work.ns_per_cmd / 1000)}, bypassed ${fmtNs(workBypass.ns_per_cmd / 1000)}; ${fmtRate(batchExec!.p50_us)} with the model (target >= 20 M/s)`);
     return { measured: rows.map((row) => ({ row })), notes };

@@ -44,6 +44,9 @@ describe('anatomy scenario (tiny profile)', () => {
       expect(find('residual', model).p50_us).toBeCloseTo(e.residualUs, 9);
     }
     expect(find('batch-model').p50_us).toBeCloseTo(find('batch', 'execute').p50_us - find('batch', 'bypass').p50_us, 9);
+    // A part of an operation has no rate of its own; a whole one (a command's in-thread work) does.
+    expect(find('residual', 'execute').ops_per_s).toBeNaN();
+    expect(find('work', 'execute').ops_per_s).toBeCloseTo(1e6 / find('work', 'execute').p50_us, 6);
     expect(out.notes.some((n) => n.includes('target >= 100 M/s'))).toBe(true);
   });
 });
