@@ -16,11 +16,12 @@ import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS,
   CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
-  MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD,
+  IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE,
   STATUS_ENABLED, notifyQueueWaiters, queueRegs, sleepUnlessWork,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
+import { FixedPoll, type PollPolicy } from '../src/poll-policy.ts';
 import { queueIncProd, queuePosMask } from '../src/queue.ts';
 import { VCMDQ_CMDSETS, type VcmdqCmdset, type VSmmu } from '../src/vsmmu.ts';
 import { calibrateWork, work } from './slowdown.ts';
@@ -103,13 +104,20 @@ export class Consumer {
   slowdownSink = 0;
   /** The sleep re-check, bound once: the idle path allocates nothing either. */
   private readonly hasWorkFn = (): boolean => this.hasWork();
+  /** How long to poll after the last work (src/poll-policy.ts). */
+  readonly policy: PollPolicy;
+  /** The last clock read of a poll (performance.now() ms): when it saw work, the arrival time the policy is told. */
+  private polledAt = 0;
 
   constructor(
     private readonly i32: Int32Array,
     private readonly ctl: number,
     private readonly model: ConsumerModel,
     private readonly features: SmmuFeatures,
+    /** Default: a fixed budget of CTL_SPIN_US (what `startHost({ spinUs })` asks for). */
+    policy?: PollPolicy,
   ) {
+    this.policy = policy ?? new FixedPoll(1000 * i32[ctl + CTL_SPIN_US]!);
     this.mailboxes = new MailboxServer(i32);
     this.mailboxes.register(KTHREAD_OP.TRANSLATE, (m, base) => {
       const a = base + MB_ARG0;
@@ -174,8 +182,30 @@ export class Consumer {
   }
 
   /**
-   * The thread body: passes until STATE leaves RUNNING. Spins `CTL_SPIN_US`
-   * after the last work (io_uring SQPOLL idle), then sleeps on WAKE.
+   * Do all enabled queues hold their producer's "I will block" hint, and
+   * none has published since (Q_IDLE_HINT)? The hint is loaded before PROD,
+   * so a publish after the hint always shows as a PROD that moved past it.
+   */
+  private guestsIdle(): boolean {
+    const i32 = this.i32;
+    const qs = this.queues;
+    let hinted = false;
+    for (let k = 0; k < qs.length; k++) {
+      const q = qs[k]!;
+      const r = q.regs;
+      if ((Atomics.load(i32, r + Q_CONFIG) & CONFIG_EN) === 0) continue;
+      const hint = Atomics.load(i32, r + Q_IDLE_HINT);
+      if ((hint & IDLE_HINT_SET) === 0 || ((hint ^ Atomics.load(i32, r + Q_PROD)) & q.posMask) !== 0) return false;
+      hinted = true;
+    }
+    return hinted;
+  }
+
+  /**
+   * The thread body: passes until STATE leaves RUNNING. After the last work
+   * it polls for as long as its policy says (src/poll-policy.ts), then sleeps
+   * on WAKE. The clock is read only on that idle transition, every
+   * SPIN_CLOCK_EVERY polls, and after a sleep: never while work flows.
    */
   run(hooks: ConsumerHooks): void {
     this.hooks = hooks;
@@ -197,18 +227,28 @@ export class Consumer {
         i32[ctl + CTL_STAT_PASSES]!++;
         continue;
       }
-      const spinUs = i32[ctl + CTL_SPIN_US]!;
-      if (spinUs > 0 && this.spin(spinUs)) continue;
-      if (sleepUnlessWork(i32, ctl, this.hasWorkFn, i32[ctl + CTL_HEARTBEAT_MS]!)) i32[ctl + CTL_STAT_SLEEPS]!++;
+      const policy = this.policy;
+      const idleAt = performance.now();
+      this.polledAt = idleAt;
+      const budgetNs = policy.idle(idleAt * 1e6, policy.usesGuestHint && this.guestsIdle());
+      if ((budgetNs > 0 && this.spin(idleAt, budgetNs)) || !sleepUnlessWork(i32, ctl, this.hasWorkFn, i32[ctl + CTL_HEARTBEAT_MS]!)) {
+        // Seen while polling (or by the sleep's re-check): the arrival is the last clock read, no new one.
+        policy.arrived(this.polledAt * 1e6, false);
+        continue;
+      }
+      i32[ctl + CTL_STAT_SLEEPS]!++;
+      // Woken: work ends the idle period; a heartbeat timeout leaves it open (the policy polls it no more).
+      const wokeAt = performance.now();
+      if (this.hasWork()) policy.arrived(wokeAt * 1e6, true);
     }
   }
 
-  /** Poll for work for up to `spinUs`; true when work arrived. */
-  private spin(spinUs: number): boolean {
-    const until = performance.now() + spinUs / 1000;
+  /** Poll for work for up to `budgetNs` from `fromMs` (performance.now()); true when work arrived. */
+  private spin(fromMs: number, budgetNs: number): boolean {
+    const until = fromMs + budgetNs / 1e6;
     for (let n = 1; ; n++) {
       if (this.hasWork()) return true;
-      if (n % SPIN_CLOCK_EVERY === 0 && performance.now() > until) return false;
+      if (n % SPIN_CLOCK_EVERY === 0 && (this.polledAt = performance.now()) > until) return false;
     }
   }
 

@@ -9,6 +9,7 @@
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { crashNow, drainControlPort } from '../src/control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
+import { makePollPolicy, type PollConfig } from '../src/poll-policy.ts';
 import { CTL_CRASH, CTL_STATE, KTHREAD_CTL, SERVER_STATE } from '../src/layout.ts';
 import { SmmuModel, type SmmuModelOptions } from '../src/model/smmu.ts';
 import { VSmmu } from '../src/vsmmu.ts';
@@ -28,6 +29,8 @@ export interface KthreadData {
   model?: Pick<SmmuModelOptions, 'combinedNested' | 'walkCacheEntries'>;
   /** Bench hook (HostOptions.model.bypass): the doorbell consumer skips model.execute (bypassExecute). */
   bypass?: boolean;
+  /** How long the thread polls before it sleeps (HostOptions.poll / spinUs, checked by the host). */
+  poll: PollConfig;
 }
 
 /** Control messages (host -> kernel thread); each is answered with {id, ok, error?}. */
@@ -38,12 +41,12 @@ export type KthreadCtrl =
   | { id: number; op: 'attachStream'; psid: number; stePa: number }
   | { id: number; op: 'addMailbox'; mbid: number };
 
-const { sab, features: featIn, port, iommufd, model: modelOpts, bypass } = workerData as KthreadData;
+const { sab, features: featIn, port, iommufd, model: modelOpts, bypass, poll } = workerData as KthreadData;
 const i32 = new Int32Array(sab);
 const features = makeFeatures(featIn);
 const model = new SmmuModel(sab, features, modelOpts);
 // The trap path (below) keeps the real model: the bypass measures the doorbell's transport only.
-const consumer = new Consumer(i32, KTHREAD_CTL, bypass === true ? bypassExecute(model) : model, features);
+const consumer = new Consumer(i32, KTHREAD_CTL, bypass === true ? bypassExecute(model) : model, features, makePollPolicy(poll));
 // Trap-path plug: IOMMUFD_INVALIDATE and NESTED_STE join the mailbox dispatch.
 const trap = new TrapKernelSide(sab, consumer, model, features, iommufd ?? 'strict');
 trap.register(consumer.mailboxes);

@@ -21,8 +21,8 @@ import type { SmmuFeatures } from './features.ts';
 import { CS } from './fields.ts';
 import { tlbInvRangeAsid } from './invalidate.ts';
 import {
-  CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, GERROR_CMDQ_ERR, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
-  Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
+  CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, GERROR_CMDQ_ERR, IDLE_HINT_SET, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
+  Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
 } from './layout.ts';
 import { queueFree, queueIdx, queuePosMask } from './queue.ts';
@@ -74,6 +74,8 @@ export interface QueueTransport {
    * that reaches the VMM has it (a vCMDQ page does not).
    */
   setStreamTableBase?(ipa: number): void;
+  /** The producer will block for a while: a polling consumer may sleep at once (advisory; layout.ts Q_IDLE_HINT). */
+  announceIdle?(): void;
 }
 
 export interface SubmitOptions {
@@ -118,6 +120,10 @@ class DoorbellTransport implements QueueTransport {
   ackGerror(gerror: number): void {
     Atomics.store(this.i32, this.h.regs + Q_GERRORN, gerror); // publish: GERRORN release
     kick(this.i32, this.h.ctl);
+  }
+  announceIdle(): void {
+    const r = this.h.regs;
+    Atomics.store(this.i32, r + Q_IDLE_HINT, Atomics.load(this.i32, r + Q_PROD) | IDLE_HINT_SET); // publish: IDLE_HINT, after our last PROD
   }
 }
 
@@ -254,6 +260,18 @@ export class GuestQueue {
   /** The path submissions go to now. */
   get path(): string {
     return this.h.path;
+  }
+
+  /**
+   * Tell the SMMU this producer is about to block for a while (a vCPU going
+   * to WFI: nothing more to submit until something wakes it). The kernel
+   * thread's adaptive poller then sleeps at once instead of polling once
+   * every queue it serves has said so. Advisory: the next submission
+   * cancels it, and is served as any other (a sleeping kernel thread is
+   * woken by its doorbell); a path with no polling consumer ignores it.
+   */
+  announceIdle(): void {
+    this.transport.announceIdle?.();
   }
 
   private makeLane(h: QueueHandle): Lane {

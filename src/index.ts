@@ -8,6 +8,10 @@ export * from './model/index.ts';
 export * from './queue.ts';
 export * as layout from './layout.ts';
 export { MailboxClient, MailboxServer, MB_EIO, MB_ENOSYS, type MailboxHandle, type MailboxHandler } from './mailbox.ts';
+export {
+  AdaptivePoll, FixedPoll, HaltPoll, POLL_POLICIES, makePollPolicy, checkPollOptions, ADAPTIVE_DEFAULTS, HALT_POLL_DEFAULTS,
+  type PollPolicy, type PollPolicyName, type PollConfig, type PollOptions, type AdaptiveParams, type HaltPollParams,
+} from './poll-policy.ts';
 export { SyncTimeoutError, ServerDeadError, KernelThreadDeadError, MailboxTimeoutError } from './waiter.ts';
 export { GuestQueue, QueueError, PathSwitchError, CMDQ_BATCH_ENTRIES, type CsMode, type QueueHandle, type QueueTransport, type SubmitOptions } from './guest.ts';
 export {

@@ -49,7 +49,9 @@
 // (CTRL). Each producer, after its publishing store:
 //      Atomics.store(X)                   // publish
 //      if (Atomics.load(SLEEPING) !== 0) { Atomics.add(WAKE, 1); Atomics.notify(WAKE, 1) }
-// The consumer, when a pass found no work and its spin budget is spent:
+// The consumer, when a pass found no work and its poll budget is spent (the
+// budget comes from src/poll-policy.ts; how long it polls never matters to
+// this argument):
 //      Atomics.store(SLEEPING, 1)
 //      seen = Atomics.load(WAKE)
 //      re-check every queue, mailbox and CTRL          // (A)
@@ -150,7 +152,12 @@ export const CTL_HEARTBEAT = 48;
 /** Line 3: statistics: passes that found work, sleeps taken (plain words, per pass like HEARTBEAT). */
 export const CTL_STAT_PASSES = 49;
 export const CTL_STAT_SLEEPS = 50;
-/** Line 2 (configuration, written once by the host before the thread starts). */
+/**
+ * Line 2 (configuration, written once by the host before the thread starts):
+ * the guests' spin budget, µs, before they block on a completion (also the
+ * kernel thread's fixed budget when the host was started with `spinUs`; its
+ * polling policy itself travels in the thread's workerData).
+ */
 export const CTL_SPIN_US = 32;
 export const CTL_HEARTBEAT_MS = 33;
 export const CTL_STALE_MS = 34;
@@ -192,6 +199,18 @@ export const Q_GERRORN = 1;
 export const Q_CONFIG = 2;
 /** Line 0: guest threads blocked (or about to block) in Atomics.wait on CONS or an MSI word of this queue. */
 export const Q_WAITERS = 3;
+/**
+ * Line 0: the producer's "I will block" hint (GuestQueue.announceIdle):
+ * IDLE_HINT_SET | the PROD it had published when it announced. It holds
+ * while PROD still equals it, so the next publish cancels it with no store
+ * of its own. Advisory only: the kernel thread's adaptive poller sleeps at
+ * once when every queue holds one, and the sleep protocol below still
+ * catches whatever is published after (a late hint costs one wake, never a
+ * lost one). The producer stores it (publish: IDLE_HINT) after its last
+ * PROD; the kernel thread loads it and then PROD.
+ */
+export const Q_IDLE_HINT = 4;
+export const IDLE_HINT_SET = 1 << 31;
 /** Line 1 (kernel-thread-written): CONS: RD_WRAP at bit LOG2SIZE, ERR[30:24]. */
 export const Q_CONS = 16;
 /** Line 1: GERROR (CMDQ_ERR bit 0, MSI_CMDQ_ABT bit 4). */

@@ -10,7 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { ACCESS } from '../src/model/smmu.ts';
 import '../src/trap/path.ts';
 import { SyncTimeoutError } from '../src/waiter.ts';
-import { IOVA, evalWorker, makeVm, mapPage, outcome, pageOfPa, thrown, withHost } from './doorbell-helpers.ts';
+import type { HostOptions } from '../src/host.ts';
+import { IOVA, POLL_EXTREMES, evalWorker, makeVm, mapPage, outcome, pageOfPa, thrown, withHost } from './doorbell-helpers.ts';
 
 // Words of the test's control SAB.
 const EPOCH = 0;
@@ -38,9 +39,13 @@ const AGENT = `
 `;
 
 describe('invalidate then translate, DMA agent on another thread', () => {
-  for (const [path, spinUs] of [['doorbell', 0], ['doorbell', 50], ['trap', 0]] as const) {
-    it(`${path}: never sees the old page after submit returns (spinUs ${spinUs})`, async () => {
-      await withHost({ spinUs }, async (host) => {
+  const hosts: [string, 'doorbell' | 'trap', HostOptions][] = [
+    ['spinUs 0', 'doorbell', { spinUs: 0 }], ['spinUs 50', 'doorbell', { spinUs: 50 }], ['spinUs 0', 'trap', { spinUs: 0 }],
+    ['adaptive, most aggressive', 'doorbell', POLL_EXTREMES.aggressive], ['adaptive, most lazy', 'doorbell', POLL_EXTREMES.lazy],
+  ];
+  for (const [name, path, opts] of hosts) {
+    it(`${path}: never sees the old page after submit returns (${name})`, async () => {
+      await withHost(opts, async (host) => {
         const t = await makeVm(host, 1, 0x10);
         const q = await t.vm.openQueue({ path, log2size: 8 });
         const dma = await host.dma();

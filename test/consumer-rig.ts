@@ -12,6 +12,7 @@ import {
   CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CONFIG, Q_CONS, Q_GERRORN, Q_LOG2SIZE, Q_PROD, queueRegs,
 } from '../src/layout.ts';
 import type { SmmuModel } from '../src/model/smmu.ts';
+import type { PollPolicy } from '../src/poll-policy.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 import { MiB, makeVm, makeWorld, type Vm, type World } from './model-fixture.ts';
 
@@ -74,6 +75,8 @@ export interface RigOptions {
   features?: Partial<SmmuFeatures>;
   /** Substitute the MSI stage-2 lookup of every VM (default: IPA [0, ramBytes) -> its RAM, as buildStage2 maps it). */
   stage2?: Stage2Lookup;
+  /** The consumer's polling policy (default: Consumer's own, a fixed budget of CTL_SPIN_US). */
+  policy?: PollPolicy;
 }
 
 /** A consumer over a fresh world with one VM per entry of `vms` (vmid, psids, asid). */
@@ -85,7 +88,7 @@ export function makeRig(vms: { vmid: number; psids: number[]; asid?: number }[],
   const msiIpa = 6 * MiB; // above the table pool (IPA [0, ramBytes/4)) and below the data pages (ramBytes/2 on)
   const msiPa = made[0]!.gm.paOf(msiIpa);
   const model = new RecordingModel(w.model, i32, [msiPa >>> 2, MSI_WORDS]);
-  const consumer = new Consumer(i32, KTHREAD_CTL, model, w.features);
+  const consumer = new Consumer(i32, KTHREAD_CTL, model, w.features, opts.policy);
   // As run() would: hasWork() reports any other state as work (the thread must look at it).
   Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.RUNNING);
   for (const vm of made) {

@@ -39,6 +39,19 @@ export function pageOfPa(t: TestVm, pa: number): number {
   return off >= 0 && off % 4096 === 0 ? off / 4096 : -1;
 }
 
+/**
+ * The adaptive poller at its two extremes (src/poll-policy.ts; issue #12: the
+ * lost-wakeup hammer and the tests pass with both). Most aggressive: a wake
+ * is worth a second and there is no CPU limit, so after every work it polls
+ * its longest budget (~0.5 s), like a kernel thread that never sleeps. Most
+ * lazy: a wake is worth nothing and no CPU may be spent, so it never polls
+ * and sleeps after every pass, as do the guests (they spin 0).
+ */
+export const POLL_EXTREMES = {
+  aggressive: { poll: { policy: 'adaptive', wakeCostUs: 1_000_000, maxSpinUs: 1_000_000, cpuShare: 1 } },
+  lazy: { poll: { policy: 'adaptive', wakeCostUs: 0, maxSpinUs: 0, cpuShare: 0 }, guestSpinUs: 0 },
+} as const satisfies Record<string, HostOptions>;
+
 export async function withHost<T>(opts: HostOptions, fn: (host: Host) => Promise<T>): Promise<T> {
   const host = await startHost(opts);
   try {

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ArgumentError } from '../src/errors.ts';
 import { startHost, type Host, type HostOptions } from '../src/index.ts';
+import { CTL_SPIN_US, KTHREAD_CTL } from '../src/layout.ts';
 import { MailboxTimeoutError, ServerDeadError } from '../src/waiter.ts';
 import { makeVm } from './doorbell-helpers.ts';
 
@@ -30,10 +31,40 @@ describe('startHost options', () => {
     [{ features: { CMDQS: 30 } }, 'startHost: features.CMDQS'],
     [{ features: { VMID: true } as never }, 'startHost: features.VMID'],
     [{ spinus: 5 } as never, 'startHost: options.spinus'],
+    [{ spinUs: 5, poll: { policy: 'adaptive' } }, 'startHost: poll'],
+    [{ poll: { policy: 'spin' as never } }, 'startHost: poll.policy'],
+    [{ poll: { policy: 'adaptive', cpuShare: 2 } }, 'startHost: poll.cpuShare'],
+    [{ poll: { policy: 'halt-poll', wakeCostUs: 5 } }, 'startHost: poll.wakeCostUs'],
+    [{ guestSpinUs: -1 }, 'startHost: guestSpinUs'],
   ];
   for (const [opts, argument] of bad) {
     it(`refuses ${JSON.stringify(opts)} naming ${argument}`, async () => {
       expect((await argError(startHost(opts))).argument).toBe(argument);
+    });
+  }
+});
+
+describe('startHost polling policy (src/poll-policy.ts)', () => {
+  const cases: [HostOptions, string, number][] = [
+    // [options, the kernel thread's policy, the guests' spin budget (CTL_SPIN_US)]
+    [{}, 'adaptive', 50],
+    [{ spinUs: 0 }, 'fixed', 0],
+    [{ spinUs: 20 }, 'fixed', 20],
+    [{ spinUs: 20, guestSpinUs: 3 }, 'fixed', 3],
+    [{ poll: { policy: 'halt-poll', haltPollNs: 200_000 } }, 'halt-poll', 50],
+    [{ poll: { policy: 'adaptive', cpuShare: 0.1 }, guestSpinUs: 0 }, 'adaptive', 0],
+  ];
+  for (const [opts, policy, guestSpinUs] of cases) {
+    it(`${JSON.stringify(opts)}: kernel thread ${policy}, guests spin ${guestSpinUs} µs`, async () => {
+      const host = await startHost(opts);
+      try {
+        expect(host.poll.policy).toBe(policy);
+        expect(host.i32[KTHREAD_CTL + CTL_SPIN_US]).toBe(guestSpinUs);
+        // spinUs keeps meaning exactly a fixed budget of that many µs (the perf gate measures it).
+        if (opts.spinUs !== undefined) expect(host.poll).toEqual({ policy: 'fixed', spinNs: 1000 * opts.spinUs });
+      } finally {
+        await host.stop();
+      }
     });
   }
 });
