@@ -1,7 +1,7 @@
 // The public queue API as the bench uses it (src/index.ts, plus the trap
 // path's module so 'trap' is registered), and the per-path set-up: each path
 // gets its own host, so the kernel thread's spin budget is a host property.
-import { buildTlbiNhVa, startHost, type Command, type GuestQueue, type Host, type HostOptions, type Vm } from '../src/index.ts';
+import { buildTlbiNhVa, startHost, type Command, type GuestQueue, type Host, type Vm } from '../src/index.ts';
 import { stopTrapPath } from '../src/trap/path.ts';
 import { startThreads } from './affinity.ts';
 import { BenchUnavailableError, type QueuePathName } from './types.ts';
@@ -29,7 +29,7 @@ export interface OpenedPath {
 }
 
 export interface PathOptions {
-  /** Kernel-thread spin budget; default per path (0, or SPIN_US for doorbell-spin). */
+  /** Kernel-thread spin budget (a fixed policy); default per path (spinUsOf). */
   spinUs?: number;
   /** ns of extra work per command the kernel thread consumes (the gate's self-test; doorbell hosts only). */
   slowdownNs?: number;
@@ -37,8 +37,28 @@ export interface PathOptions {
   bypassModel?: boolean;
 }
 
-export function spinUsOf(name: QueuePathName): number {
-  return name === 'doorbell-spin' ? SPIN_US : 0;
+/**
+ * The fixed budget each path's host is started with: SPIN_US for
+ * doorbell-spin, 0 for doorbell-sleep and trap; none for the polling-policy
+ * paths, whose hosts get a `poll` instead (pollOf).
+ */
+export function spinUsOf(name: QueuePathName): number | undefined {
+  switch (name) {
+    case 'doorbell-spin': return SPIN_US;
+    case 'doorbell-adaptive':
+    case 'doorbell-haltpoll': return undefined;
+    default: return 0;
+  }
+}
+
+/**
+ * startHost's `poll` of the polling-policy paths: doorbell-adaptive is the
+ * host's default (no option), doorbell-haltpoll KVM's halt polling with
+ * its upstream parameters. Written out here rather than imported, so this
+ * module keeps building against older src/ (the gate's probe bundles it).
+ */
+function pollOf(name: QueuePathName): { policy: string } | undefined {
+  return name === 'doorbell-haltpoll' ? { policy: 'halt-poll' } : undefined;
 }
 
 async function stopHost(host: Host): Promise<void> {
@@ -49,16 +69,27 @@ async function stopHost(host: Host): Promise<void> {
   }
 }
 
-/** Host + VM + first queue of one path, its threads on the server CPU. */
-export async function openPath(name: QueuePathName, opts: PathOptions = {}): Promise<OpenedPath> {
+/**
+ * startHost's options for path `name`: its fixed budget or its policy, and
+ * the slowdown, each only when set (the perf gate runs this file against
+ * older builds too, whose hosts may not know every option).
+ */
+export function hostOptionsOf(name: QueuePathName, opts: PathOptions = {}): Record<string, unknown> {
   const spinUs = opts.spinUs ?? spinUsOf(name);
+  const poll = pollOf(name);
   // The slowdown models a slower doorbell consumer; the trap path is the reference it is compared with.
   const slowdownNs = name === 'trap' ? 0 : (opts.slowdownNs ?? 0);
-  // Options passed only when set: the perf gate runs this file against older builds too, whose hosts may not know them.
-  const hostOpts: HostOptions = { spinUs };
-  if (slowdownNs > 0) hostOpts.slowdownNs = slowdownNs;
-  if (opts.bypassModel === true && name !== 'trap') hostOpts.model = { bypass: true };
-  const started = await startThreads('server', () => startHost(hostOpts));
+  const hostOpts: Record<string, unknown> = {};
+  if (spinUs !== undefined) hostOpts['spinUs'] = spinUs;
+  if (poll !== undefined) hostOpts['poll'] = poll;
+  if (slowdownNs > 0) hostOpts['slowdownNs'] = slowdownNs;
+  if (opts.bypassModel === true && name !== 'trap') hostOpts['model'] = { bypass: true };
+  return hostOpts;
+}
+
+/** Host + VM + first queue of one path, its threads on the server CPU. */
+export async function openPath(name: QueuePathName, opts: PathOptions = {}): Promise<OpenedPath> {
+  const started = await startThreads('server', () => startHost(hostOptionsOf(name, opts) as Parameters<typeof startHost>[0]));
   const host = started.value;
   try {
     const vm = await host.createVm({ vmid: VMID, streams: [STREAM] });

@@ -10,11 +10,18 @@ import type { BaselinePathName, Params, PathName, ResultRow, ScenarioName } from
  */
 export function baselineFor(path: PathName): BaselinePathName {
   switch (path) {
-    case 'doorbell-spin': return 'atomics-spin';
+    // A polling kernel thread's floor; the adaptive poller polls back-to-back round trips.
+    case 'doorbell-spin':
+    case 'doorbell-adaptive': return 'atomics-spin';
     case 'doorbell-sleep':
     case 'trap': return 'atomics-wait';
     default: return 'atomics-wait';
   }
+}
+
+/** A doorbell path (any kernel-thread policy): the rows compared with trap. */
+export function isDoorbell(path: PathName): boolean {
+  return path.startsWith('doorbell-');
 }
 
 function sameParams(a: Params, b: Params): boolean {
@@ -37,7 +44,7 @@ export function rowRatios(rows: readonly ResultRow[], row: ResultRow): RowRatios
   const baseName = baselineFor(row.path);
   const base = findRow(rows, 'baseline', baseName);
   const out: RowRatios = { vsBaseline: { p50: ratio(row.p50_us, base?.p50_us), p99: ratio(row.p99_us, base?.p99_us), baseline: baseName } };
-  if (row.path === 'doorbell-spin' || row.path === 'doorbell-sleep') {
+  if (isDoorbell(row.path)) {
     const trap = findRow(rows, row.scenario, 'trap', row.params);
     out.trapOver = { p50: ratio(trap?.p50_us, row.p50_us), p99: ratio(trap?.p99_us, row.p99_us) };
   }

@@ -2,7 +2,7 @@
 // the --json document.
 import { machineInfo, type MachineInfo, type MeasuredRow, type Profile, type Progress } from './harness.ts';
 import { describePlacement, placementMode, type Placement } from './placement.ts';
-import { findRow, rowRatios } from './ratios.ts';
+import { findRow, isDoorbell, rowRatios } from './ratios.ts';
 import { SCENARIO_REGISTRY, type ScenarioDef } from './scenarios.ts';
 import { BenchUnavailableError, type ResultRow, type ScenarioName } from './types.ts';
 
@@ -105,7 +105,7 @@ export function formatReport(report: BenchReport): string {
   const scenarios = [...new Set(rows.map((r) => r.scenario))];
   for (const s of scenarios) {
     const mine = rows.filter((r) => r.scenario === s);
-    const hasTrapRatio = mine.some((r) => r.path === 'doorbell-spin' || r.path === 'doorbell-sleep');
+    const hasTrapRatio = mine.some((r) => isDoorbell(r.path));
     const header = ['path', 'params', 'samples', 'p50', 'p90', 'p99', 'p99.9', 'mean', 'stddev', 'ops/s', 'cpu µs/op', 'vs baseline p50/p99'];
     if (hasTrapRatio) header.push('trap/this p50/p99');
     const body = mine.map((r) => {

@@ -3,13 +3,13 @@
 // bench/scenario-*.ts module and gets one entry here.
 import { Bench } from 'tinybench';
 import { ACCESS, PROT } from '../src/index.ts';
-import { threadCpuUs } from './affinity.ts';
 import type { LatencyPath } from './baselines.ts';
-import { latencyRow, runInterleaved, type MeasuredRow, type Profile } from './harness.ts';
+import { latencyRow, runInterleaved, type Profile } from './harness.ts';
 import { SubmitPath, closeAll, csVariants, openPaths, startBaselines, type ScenarioDef } from './scenario-kit.ts';
 import { ASID, STREAM, tlbiNhVaCommand, tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
 import { BASELINE_PATHS, type Params, type PathName, type QueuePathName } from './types.ts';
 import { anatomy } from './scenario-anatomy.ts';
+import { gapsweep } from './scenario-gapsweep.ts';
 import { runUnmap } from './unmap.ts';
 
 export type { ScenarioContext, ScenarioDef, ScenarioRun } from './scenario-kit.ts';
@@ -198,73 +198,6 @@ const svastorm: ScenarioDef = {
       const p: Profile = { ...profile, warmup: Math.round(profile.warmup / 5), samples: Math.round(profile.samples / 5) };
       const measured = await runInterleaved('svastorm', paths, p, progress);
       return { measured: measured.map((m) => latencyRow('svastorm', m.path.name as PathName, m.path.params, m.samples, m.cpuUs)), notes };
-    } finally {
-      await closeAll(opened);
-    }
-  },
-};
-
-export const GAPS_US = [0, 5, 20, 100, 1000] as const;
-export const GAP_SPIN_BUDGETS_US = [0, 10, 50] as const;
-
-/**
- * One doorbell round trip per sample after an idle gap (busy-waited on the
- * producer: a timer cannot do 5 µs), with the CPU time of the kernel thread
- * alone (its /proc schedstat, bench/affinity.ts) as the path's CPU clock, so
- * cpu_us_per_op is what the kernel thread burns per command, spinning
- * included.
- */
-class GapPath implements LatencyPath {
-  readonly params: Params;
-  constructor(readonly name: QueuePathName, private readonly o: OpenedPath, private readonly words: Uint32Array,
-    private readonly gapUs: number, spinUs: number, private readonly timeoutMs: number) {
-    this.params = { gap_us: gapUs, spin_us: spinUs, cs: 'sev' };
-  }
-
-  sample(out: Float64Array, from: number, count: number): void {
-    const { words, timeoutMs } = this;
-    const q = this.o.queue;
-    const gapMs = this.gapUs / 1000;
-    for (let i = from; i < from + count; i++) {
-      const until = performance.now() + gapMs;
-      while (performance.now() < until);
-      const t0 = performance.now();
-      q.submitWords(words, 1, 'sev', timeoutMs);
-      out[i] = (performance.now() - t0) * 1000;
-    }
-  }
-
-  cpuUs(): number {
-    return threadCpuUs(this.o.kthreadTid);
-  }
-
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
-
-const gapsweep: ScenarioDef = {
-  name: 'gapsweep',
-  title: 'Gap sweep: arrival gap x kernel-thread spin budget; latency and kernel-thread CPU per command',
-  async run(ctx) {
-    const { profile, progress } = ctx;
-    const notes: string[] = [];
-    const opened: OpenedPath[] = [];
-    try {
-      for (const spinUs of GAP_SPIN_BUDGETS_US) {
-        opened.push(...await openPaths(ctx, notes, [spinUs === 0 ? 'doorbell-sleep' : 'doorbell-spin'], { spinUs }));
-      }
-      if (opened.some((o) => o.kthreadTid === '')) notes.push('kernel-thread TID not found: cpu_us_per_op is NaN');
-      const words = tlbiNhVaWords(0x40000);
-      // Gaps are measured one at a time (paths interleaved within each); the 1 ms gap alone is 1 ms per sample.
-      const p: Profile = { ...profile, warmup: Math.round(profile.warmup / 10), samples: Math.round(profile.samples / 10), rewarm: Math.max(2, Math.round(profile.rewarm / 4)) };
-      const measured: MeasuredRow[] = [];
-      for (const gap of GAPS_US) {
-        const paths = opened.map((o, k) => new GapPath(o.name, o, words, gap, GAP_SPIN_BUDGETS_US[k]!, profile.timeoutMs));
-        const m = await runInterleaved(`gapsweep ${gap} µs`, paths, p, progress);
-        measured.push(...m.map((x) => ({ row: latencyRow('gapsweep', x.path.name as PathName, x.path.params, x.samples, x.cpuUs).row })));
-      }
-      return { measured, notes };
     } finally {
       await closeAll(opened);
     }

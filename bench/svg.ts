@@ -12,6 +12,7 @@ const PALETTE: Record<string, string> = {
   trap: '#d62728',
   'doorbell-sleep': '#1f77b4',
   'doorbell-spin': '#2ca02c',
+  'doorbell-adaptive': '#ff7f0e',
   'atomics-wait': '#7f7f7f',
   'atomics-spin': '#17becf',
   postmessage: '#9467bd',

@@ -3,9 +3,12 @@
 export const SCENARIOS = ['baseline', 'roundtrip', 'unmap', 'throughput', 'svastorm', 'gapsweep', 'anatomy'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-export const PATHS = ['trap', 'doorbell-sleep', 'doorbell-spin'] as const;
+/** doorbell-sleep / -spin: fixed kernel-thread budgets (0, 50 µs); doorbell-adaptive: startHost's default poller. */
+export const PATHS = ['trap', 'doorbell-sleep', 'doorbell-spin', 'doorbell-adaptive'] as const;
+/** Reference policies measured in the gap sweep only: KVM's halt polling, the anchor the adaptive poller is judged against. */
+export const REFERENCE_PATHS = ['doorbell-haltpoll'] as const;
 export const BASELINE_PATHS = ['atomics-wait', 'atomics-spin', 'postmessage'] as const;
-export type QueuePathName = (typeof PATHS)[number];
+export type QueuePathName = (typeof PATHS)[number] | (typeof REFERENCE_PATHS)[number];
 export type BaselinePathName = (typeof BASELINE_PATHS)[number];
 export type PathName = QueuePathName | BaselinePathName;
 
