@@ -48,6 +48,7 @@ describe('gap sweep', () => {
     expect(hostOptionsOf('doorbell-sleep')).toEqual({ spinUs: 0 });
     expect(hostOptionsOf('trap', { slowdownNs: 50 })).toEqual({ spinUs: 0 });
     expect(hostOptionsOf('doorbell-adaptive', { slowdownNs: 50 })).toEqual({ slowdownNs: 50 });
+    expect(hostOptionsOf('doorbell-spin', { bypassModel: true })).toEqual({ spinUs: SPIN_US, model: { bypass: true } });
     // doorbell-adaptive's guests spin as doorbell-spin's do, so the two differ only in the kernel thread.
     await withHost(hostOptionsOf('doorbell-adaptive') as HostOptions, async (host) => {
       expect(host.i32[KTHREAD_CTL + CTL_SPIN_US]).toBe(SPIN_US);
