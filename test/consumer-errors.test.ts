@@ -4,7 +4,7 @@
 // SMMUv3 §3.5.2 / §7.1 (CONS.ERR, GERROR.CMDQ_ERR, a stopped queue resumes
 // on GERRORN), QEMU smmuv3_cmdq_consume (stop at the faulting command,
 // CONS.ERR kept across later advances, queue_cons_incr).
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { buildCfgiSte, buildCmdSync, buildTlbiNhAll, buildTlbiNhAsid, buildTlbiNhVa } from '../src/codec.ts';
 import { CERROR } from '../src/errors.ts';
 import { CS, F, OP } from '../src/fields.ts';
@@ -12,7 +12,7 @@ import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_STAT_PASSES, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
   GERROR_MSI_CMDQ_ABT, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MB_ARG0, MB_OP, MB_RES0, MB_STATE, Q_BASE, Q_CONFIG,
   Q_CMDSET, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
-  Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE, STATUS_ENABLED, mailboxWords, queueRegs,
+  Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_WAITERS, SERVER_STATE, STATUS_ENABLED, mailboxWords, queueRegs,
 } from '../src/layout.ts';
 import { ACCESS, PROT } from '../src/model/index.ts';
 import { VCMDQ_CMDSETS, VCMDQ_TEGRA241, VSMMU_REJECT, VSmmu } from '../src/vsmmu.ts';
@@ -489,5 +489,63 @@ describe('setup, restart and test hooks', () => {
     expect(consPos(rig, q)).toBe(3);
     expect(i32[KTHREAD_CTL + CTL_HEARTBEAT]).toBe(beat + 1);
     expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([1, 2, 3]);
+  });
+});
+
+describe('wake-ups (layout.ts WAITERS: a waiter announces itself, the publisher notifies only then)', () => {
+  function recordNotifies(): { calls: number[]; restore: () => void } {
+    const calls: number[] = [];
+    const spy = vi.spyOn(Atomics, 'notify').mockImplementation((_a, index) => {
+      calls.push(index);
+      return 0;
+    });
+    return { calls, restore: () => spy.mockRestore() };
+  }
+
+  it('nobody waiting: a pass of commands, syncs and an MSI makes no notify call', () => {
+    const { rig, q } = rig1();
+    const n = recordNotifies();
+    try {
+      submit(rig, q, [asid(1), sync(CS.SEV), sync(CS.IRQ, rig.msiIpa, 5), asid(2)]);
+      expect(rig.consumer.pass()).toBe(4);
+    } finally {
+      n.restore();
+    }
+    expect(n.calls).toEqual([]);
+    expect(consPos(rig, q)).toBe(4);
+  });
+
+  it('a waiter announced: woken on CONS after commands and after a sync, on the MSI word of a CS=IRQ sync, and on an error', () => {
+    const { rig, q } = rig1();
+    const msiWord = rig.msiPa >>> 2;
+    Atomics.store(rig.i32, q.regs + Q_WAITERS, 1);
+    const n = recordNotifies();
+    try {
+      submit(rig, q, [asid(1)]);
+      rig.consumer.pass();
+      expect(n.calls).toEqual([q.regs + Q_CONS]);
+      n.calls.length = 0;
+      submit(rig, q, [sync(CS.NONE)]);
+      rig.consumer.pass();
+      expect(n.calls).toEqual([q.regs + Q_CONS]);
+      n.calls.length = 0;
+      submit(rig, q, [sync(CS.IRQ, rig.msiIpa, 5)]);
+      rig.consumer.pass();
+      expect(n.calls).toEqual([msiWord, q.regs + Q_CONS]);
+      n.calls.length = 0;
+      rig.model.refuse = () => CERROR.ABT;
+      submit(rig, q, [asid(2)]);
+      rig.consumer.pass();
+      expect(n.calls).toContain(q.regs + Q_CONS);
+      n.calls.length = 0;
+      // markDead wakes every queue's waiters and every mailbox, whatever WAITERS says.
+      Atomics.store(rig.i32, q.regs + Q_WAITERS, 0);
+      rig.consumer.mailboxes.add(5);
+      rig.consumer.markDead();
+      expect(n.calls).toContain(q.regs + Q_CONS);
+      expect(n.calls).toContain(mailboxWords(5) + MB_STATE);
+    } finally {
+      n.restore();
+    }
   });
 });
