@@ -12,7 +12,7 @@
 //   else alone right after; with no sync nothing is added;
 // - a queue error stops the call with the faulting command's position
 //   (SMMUv3 §7.1: CONS stays on the command that failed).
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { buildCfgiSte, buildTlbiNhAsid } from '../src/codec.ts';
 import { ArgumentError, CERROR } from '../src/errors.ts';
 import { F, OP } from '../src/fields.ts';
@@ -126,6 +126,19 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
     await expect(g.gq.invalidateRangeAsync(ASID, 0x4000_0000, 4096, 4096, true, { sync: 1 as unknown as boolean })).rejects.toThrow(ArgumentError);
   });
 
+  it('an async call leaves no listener on the caller\'s AbortSignal once it settles', async () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    const ac = new AbortController();
+    const added = vi.spyOn(ac.signal, 'addEventListener');
+    const removed = vi.spyOn(ac.signal, 'removeEventListener');
+    await g.gq.submitWordsAsync(asids(70, 1), 70, 'sev', 0, ac.signal);
+    await g.gq.syncAsync({ signal: ac.signal, timeoutMs: 0 });
+    expect(added.mock.calls.length).toBeGreaterThan(0);
+    expect(removed.mock.calls.map((c) => c[1])).toEqual(added.mock.calls.map((c) => c[1]));
+    expect(rig.model.log.length).toBe(70);
+  });
+
   it('sync() is one CMD_SYNC; n = 0 without a sync publishes nothing', () => {
     const rig = rig1();
     const g = attachGuest(rig, VMID, 3);
@@ -160,7 +173,7 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
 });
 
 describe('a queue error names the faulting command, in any batch', () => {
-  for (const [n, bad] of [[5, 0], [5, 4], [70, 63], [70, 64], [70, 69], [150, 130]] as const) {
+  for (const [n, bad] of [[5, 0], [5, 4], [70, 63], [70, 64], [70, 69], [150, 130], [300, 290]] as const) {
     it(`${n} commands, the one at ${bad} refused by the vSMMU`, () => {
       const rig = rig1();
       const g = attachGuest(rig, VMID, 7);
