@@ -10,7 +10,7 @@ import { CERROR } from '../src/errors.ts';
 import { CS, F, OP } from '../src/fields.ts';
 import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_STAT_PASSES, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
-  GERROR_MSI_CMDQ_ABT, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MB_ARG0, MB_OP, MB_RES0, MB_STATE, Q_BASE, Q_CONFIG,
+  GERROR_MSI_CMDQ_ABT, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MB_ARG0, MB_OP, MB_PAYLOAD, MB_RES0, MB_STATE, Q_BASE, Q_CONFIG,
   Q_CMDSET, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_WAITERS, SERVER_STATE, STATUS_ENABLED, mailboxWords, queueRegs,
 } from '../src/layout.ts';
@@ -443,6 +443,7 @@ describe('setup, restart and test hooks', () => {
       expect(rig.consumer.pass()).toBe(1);
       return i32.slice(mb + MB_RES0, mb + MB_RES0 + 8);
     };
+    i32[mb + MB_PAYLOAD] = 0x5a5a; // the word after the seven result words: not the handler's
     const hit = ask(0x4000_0010);
     expect(hit[0]).toBe(0);
     const miss = ask(0x5000_0000);
@@ -450,8 +451,10 @@ describe('setup, restart and test hooks', () => {
     const fault = rig.w.model.translate(1, -1, 0x5000_0000, 0, ACCESS.READ, out);
     expect(fault).not.toBe(0);
     expect(Array.from(miss.subarray(0, 7), (x) => x >>> 0)).toEqual([fault, ...out.subarray(0, 6)]);
-    // The word after the six results is not the consumer's to write.
-    expect(miss[7]).toBe(hit[7]);
+    // The fault code and six words, nothing beyond (MB_RES0 + 7 is MB_PAYLOAD).
+    expect(MB_RES0 + 7).toBe(MB_PAYLOAD);
+    expect(i32[mb + MB_PAYLOAD]).toBe(0x5a5a);
+    expect(hit[7]).toBe(0x5a5a);
   });
 
   it('CTL_SLOWDOWN_NS (the gate\'s slower SMMU) burns work per command and changes nothing else; 0 burns none', () => {
