@@ -144,6 +144,8 @@ export interface GuestRig {
   prods: number[];
   /** False: PROD writes are recorded but not consumed (the kernel thread is busy elsewhere). */
   pump: boolean;
+  /** Called after each PROD write that is not pumped (a test playing the SMMU). */
+  onPublish: (prod: number) => void;
 }
 
 /**
@@ -165,12 +167,13 @@ export function attachGuest(rig: Rig, vmid: number, log2: number): GuestRig {
   Atomics.store(rig.i32, regs + Q_CONFIG, CONFIG_EN);
   const q: RigQueue = { qid, regs, log2, ring: new Uint32Array(rig.w.mem, basePa, 4 << log2), prod: 0 };
   rig.model.queues = [...rig.model.queues, q];
-  const g: GuestRig = { gq: null as unknown as GuestQueue, q, prods: [], pump: true };
+  const g: GuestRig = { gq: null as unknown as GuestQueue, q, prods: [], pump: true, onPublish: () => {} };
   const transport: QueueTransport = {
     publishProd(prod) {
       Atomics.store(rig.i32, regs + Q_PROD, prod);
       g.prods.push(prod);
       if (g.pump) rig.consumer.pass();
+      else g.onPublish(prod);
     },
     ackGerror(gerror) {
       Atomics.store(rig.i32, regs + Q_GERRORN, gerror);

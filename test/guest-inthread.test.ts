@@ -18,7 +18,7 @@ import { ArgumentError, CERROR } from '../src/errors.ts';
 import { F, OP } from '../src/fields.ts';
 import { CMDQ_BATCH_ENTRIES, QueueError, type CsMode } from '../src/guest.ts';
 import { tlbInvRangeAsid } from '../src/invalidate.ts';
-import { Q_STAT_CMDS, Q_STAT_SYNCS } from '../src/layout.ts';
+import { Q_CONS, Q_STAT_CMDS, Q_STAT_SYNCS } from '../src/layout.ts';
 import { ACCESS, PROT } from '../src/model/index.ts';
 import { SyncTimeoutError } from '../src/waiter.ts';
 import { attachGuest, makeRig, type GuestRig, type Rig } from './consumer-rig.ts';
@@ -159,6 +159,20 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
     expect(g.q.ring[0]! & 0xff).toBe(OP.TLBI_NH_ASID);
     g.gq.submitWords(asids(2, 1), 2, 'sev', 0);
     expect(g.q.ring[5 * 4]! & 0xff).toBe(OP.CMD_SYNC);
+  });
+
+  it('a CS=IRQ sync completes on its MSI write alone (Linux __arm_smmu_cmdq_poll_until_msi); a CS=SEV one waits for CONS', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    g.pump = false;
+    // Playing an SMMU that has written the sync's MSI (data 0, to the sync's own slot) but not yet published CONS.
+    g.onPublish = (prod) => {
+      g.q.ring[((prod - 1) & 7) * 4] = 0;
+    };
+    g.gq.submitWords(asids(2, 1), 2, 'irq', 0);
+    g.gq.submitWords(asids(2, 3), 2, 'irq', 0); // slots 3..5, with room: CONS has not moved
+    expect(Atomics.load(rig.i32, g.q.regs + Q_CONS)).toBe(0);
+    expect(() => g.gq.submitWords(new Uint32Array(0), 0, 'sev', 0)).toThrow(SyncTimeoutError);
   });
 
   it('without a consumer, a call that needs to wait fails with SyncTimeoutError at timeoutMs 0, having published what fit', () => {
