@@ -9,7 +9,7 @@ import { buildCfgiSte, buildCmdSync, buildTlbiNhAll, buildTlbiNhAsid, buildTlbiN
 import { CERROR } from '../src/errors.ts';
 import { CS, F, OP } from '../src/fields.ts';
 import {
-  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_STAT_PASSES, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
+  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
   GERROR_MSI_CMDQ_ABT, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MB_ARG0, MB_OP, MB_PAYLOAD, MB_RES0, MB_STATE, Q_BASE, Q_CONFIG,
   Q_CMDSET, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_WAITERS, SERVER_STATE, STATUS_ENABLED, mailboxWords, queueRegs,
@@ -103,6 +103,7 @@ describe('queue errors stop the queue at the faulting command', () => {
     expect(errOf(rig, q)).toBe(CERROR.ATC_INV_SYNC);
     expect(reg(rig, q, Q_ERR_REASON)).toBe((ERR_KIND.MODEL << 16) | CERROR.ATC_INV_SYNC);
     expect(reg(rig, q, Q_GERROR)).toBe(GERROR_CMDQ_ERR);
+    expect(reg(rig, q, Q_STAT_PASSES)).toBe(1);
     // A second error after the ack toggles GERROR back (GERROR ^ GERRORN = active errors).
     ack(rig, q);
     rig.model.refuse = (f) => (f[F.ASID] === 7 ? CERROR.ABT : 0);
@@ -550,5 +551,88 @@ describe('wake-ups (layout.ts WAITERS: a waiter announces itself, the publisher 
     } finally {
       n.restore();
     }
+  });
+});
+
+describe('run(): the thread body\'s loop', () => {
+  it('idle: spins CTL_SPIN_US for work (served without sleeping), then sleeps on WAKE, counted in STAT_SLEEPS', () => {
+    const { rig, q } = rig1();
+    const i32 = rig.i32;
+    i32[KTHREAD_CTL + CTL_SPIN_US] = 50;
+    submit(rig, q, [asid(1)]);
+    // A fake clock, 1 µs per read; the first read inside the idle spin is when a guest submits again.
+    let now = 0;
+    let spinning = false;
+    let arrived = false;
+    const clock = vi.spyOn(performance, 'now').mockImplementation(() => {
+      if (spinning && !arrived) {
+        arrived = true;
+        submit(rig, q, [asid(2)]);
+      }
+      return (now += 0.001);
+    });
+    let sleeps = 0;
+    const wait = vi.spyOn(Atomics, 'wait').mockImplementation(() => {
+      sleeps++;
+      Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STOPPING); // the host stops a sleeping thread
+      return 'ok';
+    });
+    rig.model.refuse = () => {
+      spinning = true; // from the first command on, the next idle pass spins
+      return 0;
+    };
+    try {
+      rig.consumer.run({ control: () => {}, crash: () => {} });
+    } finally {
+      clock.mockRestore();
+      wait.mockRestore();
+    }
+    expect(arrived).toBe(true);
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([1, 2]);
+    expect(sleeps).toBe(1);
+    expect(i32[KTHREAD_CTL + CTL_STAT_SLEEPS]).toBe(1);
+    expect(i32[KTHREAD_CTL + CTL_STAT_PASSES]).toBe(2);
+  });
+
+  it('control() runs only when CTL_CTRL changed; the crash hook fires even with no work', () => {
+    const { rig, q } = rig1();
+    const i32 = rig.i32;
+    submit(rig, q, [asid(1)]);
+    Atomics.add(i32, KTHREAD_CTL + CTL_CTRL, 1);
+    let controls = 0;
+    // The host stops the thread while it executes the command: the loop then ends without another control().
+    rig.model.refuse = () => {
+      Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STOPPING);
+      return 0;
+    };
+    rig.consumer.run({ control: () => void controls++, crash: () => {} });
+    expect(controls).toBe(1);
+    expect(consPos(rig, q)).toBe(1);
+
+    const { rig: r2 } = rig1();
+    Atomics.store(r2.i32, KTHREAD_CTL + CTL_CRASH, 1);
+    expect(() => r2.consumer.run({ control: () => {}, crash: () => { throw new Error('crashed'); } })).toThrow('crashed');
+  });
+
+  it('TRANSLATE passes the IOVA\'s high word and the access type through (a write to a read-only page faults)', () => {
+    const { rig } = rig1();
+    const vm = rig.vms[0]!;
+    vm.pt.map(0x4000_0000, vm.dataIpa, 0x1000, PROT.READ);
+    const mb = mailboxWords(6);
+    rig.consumer.mailboxes.add(6);
+    const i32 = rig.i32;
+    const ask = (lo: number, hi: number, access: number): number => {
+      i32[mb + MB_OP] = KTHREAD_OP.TRANSLATE;
+      i32.set([1, -1, lo, hi, access], mb + MB_ARG0);
+      Atomics.store(i32, mb + MB_STATE, MAILBOX_STATE.REQUEST);
+      rig.consumer.pass();
+      return i32[mb + MB_RES0]!;
+    };
+    const out = new Uint32Array(8);
+    expect(ask(0x4000_0000, 0, ACCESS.READ)).toBe(0);
+    expect(ask(0x4000_0000, 0, ACCESS.WRITE)).toBe(rig.w.model.translate(1, -1, 0x4000_0000, 0, ACCESS.WRITE, out));
+    expect(ask(0x4000_0000, 0, ACCESS.WRITE)).not.toBe(0);
+    expect(ask(0x4000_0000, 1, ACCESS.READ)).toBe(rig.w.model.translate(1, -1, 0x4000_0000, 1, ACCESS.READ, out));
+    expect(ask(0x4000_0000, 1, ACCESS.READ)).not.toBe(0);
   });
 });
