@@ -9,7 +9,6 @@
 // (params.runnable_threads): on 2 CPUs, more than 2 means the row also
 // measures the run queue.
 import { Worker } from 'node:worker_threads';
-import { descOa, levelShift, D_LO, type TranslationTable } from '../src/model/pgtable.ts';
 import { workerUrl } from '../src/worker-url.ts';
 import { startThreads } from './affinity.ts';
 import { latencyRow, type MeasuredRow } from './harness.ts';
@@ -28,20 +27,6 @@ const MAX_PAGES = 262144 / 4096;
 const WINDOW_IOVA = 0x4000_0000;
 const WINDOW_STRIDE = 2 << 20;
 const DATA_IPA = 0x10_0000;
-
-/** Leaf descriptor address (guest IPA) of `va`, walking the guest's stage-1 table as the SMMU does. */
-function leafDescIpa(pt: TranslationTable, read32: (ipa: number) => number, va: number): number {
-  let table = pt.root;
-  for (let level = pt.startLevel; ; level++) {
-    const shift = levelShift(pt.pageShift, level);
-    const bits = level === pt.startLevel ? pt.inputBits - shift : pt.pageShift - 3;
-    const d = table + 8 * (Math.floor(va / 2 ** shift) % 2 ** bits);
-    if (level === 3) return d;
-    const lo = read32(d);
-    if ((lo & D_LO.VALID) === 0 || (lo & D_LO.TABLE) === 0) throw new Error(`no table at level ${level} for 0x${va.toString(16)}`);
-    table = descOa(lo, read32(d + 4), pt.pageShift);
-  }
-}
 
 /** Threads of the mechanism on each path: the kernel thread, and on the trap path the VMM too. */
 export function serverThreads(name: QueuePathName): number {
@@ -82,7 +67,7 @@ async function startRig(name: QueuePathName, ctx: ScenarioContext, samplesPerCel
       const iova = WINDOW_IOVA + v * WINDOW_STRIDE;
       // Map once to build the tables and learn each leaf descriptor, then unmap: nothing was translated yet.
       pt.map(iova, DATA_IPA + v * MAX_PAGES * 4096, MAX_PAGES * 4096, 3);
-      const descIpa = Array.from({ length: MAX_PAGES }, (_, k) => leafDescIpa(pt, read32, iova + k * 4096));
+      const descIpa = Array.from({ length: MAX_PAGES }, (_, k) => pt.leafDescriptor(iova + k * 4096));
       const descLo = descIpa.map((d) => read32(d));
       const descHi = descIpa.map((d) => read32(d + 4));
       pt.unmap(iova, MAX_PAGES * 4096);

@@ -35,3 +35,20 @@ export class ArgumentError extends RangeError {
     super(`${argument} ${detail}`, options);
   }
 }
+
+/** A simulated run went past its event bound (a model that keeps rescheduling): `vcmdq sim` never hangs. */
+export class SimLimitError extends Error {
+  override readonly name = 'SimLimitError';
+}
+
+/**
+ * A simulated unmap completed (its CMD_SYNC signalled) while a page it
+ * unmapped still translated: an invalidation was lost between the guest and
+ * the SMMU model. Every simulated run is a correctness run; this ends it.
+ */
+export class StaleTranslationError extends Error {
+  override readonly name = 'StaleTranslationError';
+  constructor(readonly path: string, readonly vcpu: number, readonly iova: number, readonly atNs: number) {
+    super(`${path}: vCPU ${vcpu}'s unmap of IOVA 0x${iova.toString(16)} completed at t=${atNs} ns and the page still translates`);
+  }
+}

@@ -145,6 +145,26 @@ export class TranslationTable {
     this.apply(PROTECT, this.root, this.startLevel, va, va + size, 0, prot);
   }
 
+  /**
+   * Address (in the table store) of the last-level descriptor that maps
+   * `va`, walking the tables as the SMMU does: for a caller that writes
+   * the leaf PTEs itself, as a guest driver's unmap loop does. Throws when
+   * no table reaches that level there (map the range first).
+   */
+  leafDescriptor(va: number): number {
+    const s = this.store;
+    let table = this.root;
+    for (let level = this.startLevel; ; level++) {
+      const shift = levelShift(this.pageShift, level);
+      const bits = level === this.startLevel ? this.rootBits : this.pageShift - 3;
+      const d = table + 8 * (Math.floor(va / 2 ** shift) % 2 ** bits);
+      if (level === 3) return d;
+      const lo = s.read32(d);
+      if ((lo & D_LO.VALID) === 0 || (lo & D_LO.TABLE) === 0) throw new RangeError(`no table at level ${level} for 0x${va.toString(16)}`);
+      table = descOa(lo, s.read32(d + 4), this.pageShift);
+    }
+  }
+
   private check(va: number, size: number): void {
     const g = 2 ** this.pageShift;
     if (!Number.isSafeInteger(va) || !Number.isSafeInteger(size) || va % g !== 0 || size % g !== 0 || size <= 0 || va + size > 2 ** this.inputBits) {

@@ -1,0 +1,145 @@
+// One simulated run: a path, a vCPU count, a granule, a profile, a seed ->
+// the vCPUs' unmap latencies, throughput and CPU time in virtual time, every
+// unmap checked against the model (no stale translation). Pure and
+// deterministic: the same config gives the same numbers.
+
+import { ArgumentError } from '../errors.ts';
+import { checkInt, checkOptions } from '../args.ts';
+import { Sim } from './engine.ts';
+import { HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName } from './paths.ts';
+import { FixedSpinPolicy, type IdlePolicy } from './policy.ts';
+import { checkProfile, type SimProfile } from './profile.ts';
+import { Semaphore, SmmuEngine } from './resources.ts';
+import { MAX_PAGES, SYNC_CS, SimWorld } from './world.ts';
+import { MAX_QUEUES } from '../layout.ts';
+
+export const SIM_GRANULES = [4096, 16384, 65536, 131072, 262144] as const;
+/** The kernel thread's fixed spin budget on doorbell-spin: the real bench's SPIN_US (bench/queue-api.ts). */
+export const SIM_SPIN_NS = 50_000;
+
+export interface SimConfig {
+  profile: SimProfile;
+  path: SimPathName;
+  vcpus: number;
+  /** Bytes per unmap (dma_map_benchmark's granule): 4K..256K in 4K pages. */
+  granule: number;
+  /** Unmaps per vCPU. */
+  unmaps: number;
+  seed?: number;
+  /** vCMDQs (doorbell, hw) shared round-robin by the vCPUs; default one per vCPU. The trap paths have the VM's one CMDQ. */
+  queues?: number;
+  /** Host CPUs for the host threads (kernel thread, VMM thread); default 1. */
+  hostCpus?: number;
+  /** Kernel-thread idle policy of the doorbell-adaptive path (default: the fixed SIM_SPIN_NS budget until the adaptive policy is wired). */
+  adaptivePolicy?: () => IdlePolicy;
+}
+
+export interface SimResult {
+  path: SimPathName;
+  vcpus: number;
+  queues: number;
+  granule: number;
+  /** All unmap latencies, ns (vCPU by vCPU). */
+  latenciesNs: Float64Array;
+  /** Virtual time from start to the last vCPU's last unmap, ns. */
+  elapsedNs: number;
+  unmaps: number;
+  /** CPU time, ns: the vCPUs (while not asleep), and the host threads (kernel thread or VMM thread; spinning included). */
+  vcpuCpuNs: number;
+  hostCpuNs: number;
+  /** Kernel-thread CPU spent spinning idle, ns (doorbell paths). */
+  spinNs: number;
+  /** Fraction of the run the physical SMMU's command engine was busy. */
+  smmuBusy: number;
+  /** Kernel-thread wake-ups (doorbell paths) or trapped PROD writes (trap paths). */
+  wakeups: number;
+  traps: number;
+  events: number;
+}
+
+const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'granule', 'unmaps', 'seed', 'queues', 'hostCpus', 'adaptivePolicy'];
+
+/** Guests sleep for their CMD_SYNC when the profile says they do and the path's server does not spin. */
+function guestSleeps(profile: SimProfile, path: SimPathName): boolean {
+  return profile.guest_wait === 'sleep-unless-spinning' && (path === 'trap' || path === 'trap-iothread' || path === 'doorbell-sleep');
+}
+
+function policyOf(cfg: SimConfig): IdlePolicy {
+  switch (cfg.path) {
+    case 'doorbell-spin': return new FixedSpinPolicy(SIM_SPIN_NS);
+    case 'doorbell-adaptive': return cfg.adaptivePolicy?.() ?? new FixedSpinPolicy(SIM_SPIN_NS);
+    default: return new FixedSpinPolicy(0);
+  }
+}
+
+export function runSim(config: SimConfig): SimResult {
+  const o = checkOptions('runSim: config', config, CONFIG_KEYS);
+  const profile = checkProfile(o['profile'], 'runSim: config.profile');
+  const path = o['path'] as SimPathName;
+  if (!(SIM_PATHS as readonly unknown[]).includes(path)) throw new ArgumentError('runSim: config.path', `must be one of ${SIM_PATHS.join(', ')}, got ${String(path)}`);
+  const vcpus = checkInt('runSim: config.vcpus', o['vcpus'], 1, MAX_QUEUES);
+  const granule = checkInt('runSim: config.granule', o['granule'], 4096, MAX_PAGES * 4096);
+  if (granule % 4096 !== 0) throw new ArgumentError('runSim: config.granule', `must be a multiple of 4096, got ${granule}`);
+  const unmaps = checkInt('runSim: config.unmaps', o['unmaps'], 1, 1e7);
+  const seed = checkInt('runSim: config.seed', o['seed'] ?? 1, 0, 0xffffffff);
+  const queues = checkInt('runSim: config.queues', o['queues'] ?? vcpus, 1, vcpus, 'at most one per vCPU');
+  const hostCpus = checkInt('runSim: config.hostCpus', o['hostCpus'] ?? 1, 1, 1024);
+  const pages = granule / 4096;
+
+  const sim = new Sim(seed);
+  const world = new SimWorld();
+  const env: SimEnv = {
+    sim, costs: new Costs(sim, profile), world, smmu: new SmmuEngine(sim), hostCpus: new Semaphore(sim, hostCpus, 'host CPUs'),
+    guestSleeps: guestSleeps(profile, path), path,
+  };
+  const vs: Vcpu[] = [];
+  let kthread: KernelThread | null = null;
+  let vmm: TrapVmm | null = null;
+  if (path === 'trap' || path === 'trap-iothread') {
+    const t = world.openTrapQueue();
+    vmm = new TrapVmm(env, t.cmdq, t.hwpt, t.ring, path === 'trap-iothread');
+    for (let v = 0; v < vcpus; v++) vs.push(new Vcpu(v, env, t.ring, vmm, pages, unmaps, SYNC_CS.sev));
+    vmm.waiters.push(...vs);
+  } else if (path === 'hw') {
+    const hws = Array.from({ length: queues }, () => {
+      const q = world.openConsumedQueue('hw');
+      return new HwQueue(env, q.ring, q.consumer);
+    });
+    for (let v = 0; v < vcpus; v++) {
+      const hq = hws[v % queues]!;
+      // A Tegra241 guest VCMDQ takes CS=NONE syncs only: the guest polls CONS.
+      const vcpu = new Vcpu(v, env, hq.ring, hq, pages, unmaps, SYNC_CS.none);
+      hq.waiters.push(vcpu);
+      vs.push(vcpu);
+    }
+  } else {
+    kthread = new KernelThread(env, policyOf({ ...config, path }));
+    const served = Array.from({ length: queues }, () => ({ ...world.openConsumedQueue('vcmdq'), waiters: [] as Vcpu[] }));
+    for (const q of served) kthread.addQueue(q);
+    for (let v = 0; v < vcpus; v++) {
+      const q = served[v % queues]!;
+      const vcpu = new Vcpu(v, env, q.ring, kthread as Server, pages, unmaps, SYNC_CS.sev);
+      q.waiters.push(vcpu);
+      vs.push(vcpu);
+    }
+  }
+  for (const v of vs) v.start();
+  // Bound: a few dozen events per unmap; a model that reschedules forever ends in SimLimitError.
+  const events = sim.run(64 * vcpus * unmaps + 1000);
+  const elapsedNs = Math.max(...vs.map((v) => v.finishedAt));
+  for (const v of vs) {
+    if (v.done !== unmaps) throw new Error(`sim: vCPU ${v.id} finished ${v.done} of ${unmaps} unmaps (the event queue ran dry: a lost completion)`);
+  }
+  const latenciesNs = new Float64Array(vcpus * unmaps);
+  vs.forEach((v, k) => latenciesNs.set(v.samples, k * unmaps));
+  return {
+    path, vcpus, queues: vmm !== null ? 1 : queues, granule, latenciesNs, elapsedNs, unmaps: vcpus * unmaps,
+    vcpuCpuNs: vs.reduce((s, v) => s + v.finishedAt - v.sleptNs, 0),
+    hostCpuNs: kthread?.cpuUpTo(elapsedNs) ?? vmm?.cpuNs ?? 0,
+    spinNs: kthread?.spinNs ?? 0,
+    smmuBusy: elapsedNs > 0 ? env.smmu.busyNs / elapsedNs : 0,
+    wakeups: kthread?.wakeups ?? 0,
+    traps: vmm?.traps ?? 0,
+    events,
+  };
+}
