@@ -86,7 +86,8 @@ function params(row: ResultRow): string {
   return kv.length > 0 ? kv.join(' ') : '-';
 }
 
-function table(header: string[], body: string[][]): string {
+/** A text table: the first two columns left-aligned, the rest right-aligned. */
+export function table(header: string[], body: string[][]): string {
   const widths = header.map((h, c) => Math.max(h.length, ...body.map((r) => r[c]!.length)));
   const line = (cells: string[]): string => cells.map((cell, c) => (c < 2 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');

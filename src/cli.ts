@@ -6,6 +6,7 @@
 // error is one line on stderr, status 2 for a usage mistake and 1 for a
 // failure, never a stack trace.
 import { BENCH_USAGE, GATE_USAGE, benchMain, gateMain } from '../bench/cli.ts';
+import { SIM_USAGE, simMain } from '../bench/sim-cli.ts';
 import { DECODE_USAGE, ENCODE_USAGE, decodeMain, encodeMain } from './cli/codec-cmds.ts';
 import { REPLAY_USAGE, replayMain } from './cli/replay.ts';
 import { UsageError, isParseArgsError } from './cli/usage.ts';
@@ -18,6 +19,7 @@ const SUBCOMMANDS: Record<string, { readonly run: Subcommand; readonly usage: st
   replay: { run: replayMain, usage: REPLAY_USAGE },
   bench: { run: benchMain, usage: BENCH_USAGE },
   gate: { run: gateMain, usage: GATE_USAGE },
+  sim: { run: simMain, usage: SIM_USAGE },
 };
 
 const NAMES = Object.keys(SUBCOMMANDS).join(', ');

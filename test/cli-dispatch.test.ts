@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { fixture, vcmdq, type CliRun } from './cli-helpers.ts';
 
-const COMMANDS = ['decode', 'encode', 'replay', 'bench', 'gate'];
+const COMMANDS = ['decode', 'encode', 'replay', 'bench', 'gate', 'sim'];
 
 /** One line on stderr, nothing on stdout, no stack frame. */
 function expectOneLineError(r: CliRun, status: number, message: RegExp): void {

@@ -67,6 +67,7 @@ export const S = {
   guest_pte: idx('guest_pte'), guest_cmd: idx('guest_cmd'), exit_user: idx('exit_user'), exit_kernel: idx('exit_kernel'),
   ioctl: idx('ioctl'), bql: idx('bql'), vmm_cmd: idx('vmm_cmd'), iommufd_cmd: idx('iommufd_cmd'), kthread_cmd: idx('kthread_cmd'),
   smmu_cmd: idx('smmu_cmd'), smmu_sync: idx('smmu_sync'), wake: idx('wake'), notice: idx('notice'), hw_doorbell: idx('hw_doorbell'),
+  hw_cmd: idx('hw_cmd'),
 } as const;
 type Step = number;
 
@@ -85,15 +86,37 @@ export interface SimEnv {
 
 /** Something a vCPU's commands are handed to once written into its ring. */
 export interface Server {
-  /** The vCPU published PROD of its ring; returns the time the vCPU itself spends on it (a kick's exit), ns. */
-  published(v: Vcpu): number;
+  /**
+   * The vCPU published PROD of its ring (`last`: the chunk ends with its
+   * CMD_SYNC). Returns the time the vCPU itself spends on it (a kick's
+   * exit), ns, or BLOCKED when the write does not return until the server
+   * says so (a trapped write: Vcpu.writeReturned).
+   */
+  published(v: Vcpu, last: boolean): number;
+}
+
+/** Server.published: the vCPU is held until Vcpu.writeReturned(). */
+export const BLOCKED = -1;
+
+/** What each vCPU does per operation (one latency sample). */
+export type SimWorkload =
+  /** dma_map_benchmark: map `pages` pages, DMA, then the timed unmap: PTE clear, range TLBI, CMD_SYNC; checked after. */
+  | { kind: 'unmap'; pages: number }
+  /** The bench's round trip: one TLBI_NH_VA and a CMD_SYNC, nothing mapped. */
+  | { kind: 'roundtrip' }
+  /** The bench's batched throughput: min(4096, 64 x batch) TLBIs in publishes of `batch`, one CMD_SYNC at the end. */
+  | { kind: 'batch'; batch: number };
+
+/** Commands per timed iteration of the batch workload (as bench/scenarios.ts throughput). */
+export function batchCommands(batch: number): number {
+  return Math.ceil(Math.min(4096, 64 * batch) / batch) * batch;
 }
 
 const V = { START: 0, MAPPED: 1, SUBMIT: 2, DONE: 3, TRAP_ARRIVE: 4, TRAP_BQL: 5, TRAP_WORKED: 6, TRAP_SMMU: 7, TRAP_BACK: 8 } as const;
 
-/** One guest vCPU running dma_map_benchmark's loop: map, DMA, then the timed unmap (PTE clear + invalidation + CMD_SYNC). */
+/** One guest vCPU running its workload in a loop; each operation's latency is one sample. */
 export class Vcpu implements Actor {
-  /** Unmap latencies, ns, in completion order. */
+  /** Operation latencies, ns, in completion order. */
   readonly samples: Float64Array;
   done = 0;
   /** Queue position after this vCPU's outstanding CMD_SYNC (valid while `waiting`). */
@@ -104,22 +127,31 @@ export class Vcpu implements Actor {
   finishedAt = 0;
   private t0 = 0;
   private waitFrom = 0;
+  private chunk = 0;
+  private readonly chunks: number;
+  private readonly chunkCmds: number;
+  private readonly pages: number;
   private readonly cmds: UnmapCommands;
   private readonly u = new Uint32Array(4);
-  private readonly ptes: PteWindow;
+  private readonly ptes: PteWindow | null;
 
   constructor(
     readonly id: number,
     private readonly env: SimEnv,
     readonly ring: SimRing,
     private readonly server: Server,
-    private readonly pages: number,
+    workload: SimWorkload,
     private readonly count: number,
     cs: number,
   ) {
     this.samples = new Float64Array(count);
-    this.cmds = new UnmapCommands(env.world.features, cs);
-    this.ptes = env.world.openWindow(id);
+    this.pages = workload.kind === 'unmap' ? workload.pages : 1;
+    this.chunkCmds = workload.kind === 'batch' ? workload.batch : 0;
+    this.chunks = workload.kind === 'batch' ? batchCommands(workload.batch) / workload.batch : 1;
+    this.cmds = new UnmapCommands(env.world.features, cs, this.chunkCmds);
+    this.ptes = workload.kind === 'unmap' ? env.world.openWindow(id) : null;
+    // Roundtrip and batch: the commands never change.
+    if (workload.kind !== 'unmap') this.cmds.build(SimWorld.windowIova(id), 1);
   }
 
   start(): void {
@@ -131,28 +163,30 @@ export class Vcpu implements Actor {
     const c = env.costs;
     switch (kind) {
       case V.START:
+        this.chunk = 0;
+        if (this.ptes === null) {
+          this.t0 = env.sim.now;
+          env.sim.after(c.drawN(S.guest_cmd, this.chunkCmds === 0 ? this.cmds.n : this.chunkCmds), this, V.SUBMIT);
+          return;
+        }
         env.sim.after(c.drawN(S.guest_pte, pages), this, V.MAPPED);
         return;
       case V.MAPPED: {
-        env.world.map(this.ptes, pages);
+        const ptes = this.ptes!;
+        env.world.map(ptes, pages);
         // The device touches every page: the IOTLB now holds what the unmap must invalidate.
         for (let k = 0; k < pages; k++) {
           const fault = env.world.dma(this.id, k);
           if (fault !== 0) throw new Error(`sim: vCPU ${this.id}'s page ${k} does not translate after its map (fault 0x${fault.toString(16)})`);
         }
         this.t0 = env.sim.now;
-        env.world.unmap(this.ptes, pages);
+        env.world.unmap(ptes, pages);
         const n = this.cmds.build(SimWorld.windowIova(this.id), pages);
         env.sim.after(c.drawN(S.guest_pte, pages) + c.drawN(S.guest_cmd, n), this, V.SUBMIT);
         return;
       }
       case V.SUBMIT:
-        this.waitPos = this.ring.write(this.cmds.words, this.cmds.n, this.u);
-        this.waiting = true;
-        this.waitFrom = env.sim.now;
-        this.ring.publish();
-        // The kick (if any) keeps the vCPU busy; polling starts after it.
-        this.server.published(this);
+        this.submit();
         return;
       case V.DONE:
         this.complete();
@@ -163,26 +197,61 @@ export class Vcpu implements Actor {
     }
   }
 
-  /** The CMD_SYNC completed (CONS passed it): the guest sees it after a poll (cache line) or a wake-up. */
-  completed(): void {
-    if (!this.waiting) return;
-    this.waiting = false;
-    const seen = this.env.guestSleeps ? this.env.costs.draw(S.wake) : this.env.costs.draw(S.notice);
-    this.env.sim.after(seen, this, V.DONE);
+  /** Write this chunk's commands, publish PROD, and hand them over. */
+  private submit(): void {
+    const env = this.env;
+    const last = this.chunk === this.chunks - 1;
+    const cmds = this.cmds;
+    if (this.chunkCmds === 0) this.waitPos = this.ring.write(cmds.words, cmds.n, this.u);
+    else {
+      this.waitPos = this.ring.write(cmds.batch, this.chunkCmds, this.u);
+      if (last) this.waitPos = this.ring.write(cmds.sync, 1, this.u);
+    }
+    this.waiting = last;
+    this.waitFrom = env.sim.now;
+    this.ring.publish();
+    const busy = this.server.published(this, last);
+    if (busy !== BLOCKED) this.next(busy);
   }
 
-  /** Completion seen at once (the owner's trapped write returned with CONS past its sync). */
-  completedHere(): void {
+  /** After a publish that returned: the next chunk, or (after the last) wait for the CMD_SYNC. */
+  private next(busyNs: number): void {
+    if (this.chunk === this.chunks - 1) return;
+    this.chunk++;
+    const n = this.chunkCmds + (this.chunk === this.chunks - 1 ? 1 : 0);
+    this.env.sim.after(busyNs + this.env.costs.drawN(S.guest_cmd, n), this, V.SUBMIT);
+  }
+
+  /** The trapped PROD write returned (this vCPU was the owner): its commands up to that PROD are consumed. */
+  writeReturned(): void {
+    if (this.env.guestSleeps) this.sleptNs += this.env.sim.now - this.waitFrom;
+    if (this.chunk < this.chunks - 1) {
+      this.next(0);
+      return;
+    }
     this.waiting = false;
     this.complete();
   }
 
+  /** The CMD_SYNC completed (CONS passed it): the guest sees it after a poll (cache line) or a wake-up. */
+  completed(): void {
+    if (!this.waiting) return;
+    this.waiting = false;
+    if (this.env.guestSleeps) {
+      this.sleptNs += this.env.sim.now - this.waitFrom;
+      this.env.sim.after(this.env.costs.draw(S.wake), this, V.DONE);
+    } else {
+      this.env.sim.after(this.env.costs.draw(S.notice), this, V.DONE);
+    }
+  }
+
   private complete(): void {
     const env = this.env;
-    if (env.guestSleeps) this.sleptNs += env.sim.now - this.waitFrom;
-    // The unmap's sync has completed: no page of it may translate any more.
-    for (let k = 0; k < this.pages; k++) {
-      if (env.world.dma(this.id, k) === 0) throw new StaleTranslationError(env.path, this.id, SimWorld.windowIova(this.id) + k * 4096, env.sim.now);
+    // An unmap's sync has completed: no page of it may translate any more.
+    if (this.ptes !== null) {
+      for (let k = 0; k < this.pages; k++) {
+        if (env.world.dma(this.id, k) === 0) throw new StaleTranslationError(env.path, this.id, SimWorld.windowIova(this.id) + k * 4096, env.sim.now);
+      }
     }
     this.samples[this.done++] = env.sim.now - this.t0;
     if (this.done < this.count) env.sim.after(0, this, V.START);
@@ -376,7 +445,8 @@ export class HwQueue implements Actor, Server {
       const syncs = syncsSince(this.ring, i32, syncs0);
       this.pending.push(this.ring.cons());
       const c = env.costs;
-      env.smmu.submit(c.drawN(S.smmu_cmd, n - syncs), c.drawN(S.smmu_sync, syncs), this, H.DONE);
+      // The engine fetches and checks every command (hw_cmd), executes the TLBIs, then completes the syncs.
+      env.smmu.submit(c.drawN(S.hw_cmd, n) + c.drawN(S.smmu_cmd, n - syncs), c.drawN(S.smmu_sync, syncs), this, H.DONE);
       return;
     }
     const cons = this.pending[this.head++]!;
@@ -391,19 +461,23 @@ export class HwQueue implements Actor, Server {
 const T = { REQUEST: 0, CPU: 1, WORKED: 2, SMMU_DONE: 3 } as const;
 
 /**
- * The VMM's side of the trapped CMDQ: the VM's one queue, its owner
- * (the vCPU whose PROD write is in flight), and, for the iothread shape,
- * the VMM thread that serves the writes in order.
+ * The VMM's side of the trapped CMDQ: the VM's one queue, shared as Linux
+ * shares it. The vCPU that publishes while no write is in flight is the
+ * owner: its PROD write (the trap) covers every command written before it.
+ * One that publishes while the owner's write is in flight becomes the next
+ * owner and waits for it (arm_smmu_cmdq_issue_cmdlist's owner_prod); any
+ * other publisher is gathered into the next owner's write and goes on (or
+ * polls for its CMD_SYNC). In the iothread shape a VMM thread serves the
+ * writes, in QEMU's shape the owner's own thread does, under the BQL.
  */
 export class TrapVmm implements Actor, Server {
-  readonly waiters: Vcpu[] = [];
   private owner: Vcpu | null = null;
+  private nextOwner: Vcpu | null = null;
+  /** Every vCPU on the queue, for completions. */
+  readonly waiters: Vcpu[] = [];
   /** PROD the owner's trapped write carries. */
   private ownerProd = 0;
   private readonly bql: Semaphore;
-  // The iothread shape's VMM thread: its requests (the owners' writes) in order.
-  private readonly requests: Vcpu[] = [];
-  private reqHead = 0;
   private threadState: 'sleep' | 'waking' | 'busy' = 'sleep';
   private cpuFrom = 0;
   cpuNs = 0;
@@ -423,19 +497,26 @@ export class TrapVmm implements Actor, Server {
     this.bql = new Semaphore(env.sim, 1, 'BQL');
   }
 
-  /** The vCPU wrote its commands (Vcpu.SUBMIT): it becomes the owner, or polls while the owner's write covers it or the next owner's does. */
   published(v: Vcpu): number {
-    if (this.owner === null) this.becomeOwner(v);
+    if (this.owner === null) {
+      this.becomeOwner(v);
+      return BLOCKED;
+    }
+    if (this.nextOwner === null) {
+      this.nextOwner = v;
+      return BLOCKED;
+    }
+    // Gathered: the next owner's write will carry these commands.
     return 0;
   }
 
   private becomeOwner(v: Vcpu): void {
     this.owner = v;
-    // Linux's owner writes PROD for everything gathered so far (its own commands and those written after them).
+    // The owner writes PROD for everything written so far (its own commands and those gathered).
     this.ownerProd = this.ring.prod;
     const c = this.env.costs;
     if (this.iothread) {
-      // The write kicks the VMM thread (an in-kernel exit), then the vCPU waits for the reply.
+      // The write kicks the VMM thread (an in-kernel exit) and waits for its reply.
       this.env.sim.after(c.draw(S.exit_kernel), this, T.REQUEST);
     } else {
       this.env.sim.after(c.draw(S.exit_user) / 2, v, V.TRAP_ARRIVE);
@@ -462,7 +543,7 @@ export class TrapVmm implements Actor, Server {
         return;
       case V.TRAP_BACK:
         this.handOver(v);
-        v.completedHere();
+        v.writeReturned();
         return;
       default:
         throw new Error(`sim: vCPU event ${kind} is not a trap step`);
@@ -473,7 +554,6 @@ export class TrapVmm implements Actor, Server {
     const env = this.env;
     switch (kind) {
       case T.REQUEST:
-        this.requests.push(this.owner!);
         if (this.threadState === 'sleep') {
           this.threadState = 'waking';
           env.sim.after(env.costs.draw(S.wake), this, T.CPU);
@@ -487,33 +567,22 @@ export class TrapVmm implements Actor, Server {
           return;
         }
         this.cpuFrom = env.sim.now;
-        this.serveNext();
+        env.sim.after(this.consume(), this, T.WORKED);
         return;
       case T.WORKED:
         this.submitToSmmu(this, T.SMMU_DONE);
         return;
       case T.SMMU_DONE: {
-        const v = this.requests[this.reqHead++]!;
+        const v = this.owner!;
         completeWaiters(this.waiters, this.ring.cons(), v);
-        // The reply reaches the owner as any completion does; then ownership passes.
-        v.completed();
-        this.handOver(v);
-        this.serveNext();
+        // The reply reaches the owner as a completion does; the VMM thread, with no other write to serve, sleeps.
+        env.sim.after(env.guestSleeps ? env.costs.draw(S.wake) : env.costs.draw(S.notice), v, V.TRAP_BACK);
+        this.threadState = 'sleep';
+        this.cpuNs += env.sim.now - this.cpuFrom;
+        env.hostCpus.release();
         return;
       }
     }
-  }
-
-  private serveNext(): void {
-    if (this.reqHead < this.requests.length) {
-      this.env.sim.after(this.consume(), this, T.WORKED);
-      return;
-    }
-    this.requests.length = 0;
-    this.reqHead = 0;
-    this.threadState = 'sleep';
-    this.cpuNs += this.env.sim.now - this.cpuFrom;
-    this.env.hostCpus.release();
   }
 
   /** The trapped PROD write, for real (first pass, ioctl, model); returns the VMM's and the kernel's CPU time for it, ns. */
@@ -538,25 +607,12 @@ export class TrapVmm implements Actor, Server {
     this.env.smmu.submit(c.drawN(S.smmu_cmd, this.fwd), c.drawN(S.smmu_sync, this.blocks), actor, kind);
   }
 
-  /**
-   * The owner's write returned: the vCPU with the oldest commands not yet
-   * covered (the next reservation in queue order) becomes the owner.
-   */
+  /** The owner's write returned: the next owner writes PROD for everything written since. */
   private handOver(v: Vcpu): void {
     if (this.owner !== v) throw new Error('sim: a trapped write returned for a vCPU that is not the owner');
     this.owner = null;
-    const cons = this.ring.cons();
-    let next: Vcpu | null = null;
-    let nearest = Infinity;
-    for (let k = 0; k < this.waiters.length; k++) {
-      const w = this.waiters[k]!;
-      if (!w.waiting || w === v || consumedBy(w.waitPos, cons)) continue;
-      const ahead = (w.waitPos - cons) & this.ring.posMask;
-      if (ahead < nearest) {
-        nearest = ahead;
-        next = w;
-      }
-    }
+    const next = this.nextOwner;
+    this.nextOwner = null;
     if (next !== null) this.becomeOwner(next);
   }
 }

@@ -40,6 +40,8 @@ export const STEP_NAMES = [
   'notice',
   /** The guest's PROD write to its hardware VCMDQ page reaching the SMMU (no exit). */
   'hw_doorbell',
+  /** A hardware VCMDQ's per-command fetch and check beyond smmu_cmd (the emulation's `hw` SMMU is a thread running the consume step). */
+  'hw_cmd',
 ] as const;
 export type StepName = (typeof STEP_NAMES)[number];
 

@@ -6,7 +6,7 @@
 import { ArgumentError } from '../errors.ts';
 import { checkInt, checkOptions } from '../args.ts';
 import { Sim } from './engine.ts';
-import { HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName } from './paths.ts';
+import { HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName, type SimWorkload } from './paths.ts';
 import { FixedSpinPolicy, type IdlePolicy } from './policy.ts';
 import { checkProfile, type SimProfile } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
@@ -14,6 +14,9 @@ import { MAX_PAGES, SYNC_CS, SimWorld } from './world.ts';
 import { MAX_QUEUES } from '../layout.ts';
 
 export const SIM_GRANULES = [4096, 16384, 65536, 131072, 262144] as const;
+/** What the doorbell-adaptive path's kernel thread does (said in every output that shows it). */
+export const ADAPTIVE_NOTE = 'the kernel thread uses the fixed spin budget (as doorbell-spin) until the adaptive poll policy is wired in';
+
 /** The kernel thread's fixed spin budget on doorbell-spin: the real bench's SPIN_US (bench/queue-api.ts). */
 export const SIM_SPIN_NS = 50_000;
 
@@ -21,9 +24,13 @@ export interface SimConfig {
   profile: SimProfile;
   path: SimPathName;
   vcpus: number;
-  /** Bytes per unmap (dma_map_benchmark's granule): 4K..256K in 4K pages. */
-  granule: number;
-  /** Unmaps per vCPU. */
+  /** What each vCPU does per sample (default 'unmap'). */
+  workload?: 'unmap' | 'roundtrip' | 'batch';
+  /** Bytes per unmap (dma_map_benchmark's granule): 4K..256K in 4K pages. Unmap workload only. */
+  granule?: number;
+  /** Commands per publish of the batch workload (1..4096). */
+  batch?: number;
+  /** Operations (samples) per vCPU. */
   unmaps: number;
   seed?: number;
   /** vCMDQs (doorbell, hw) shared round-robin by the vCPUs; default one per vCPU. The trap paths have the VM's one CMDQ. */
@@ -38,8 +45,10 @@ export interface SimResult {
   path: SimPathName;
   vcpus: number;
   queues: number;
+  workload: SimWorkload;
+  /** Bytes per unmap (unmap workload), else 0. */
   granule: number;
-  /** All unmap latencies, ns (vCPU by vCPU). */
+  /** All operation latencies, ns (vCPU by vCPU). */
   latenciesNs: Float64Array;
   /** Virtual time from start to the last vCPU's last unmap, ns. */
   elapsedNs: number;
@@ -57,7 +66,7 @@ export interface SimResult {
   events: number;
 }
 
-const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'granule', 'unmaps', 'seed', 'queues', 'hostCpus', 'adaptivePolicy'];
+const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'seed', 'queues', 'hostCpus', 'adaptivePolicy'];
 
 /** Guests sleep for their CMD_SYNC when the profile says they do and the path's server does not spin. */
 function guestSleeps(profile: SimProfile, path: SimPathName): boolean {
@@ -72,19 +81,31 @@ function policyOf(cfg: SimConfig): IdlePolicy {
   }
 }
 
+function workloadOf(o: Record<string, unknown>): SimWorkload {
+  const kind = o['workload'] ?? 'unmap';
+  switch (kind) {
+    case 'unmap': {
+      const granule = checkInt('runSim: config.granule', o['granule'], 4096, MAX_PAGES * 4096, 'bytes, 4K..256K');
+      if (granule % 4096 !== 0) throw new ArgumentError('runSim: config.granule', `must be a multiple of 4096, got ${granule}`);
+      return { kind: 'unmap', pages: granule / 4096 };
+    }
+    case 'roundtrip': return { kind: 'roundtrip' };
+    case 'batch': return { kind: 'batch', batch: checkInt('runSim: config.batch', o['batch'], 1, 4096) };
+    default: throw new ArgumentError('runSim: config.workload', `must be unmap, roundtrip or batch, got ${JSON.stringify(kind)}`);
+  }
+}
+
 export function runSim(config: SimConfig): SimResult {
   const o = checkOptions('runSim: config', config, CONFIG_KEYS);
   const profile = checkProfile(o['profile'], 'runSim: config.profile');
   const path = o['path'] as SimPathName;
   if (!(SIM_PATHS as readonly unknown[]).includes(path)) throw new ArgumentError('runSim: config.path', `must be one of ${SIM_PATHS.join(', ')}, got ${String(path)}`);
   const vcpus = checkInt('runSim: config.vcpus', o['vcpus'], 1, MAX_QUEUES);
-  const granule = checkInt('runSim: config.granule', o['granule'], 4096, MAX_PAGES * 4096);
-  if (granule % 4096 !== 0) throw new ArgumentError('runSim: config.granule', `must be a multiple of 4096, got ${granule}`);
+  const workload = workloadOf(o);
   const unmaps = checkInt('runSim: config.unmaps', o['unmaps'], 1, 1e7);
   const seed = checkInt('runSim: config.seed', o['seed'] ?? 1, 0, 0xffffffff);
   const queues = checkInt('runSim: config.queues', o['queues'] ?? vcpus, 1, vcpus, 'at most one per vCPU');
   const hostCpus = checkInt('runSim: config.hostCpus', o['hostCpus'] ?? 1, 1, 1024);
-  const pages = granule / 4096;
 
   const sim = new Sim(seed);
   const world = new SimWorld();
@@ -98,7 +119,7 @@ export function runSim(config: SimConfig): SimResult {
   if (path === 'trap' || path === 'trap-iothread') {
     const t = world.openTrapQueue();
     vmm = new TrapVmm(env, t.cmdq, t.hwpt, t.ring, path === 'trap-iothread');
-    for (let v = 0; v < vcpus; v++) vs.push(new Vcpu(v, env, t.ring, vmm, pages, unmaps, SYNC_CS.sev));
+    for (let v = 0; v < vcpus; v++) vs.push(new Vcpu(v, env, t.ring, vmm, workload, unmaps, SYNC_CS.sev));
     vmm.waiters.push(...vs);
   } else if (path === 'hw') {
     const hws = Array.from({ length: queues }, () => {
@@ -108,7 +129,7 @@ export function runSim(config: SimConfig): SimResult {
     for (let v = 0; v < vcpus; v++) {
       const hq = hws[v % queues]!;
       // A Tegra241 guest VCMDQ takes CS=NONE syncs only: the guest polls CONS.
-      const vcpu = new Vcpu(v, env, hq.ring, hq, pages, unmaps, SYNC_CS.none);
+      const vcpu = new Vcpu(v, env, hq.ring, hq, workload, unmaps, SYNC_CS.none);
       hq.waiters.push(vcpu);
       vs.push(vcpu);
     }
@@ -118,7 +139,7 @@ export function runSim(config: SimConfig): SimResult {
     for (const q of served) kthread.addQueue(q);
     for (let v = 0; v < vcpus; v++) {
       const q = served[v % queues]!;
-      const vcpu = new Vcpu(v, env, q.ring, kthread as Server, pages, unmaps, SYNC_CS.sev);
+      const vcpu = new Vcpu(v, env, q.ring, kthread as Server, workload, unmaps, SYNC_CS.sev);
       q.waiters.push(vcpu);
       vs.push(vcpu);
     }
@@ -133,7 +154,7 @@ export function runSim(config: SimConfig): SimResult {
   const latenciesNs = new Float64Array(vcpus * unmaps);
   vs.forEach((v, k) => latenciesNs.set(v.samples, k * unmaps));
   return {
-    path, vcpus, queues: vmm !== null ? 1 : queues, granule, latenciesNs, elapsedNs, unmaps: vcpus * unmaps,
+    path, vcpus, queues: vmm !== null ? 1 : queues, workload, granule: workload.kind === 'unmap' ? workload.pages * 4096 : 0, latenciesNs, elapsedNs, unmaps: vcpus * unmaps,
     vcpuCpuNs: vs.reduce((s, v) => s + v.finishedAt - v.sleptNs, 0),
     hostCpuNs: kthread?.cpuUpTo(elapsedNs) ?? vmm?.cpuNs ?? 0,
     spinNs: kthread?.spinNs ?? 0,

@@ -9,7 +9,7 @@
 // knows about time: the actors (paths.ts) decide when each piece runs.
 
 import { Consumer, VmEntry } from '../../native-free-fastpath/consumer.ts';
-import { buildCmdSync, writeSlot } from '../codec.ts';
+import { buildCmdSync, buildTlbiNhVa, writeSlot } from '../codec.ts';
 import { makeFeatures, type SmmuFeatures } from '../features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import { tlbInvRange } from '../invalidate.ts';
@@ -29,15 +29,15 @@ import { VCMDQ_CMDSETS, VCMDQ_TEGRA241, VSmmu } from '../vsmmu.ts';
 export const SIM_VMID = 1;
 export const SIM_ASID = 1;
 export const SIM_STREAM = { vsid: 0, psid: 0x10 } as const;
-/** Ring size of every simulated queue: room for 64 vCPUs' batches at once. */
-export const SIM_LOG2SIZE = 10;
+/** Ring size of every simulated queue: room for a whole batch iteration (4096 commands and a sync) or 64 vCPUs' unmaps at once. */
+export const SIM_LOG2SIZE = 13;
 /** Largest unmap, pages (dma_map_benchmark's 256K granule). */
 export const MAX_PAGES = 64;
 /** vCPU v's IOVA window: 2 MiB aligned, so each vCPU has a leaf table of its own. */
 const WINDOW_IOVA = 0x4000_0000;
 const WINDOW_STRIDE = 2 << 20;
 const MiB = 1 << 20;
-const RAM_BYTES = 16 * MiB;
+const RAM_BYTES = 8 * MiB;
 /** Every window maps the same guest data pages: a DMA only needs them to translate. */
 const DATA_IPA = RAM_BYTES / 2;
 
@@ -119,7 +119,7 @@ export class SimWorld {
 
   constructor() {
     this.features = makeFeatures();
-    this.mem = new SharedArrayBuffer(MMIO_BYTES + 2 * RAM_BYTES + 4 * MiB);
+    this.mem = new SharedArrayBuffer(MMIO_BYTES + 2 * RAM_BYTES + (MAX_QUEUES + 1) * (16 << SIM_LOG2SIZE) + 4 * MiB);
     this.i32 = new Int32Array(this.mem);
     this.layout = new PhysLayout(this.mem, MMIO_BYTES);
     this.model = new SmmuModel(this.mem, this.features);
@@ -235,10 +235,13 @@ export class SimWorld {
 export class UnmapCommands {
   readonly words: Uint32Array;
   n = 0;
+  /** The CMD_SYNC alone. */
+  readonly sync = new Uint32Array(4);
+  /** `batchSize` leaf TLBI_NH_VA of distinct pages (the batch workload; bench/micro.ts's fill). */
+  readonly batch: Uint32Array;
   private readonly template = new Uint32Array(FIELD_COUNT);
-  private readonly sync = new Uint32Array(4);
 
-  constructor(private readonly features: SmmuFeatures, cs: number) {
+  constructor(private readonly features: SmmuFeatures, cs: number, batchSize = 0) {
     this.template[F.OP] = OP.TLBI_NH_VA;
     this.template[F.ASID] = SIM_ASID;
     this.template[F.VMID] = SIM_VMID;
@@ -246,6 +249,13 @@ export class UnmapCommands {
     // At most one command per page (without RIL) plus the sync.
     this.words = new Uint32Array(4 * (MAX_PAGES + 1));
     buildCmdSync(this.sync, cs, 0, 0, 0);
+    this.batch = new Uint32Array(4 * batchSize);
+    const u = new Uint32Array(4);
+    for (let k = 0; k < batchSize; k++) {
+      const addr = (0x40000 + k) * 4096;
+      buildTlbiNhVa(u, SIM_ASID, SIM_VMID, addr % 2 ** 32, Math.floor(addr / 2 ** 32), 0, 0, 0, 0, 1);
+      this.batch.set(u, 4 * k);
+    }
   }
 
   build(iova: number, pages: number): number {

@@ -1,0 +1,181 @@
+// The simulator's actors and paths, on a profile whose every step has one
+// fixed cost: a lone vCPU's latency is then exactly the sum of the steps its
+// path takes (counted here from the path's structure, not from the code);
+// with many vCPUs, what serialises serialises and what is shared saturates.
+// And every run is a correctness run: a lost invalidation ends it.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ArgumentError, StaleTranslationError } from '../src/errors.ts';
+import { F, OP } from '../src/fields.ts';
+import { SmmuModel } from '../src/model/smmu.ts';
+import { SIM_PATHS, type SimPathName } from '../src/sim/paths.ts';
+import { loadProfile, STEP_NAMES, type SimProfile, type StepName } from '../src/sim/profile.ts';
+import { runSim, SIM_SPIN_NS, type SimConfig } from '../src/sim/run.ts';
+
+/** Distinct fixed costs, ns, so a wrong count of any step changes the sum. */
+const FIXED: Record<StepName, number> = {
+  guest_pte: 3, guest_cmd: 5, exit_user: 2000, exit_kernel: 500, ioctl: 300, bql: 70, vmm_cmd: 110, iommufd_cmd: 40,
+  kthread_cmd: 60, smmu_cmd: 130, smmu_sync: 1100, wake: 4000, notice: 150, hw_doorbell: 210, hw_cmd: 17,
+};
+
+function fixedProfile(guestWait: SimProfile['guest_wait'] = 'poll'): SimProfile {
+  const base = loadProfile('kvm-arm64');
+  const steps = Object.fromEntries(STEP_NAMES.map((s) => [s, { ...base.steps[s], lo_ns: FIXED[s], hi_ns: FIXED[s] }])) as SimProfile['steps'];
+  return { ...base, name: 'fixed-test', guest_wait: guestWait, steps };
+}
+
+const run = (path: SimPathName, over: Partial<SimConfig> = {}) =>
+  runSim({ profile: fixedProfile(), path, vcpus: 1, granule: 4096, unmaps: 20, ...over });
+
+function median(xs: Float64Array): number {
+  return Float64Array.from(xs).sort()[xs.length >> 1]!;
+}
+
+describe('one vCPU, 4K unmap (one range TLBI + CMD_SYNC): latency = the sum of its path\'s steps', () => {
+  const f = FIXED;
+  // From the PTE clear: clear 1 PTE, build 2 commands.
+  const guest = f.guest_pte + 2 * f.guest_cmd;
+  // The kernel's share of one IOMMU_HWPT_INVALIDATE with one TLBI: the VMM parses TLBI + SYNC, one ioctl converting
+  // one command, the SMMU executes it and the kernel's CMD_SYNC closing the block.
+  const ioctlWork = 2 * f.vmm_cmd + f.ioctl + f.iommufd_cmd + f.smmu_cmd + f.smmu_sync;
+
+  it('trap (QEMU shape): exit to user space, BQL, first pass + ioctl on the vCPU thread, back', () => {
+    const r = run('trap');
+    expect(median(r.latenciesNs)).toBeCloseTo(guest + f.exit_user + f.bql + ioctlWork, 6);
+    expect(r.traps).toBe(20);
+  });
+
+  it('trap-iothread: an in-kernel exit kicks the sleeping VMM thread, which does the work; the guest polls the reply', () => {
+    const r = run('trap-iothread');
+    expect(median(r.latenciesNs)).toBeCloseTo(guest + f.exit_kernel + f.wake + ioctlWork + f.notice, 6);
+    // The VMM thread holds its CPU for the whole ioctl, the wait for the SMMU's CMD_SYNC included (it polls).
+    expect(r.hostCpuNs / r.unmaps).toBeCloseTo(ioctlWork, 6);
+  });
+
+  it('doorbell-sleep: kick (in-kernel exit) + wake-up, the kernel thread consumes 2 commands, the SMMU runs them, the guest polls CONS', () => {
+    const r = run('doorbell-sleep');
+    expect(median(r.latenciesNs)).toBeCloseTo(guest + f.exit_kernel + f.wake + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync + f.notice, 6);
+    expect(r.wakeups).toBe(20);
+    expect(r.spinNs).toBe(0);
+  });
+
+  it('doorbell-spin: no kick, the spinning kernel thread notices PROD (every unmap after the first)', () => {
+    const r = run('doorbell-spin');
+    const want = guest + f.notice + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync + f.notice;
+    for (const x of r.latenciesNs.subarray(1)) expect(x).toBeCloseTo(want, 6);
+    expect(r.wakeups).toBe(1);
+  });
+
+  it('hw: the SMMU reads the VCMDQ on the doorbell write; no exit, no kernel thread', () => {
+    const r = run('hw');
+    expect(median(r.latenciesNs)).toBeCloseTo(guest + f.hw_doorbell + 2 * f.hw_cmd + f.smmu_cmd + f.smmu_sync + f.notice, 6);
+    expect(r.hostCpuNs).toBe(0);
+  });
+
+  it('a sleeping guest (the emulation\'s waiter) pays a wake-up instead of a poll to see its CMD_SYNC', () => {
+    const polled = median(run('doorbell-sleep').latenciesNs);
+    const slept = median(runSim({ profile: fixedProfile('sleep-unless-spinning'), path: 'doorbell-sleep', vcpus: 1, granule: 4096, unmaps: 20 }).latenciesNs);
+    expect(slept - polled).toBeCloseTo(f.wake - f.notice, 6);
+  });
+
+  it('the roundtrip workload is the command part alone: no PTEs', () => {
+    const r = runSim({ profile: fixedProfile(), path: 'hw', vcpus: 1, workload: 'roundtrip', unmaps: 5 });
+    expect(median(r.latenciesNs)).toBeCloseTo(2 * f.guest_cmd + f.hw_doorbell + 2 * f.hw_cmd + f.smmu_cmd + f.smmu_sync + f.notice, 6);
+  });
+});
+
+describe('many vCPUs', () => {
+  it('trap: the VM\'s one CMDQ takes one trapped PROD write at a time (owner + BQL serialise)', () => {
+    const r = run('trap', { vcpus: 8, unmaps: 50 });
+    const f = FIXED;
+    // Each write holds the queue for at least the exit, the BQL, one ioctl and its CMD_SYNC.
+    const perTrap = f.exit_user + f.bql + f.ioctl + f.smmu_sync;
+    expect(r.traps * perTrap).toBeLessThanOrEqual(r.elapsedNs);
+    // Owners gather the others' commands: fewer writes than unmaps.
+    expect(r.traps).toBeLessThan(r.unmaps);
+  });
+
+  it('a single kernel thread saturates: throughput levels off at one queue per (2 x kthread_cmd + SMMU issue + sync)', () => {
+    const f = FIXED;
+    const cap = 1e9 / (2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync);
+    const one = run('doorbell-spin', { unmaps: 200 });
+    const many = run('doorbell-spin', { vcpus: 32, unmaps: 200 });
+    const opsPerS = (r: typeof one) => (r.unmaps * 1e9) / r.elapsedNs;
+    expect(opsPerS(many)).toBeLessThanOrEqual(cap * 1.001);
+    expect(opsPerS(many)).toBeGreaterThan(0.95 * cap);
+    // 32 vCPUs get little more than one: the thread, not the vCPUs, sets the pace.
+    expect(opsPerS(many)).toBeLessThan(1.5 * opsPerS(one));
+    // Per-vCPU hardware queues do not share that thread.
+    expect(opsPerS(run('hw', { vcpus: 32, unmaps: 200 }))).toBeGreaterThan(4 * cap);
+  });
+
+  it('spinning costs host CPU: the spin path burns it between unmaps, the sleeping path only works', () => {
+    const f = FIXED;
+    const sleep = run('doorbell-sleep', { unmaps: 100 });
+    const spin = run('doorbell-spin', { unmaps: 100 });
+    expect(sleep.hostCpuNs / sleep.unmaps).toBeCloseTo(2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync, 6);
+    expect(spin.spinNs).toBeGreaterThan(0);
+    expect(spin.hostCpuNs).toBeGreaterThan(sleep.hostCpuNs + spin.spinNs * 0.99);
+    expect(spin.spinNs).toBeLessThanOrEqual(spin.elapsedNs);
+    expect(SIM_SPIN_NS).toBeGreaterThan(0);
+  });
+
+  it('vCPUs sharing a vCMDQ (queues < vCPUs) are all served and checked', () => {
+    const r = run('doorbell-sleep', { vcpus: 8, queues: 2, unmaps: 30 });
+    expect(r.queues).toBe(2);
+    expect(r.latenciesNs.length).toBe(240);
+  });
+});
+
+describe('determinism', () => {
+  it('the same seed gives the same run; another seed another', () => {
+    const profile = loadProfile('kvm-arm64');
+    const cfg: SimConfig = { profile, path: 'doorbell-sleep', vcpus: 4, granule: 16384, unmaps: 50, seed: 9 };
+    const a = runSim(cfg);
+    const b = runSim(cfg);
+    const c = runSim({ ...cfg, seed: 10 });
+    expect(a.latenciesNs).toEqual(b.latenciesNs);
+    expect(a.events).toBe(b.events);
+    expect(c.latenciesNs).not.toEqual(a.latenciesNs);
+  });
+});
+
+describe('correctness inside the simulation', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('every path completes every unmap of every granule with no stale translation', () => {
+    const profile = loadProfile('kvm-arm64');
+    for (const path of SIM_PATHS) {
+      for (const granule of [4096, 65536, 262144]) {
+        const r = runSim({ profile, path, vcpus: 4, granule, unmaps: 10 });
+        expect(r.latenciesNs.every((x) => x > 0)).toBe(true);
+      }
+    }
+  });
+
+  it('an SMMU that drops the TLBIs makes every path fail with StaleTranslationError', () => {
+    const execute = SmmuModel.prototype.execute;
+    vi.spyOn(SmmuModel.prototype, 'execute').mockImplementation(function (this: SmmuModel, f: Uint32Array) {
+      return f[F.OP] === OP.TLBI_NH_VA ? 0 : execute.call(this, f);
+    });
+    for (const path of SIM_PATHS) {
+      expect(() => runSim({ profile: loadProfile('kvm-arm64'), path, vcpus: 2, granule: 4096, unmaps: 3 }), path).toThrow(StaleTranslationError);
+    }
+  });
+
+  it('refuses bad configurations with an ArgumentError naming the field', () => {
+    const profile = loadProfile('kvm-arm64');
+    const bad: [Partial<SimConfig> & Record<string, unknown>, string][] = [
+      [{ path: 'nope' as SimPathName }, 'runSim: config.path'],
+      [{ vcpus: 0 }, 'runSim: config.vcpus'],
+      [{ granule: 5000 }, 'runSim: config.granule'],
+      [{ queues: 9 }, 'runSim: config.queues'],
+      [{ seed: -1 }, 'runSim: config.seed'],
+      [{ workload: 'batch' }, 'runSim: config.batch'],
+      [{ colour: 'red' }, 'runSim: config.colour'],
+    ];
+    for (const [over, argument] of bad) {
+      const cfg = { profile, path: 'trap', vcpus: 2, granule: 4096, unmaps: 1, ...over } as SimConfig;
+      expect(() => runSim(cfg)).toThrow(expect.objectContaining({ argument }) as ArgumentError);
+    }
+  });
+});
