@@ -7,7 +7,7 @@ import { ArgumentError } from '../src/errors.ts';
 import { UsageError } from '../src/cli/usage.ts';
 import { SIM_PATHS, type SimPathName } from '../src/sim/paths.ts';
 import { checkProfile, loadProfile, PROFILE_FILES, type SimProfile } from '../src/sim/profile.ts';
-import { ADAPTIVE_NOTE, runSim, SIM_GRANULES } from '../src/sim/run.ts';
+import { runSim, SIM_GRANULES } from '../src/sim/run.ts';
 import { MAX_QUEUES } from '../src/layout.ts';
 import { Progress } from './harness.ts';
 import { measureNodeLocal, nodeLocalProfile } from './sim-node-local.ts';
@@ -166,7 +166,6 @@ export async function simMain(argv: readonly string[]): Promise<number> {
       }
     }
   }
-  if (chosenPaths.includes('doorbell-adaptive')) notes.push(`doorbell-adaptive: ${ADAPTIVE_NOTE}`);
   notes.push(`predicted in virtual time from profile ${profile.name} (seed ${seed}, ${unmaps} operations per vCPU): not a measurement`);
   progress.log('');
   process.stdout.write(`${formatSimTable(rows, `vcmdq sim (${profile.name}, ${scenario}): predicted, not measured`)}\n\nnotes:\n${notes.map((n) => `  - ${n}`).join('\n')}\n`);

@@ -119,6 +119,14 @@ describe('many vCPUs', () => {
     expect(SIM_SPIN_NS).toBeGreaterThan(0);
   });
 
+  it('doorbell-adaptive runs the real adaptive policy: it learns to poll through the loop\'s short gaps, so it stops paying wake-ups', () => {
+    const adaptive = run('doorbell-adaptive', { unmaps: 100 });
+    const sleep = run('doorbell-sleep', { unmaps: 100 });
+    expect(sleep.wakeups).toBe(100);
+    expect(adaptive.wakeups).toBeLessThan(5);
+    expect(median(adaptive.latenciesNs)).toBeLessThan(median(sleep.latenciesNs) - FIXED.wake / 2);
+  });
+
   it('vCPUs sharing a vCMDQ (queues < vCPUs) are all served and checked', () => {
     const r = run('doorbell-sleep', { vcpus: 8, queues: 2, unmaps: 30 });
     expect(r.queues).toBe(2);

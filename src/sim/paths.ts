@@ -28,7 +28,7 @@ import { Q_STAT_SYNCS } from '../layout.ts';
 import type { TrapCmdq } from '../trap/cmdq.ts';
 import type { HwptInvalidate } from '../trap/iommufd.ts';
 import type { Actor, Sim } from './engine.ts';
-import type { IdlePolicy } from './policy.ts';
+import type { PollPolicy } from '../poll-policy.ts';
 import { STEP_NAMES, type SimProfile, type StepName } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
 import { consumedBy, SimWorld, UnmapCommands, type PteWindow, type SimRing } from './world.ts';
@@ -285,8 +285,9 @@ interface ServedQueue {
 /**
  * The SW vCMDQ's kernel thread: passes over its queues in order, as
  * Consumer.run does (each queue consumed by the real consume step), idles
- * by its policy (poll for a budget holding its CPU, then sleep), and is
- * kicked only while asleep (the need-wakeup flag).
+ * by the same polling policy code as the real one (src/poll-policy.ts: poll
+ * for the budget it gives, holding its CPU, then sleep), and is kicked only
+ * while asleep (the need-wakeup flag).
  */
 export class KernelThread implements Actor, Server {
   private state: 'sleep' | 'waking' | 'spin' | 'noticing' | 'busy' = 'sleep';
@@ -304,7 +305,7 @@ export class KernelThread implements Actor, Server {
   spinNs = 0;
   wakeups = 0;
 
-  constructor(private readonly env: SimEnv, private readonly policy: IdlePolicy) {}
+  constructor(private readonly env: SimEnv, private readonly policy: PollPolicy) {}
 
   addQueue(q: ServedQueue): void {
     this.queues.push(q);
@@ -340,12 +341,12 @@ export class KernelThread implements Actor, Server {
         return;
       case K.CPU:
         this.cpuFrom = env.sim.now;
-        this.policy.onArrival(env.sim.now, true);
+        this.policy.arrived(env.sim.now, true);
         this.startPass();
         return;
       case K.NOTICE:
         this.spinNs += env.sim.now - this.spinFrom;
-        this.policy.onArrival(env.sim.now, false);
+        this.policy.arrived(env.sim.now, false);
         this.startPass();
         return;
       case K.ISSUED: {
@@ -397,7 +398,8 @@ export class KernelThread implements Actor, Server {
       this.startPass();
       return;
     }
-    const budget = this.policy.spinBudgetNs(env.sim.now);
+    // The simulated guests never announce that they will block (no Q_IDLE_HINT).
+    const budget = this.policy.idle(env.sim.now, false);
     if (budget > 0) {
       this.state = 'spin';
       this.spinFrom = env.sim.now;

@@ -7,16 +7,13 @@ import { ArgumentError } from '../errors.ts';
 import { checkInt, checkOptions } from '../args.ts';
 import { Sim } from './engine.ts';
 import { HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName, type SimWorkload } from './paths.ts';
-import { FixedSpinPolicy, type IdlePolicy } from './policy.ts';
-import { checkProfile, type SimProfile } from './profile.ts';
+import { ADAPTIVE_DEFAULTS, AdaptivePoll, FixedPoll, type PollPolicy } from '../poll-policy.ts';
+import { checkProfile, meanNs, type SimProfile } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
 import { MAX_PAGES, SYNC_CS, SimWorld } from './world.ts';
 import { MAX_QUEUES } from '../layout.ts';
 
 export const SIM_GRANULES = [4096, 16384, 65536, 131072, 262144] as const;
-/** What the doorbell-adaptive path's kernel thread does (said in every output that shows it). */
-export const ADAPTIVE_NOTE = 'the kernel thread uses the fixed spin budget (as doorbell-spin) until the adaptive poll policy is wired in';
-
 /** The kernel thread's fixed spin budget on doorbell-spin: the real bench's SPIN_US (bench/queue-api.ts). */
 export const SIM_SPIN_NS = 50_000;
 
@@ -37,8 +34,6 @@ export interface SimConfig {
   queues?: number;
   /** Host CPUs for the host threads (kernel thread, VMM thread); default 1. */
   hostCpus?: number;
-  /** Kernel-thread idle policy of the doorbell-adaptive path (default: the fixed SIM_SPIN_NS budget until the adaptive policy is wired). */
-  adaptivePolicy?: () => IdlePolicy;
 }
 
 export interface SimResult {
@@ -66,18 +61,23 @@ export interface SimResult {
   events: number;
 }
 
-const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'seed', 'queues', 'hostCpus', 'adaptivePolicy'];
+const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'seed', 'queues', 'hostCpus'];
 
 /** Guests sleep for their CMD_SYNC when the profile says they do and the path's server does not spin. */
 function guestSleeps(profile: SimProfile, path: SimPathName): boolean {
   return profile.guest_wait === 'sleep-unless-spinning' && (path === 'trap' || path === 'trap-iothread' || path === 'doorbell-sleep');
 }
 
-function policyOf(cfg: SimConfig): IdlePolicy {
-  switch (cfg.path) {
-    case 'doorbell-spin': return new FixedSpinPolicy(SIM_SPIN_NS);
-    case 'doorbell-adaptive': return cfg.adaptivePolicy?.() ?? new FixedSpinPolicy(SIM_SPIN_NS);
-    default: return new FixedSpinPolicy(0);
+/**
+ * The kernel thread's polling policy: src/poll-policy.ts, the real kernel
+ * thread's code. Adaptive keeps its defaults except the price of a sleep,
+ * which is this profile's: the latency a wake-up adds (kick + wake).
+ */
+export function policyOf(path: SimPathName, profile: SimProfile): PollPolicy {
+  switch (path) {
+    case 'doorbell-spin': return new FixedPoll(SIM_SPIN_NS);
+    case 'doorbell-adaptive': return new AdaptivePoll({ ...ADAPTIVE_DEFAULTS, wakeCostNs: meanNs(profile, 'exit_kernel') + meanNs(profile, 'wake') });
+    default: return new FixedPoll(0);
   }
 }
 
@@ -134,7 +134,7 @@ export function runSim(config: SimConfig): SimResult {
       vs.push(vcpu);
     }
   } else {
-    kthread = new KernelThread(env, policyOf({ ...config, path }));
+    kthread = new KernelThread(env, policyOf(path, profile));
     const served = Array.from({ length: queues }, () => ({ ...world.openConsumedQueue('vcmdq'), waiters: [] as Vcpu[] }));
     for (const q of served) kthread.addQueue(q);
     for (let v = 0; v < vcpus; v++) {
