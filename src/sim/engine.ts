@@ -44,10 +44,7 @@ export class EventQueue {
       this.move(p, i);
       i = p;
     }
-    this.at[i] = at;
-    this.seq[i] = s;
-    this.kind[i] = kind;
-    this.actor[i] = actor;
+    this.place(i, at, s, kind, actor);
   }
 
   /** Removes the earliest event and fires it; false when the queue was empty. */
@@ -73,10 +70,7 @@ export class EventQueue {
         this.move(c, i);
         i = c;
       }
-      this.at[i] = at;
-      this.seq[i] = s;
-      this.kind[i] = k;
-      this.actor[i] = a;
+      this.place(i, at, s, k, a);
     }
     this.actor[last] = undefined;
     actor.fire(kind);
@@ -97,6 +91,13 @@ export class EventQueue {
 
   private lessAt(i: number, j: number): boolean {
     return this.lessThan(i, this.at[j]!, this.seq[j]!);
+  }
+
+  private place(i: number, at: number, s: number, kind: number, actor: Actor): void {
+    this.at[i] = at;
+    this.seq[i] = s;
+    this.kind[i] = kind;
+    this.actor[i] = actor;
   }
 
   private move(from: number, to: number): void {
