@@ -106,6 +106,15 @@ export function formatReport(report: BenchReport): string {
   const scenarios = [...new Set(rows.map((r) => r.scenario))];
   for (const s of scenarios) {
     const mine = rows.filter((r) => r.scenario === s);
+    if (s === 'simcheck') {
+      // Predicted (the simulator on this machine's measured step costs) against measured, per figure.
+      const body = mine.map((r) => {
+        const c = r as ResultRow & { predicted_us?: number; measured_us?: number; ratio?: number };
+        return [r.path, params(r), fmt(c.predicted_us), fmt(c.measured_us), `${fmt(c.ratio)}x`];
+      });
+      out.push('', `## ${s}`, table(['path', 'figure', 'predicted', 'measured', 'predicted/measured'], body));
+      continue;
+    }
     const hasTrapRatio = mine.some((r) => isDoorbell(r.path));
     const header = ['path', 'params', 'samples', 'p50', 'p90', 'p99', 'p99.9', 'mean', 'stddev', 'ops/s', 'cpu µs/op', 'vs baseline p50/p99'];
     if (hasTrapRatio) header.push('trap/this p50/p99');

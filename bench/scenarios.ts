@@ -11,6 +11,7 @@ import { BASELINE_PATHS, type Params, type PathName, type QueuePathName } from '
 import { anatomy } from './scenario-anatomy.ts';
 import { gapsweep } from './scenario-gapsweep.ts';
 import { runUnmap } from './unmap.ts';
+import { simcheck } from './scenario-simcheck.ts';
 
 export type { ScenarioContext, ScenarioDef, ScenarioRun } from './scenario-kit.ts';
 
@@ -210,7 +211,7 @@ const unmap: ScenarioDef = {
   run: runUnmap,
 };
 
-export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep, anatomy];
+export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep, anatomy, simcheck];
 
 export function scenarioByName(name: string): ScenarioDef | undefined {
   return SCENARIO_REGISTRY.find((s) => s.name === name);

@@ -1,6 +1,6 @@
 // Names and result rows shared by the harness, its output and the gate.
 
-export const SCENARIOS = ['baseline', 'roundtrip', 'unmap', 'throughput', 'svastorm', 'gapsweep', 'anatomy'] as const;
+export const SCENARIOS = ['baseline', 'roundtrip', 'unmap', 'throughput', 'svastorm', 'gapsweep', 'anatomy', 'simcheck'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 /** doorbell-sleep / -spin: fixed kernel-thread budgets (0, 50 µs); doorbell-adaptive: startHost's default poller. */

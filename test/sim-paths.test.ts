@@ -77,6 +77,13 @@ describe('one vCPU, 4K unmap (one range TLBI + CMD_SYNC): latency = the sum of i
     expect(slept - polled).toBeCloseTo(f.wake - f.notice, 6);
   });
 
+  it('a gap before each operation longer than the spin budget puts the kernel thread to sleep: the kick and wake-up come back', () => {
+    const roundtrip = (gapNs: number) => median(runSim({ profile: fixedProfile(), path: 'doorbell-spin', vcpus: 1, workload: 'roundtrip', unmaps: 9, gapNs }).latenciesNs);
+    const spinning = 2 * f.guest_cmd + f.notice + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync + f.notice;
+    expect(roundtrip(SIM_SPIN_NS / 2)).toBeCloseTo(spinning, 6);
+    expect(roundtrip(2 * SIM_SPIN_NS)).toBeCloseTo(spinning - f.notice + f.exit_kernel + f.wake, 6);
+  });
+
   it('the roundtrip workload is the command part alone: no PTEs', () => {
     const r = runSim({ profile: fixedProfile(), path: 'hw', vcpus: 1, workload: 'roundtrip', unmaps: 5 });
     expect(median(r.latenciesNs)).toBeCloseTo(2 * f.guest_cmd + f.hw_doorbell + 2 * f.hw_cmd + f.smmu_cmd + f.smmu_sync + f.notice, 6);

@@ -112,7 +112,7 @@ export function batchCommands(batch: number): number {
   return Math.ceil(Math.min(4096, 64 * batch) / batch) * batch;
 }
 
-const V = { START: 0, MAPPED: 1, SUBMIT: 2, DONE: 3, TRAP_ARRIVE: 4, TRAP_BQL: 5, TRAP_WORKED: 6, TRAP_SMMU: 7, TRAP_BACK: 8 } as const;
+const V = { START: 0, MAPPED: 1, SUBMIT: 2, DONE: 3, TRAP_ARRIVE: 4, TRAP_BQL: 5, TRAP_WORKED: 6, TRAP_SMMU: 7, TRAP_BACK: 8, BEGIN: 9 } as const;
 
 /** One guest vCPU running its workload in a loop; each operation's latency is one sample. */
 export class Vcpu implements Actor {
@@ -143,6 +143,8 @@ export class Vcpu implements Actor {
     workload: SimWorkload,
     private readonly count: number,
     cs: number,
+    /** Idle time before each operation, ns (the bench's gap sweep: the vCPU busy-waits it, untimed). */
+    private readonly gapNs = 0,
   ) {
     this.samples = new Float64Array(count);
     this.pages = workload.kind === 'unmap' ? workload.pages : 1;
@@ -163,6 +165,9 @@ export class Vcpu implements Actor {
     const c = env.costs;
     switch (kind) {
       case V.START:
+        env.sim.after(this.gapNs, this, V.BEGIN);
+        return;
+      case V.BEGIN:
         this.chunk = 0;
         if (this.ptes === null) {
           this.t0 = env.sim.now;

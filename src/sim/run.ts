@@ -29,6 +29,8 @@ export interface SimConfig {
   batch?: number;
   /** Operations (samples) per vCPU. */
   unmaps: number;
+  /** Idle gap before each operation, ns (default 0: back to back). */
+  gapNs?: number;
   seed?: number;
   /** vCMDQs (doorbell, hw) shared round-robin by the vCPUs; default one per vCPU. The trap paths have the VM's one CMDQ. */
   queues?: number;
@@ -61,7 +63,7 @@ export interface SimResult {
   events: number;
 }
 
-const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'seed', 'queues', 'hostCpus'];
+const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'gapNs', 'seed', 'queues', 'hostCpus'];
 
 /** Guests sleep for their CMD_SYNC when the profile says they do and the path's server does not spin. */
 function guestSleeps(profile: SimProfile, path: SimPathName): boolean {
@@ -106,6 +108,7 @@ export function runSim(config: SimConfig): SimResult {
   const seed = checkInt('runSim: config.seed', o['seed'] ?? 1, 0, 0xffffffff);
   const queues = checkInt('runSim: config.queues', o['queues'] ?? vcpus, 1, vcpus, 'at most one per vCPU');
   const hostCpus = checkInt('runSim: config.hostCpus', o['hostCpus'] ?? 1, 1, 1024);
+  const gapNs = checkInt('runSim: config.gapNs', o['gapNs'] ?? 0, 0, 1e12);
 
   const sim = new Sim(seed);
   const world = new SimWorld();
@@ -119,7 +122,7 @@ export function runSim(config: SimConfig): SimResult {
   if (path === 'trap' || path === 'trap-iothread') {
     const t = world.openTrapQueue();
     vmm = new TrapVmm(env, t.cmdq, t.hwpt, t.ring, path === 'trap-iothread');
-    for (let v = 0; v < vcpus; v++) vs.push(new Vcpu(v, env, t.ring, vmm, workload, unmaps, SYNC_CS.sev));
+    for (let v = 0; v < vcpus; v++) vs.push(new Vcpu(v, env, t.ring, vmm, workload, unmaps, SYNC_CS.sev, gapNs));
     vmm.waiters.push(...vs);
   } else if (path === 'hw') {
     const hws = Array.from({ length: queues }, () => {
@@ -129,7 +132,7 @@ export function runSim(config: SimConfig): SimResult {
     for (let v = 0; v < vcpus; v++) {
       const hq = hws[v % queues]!;
       // A Tegra241 guest VCMDQ takes CS=NONE syncs only: the guest polls CONS.
-      const vcpu = new Vcpu(v, env, hq.ring, hq, workload, unmaps, SYNC_CS.none);
+      const vcpu = new Vcpu(v, env, hq.ring, hq, workload, unmaps, SYNC_CS.none, gapNs);
       hq.waiters.push(vcpu);
       vs.push(vcpu);
     }
@@ -139,7 +142,7 @@ export function runSim(config: SimConfig): SimResult {
     for (const q of served) kthread.addQueue(q);
     for (let v = 0; v < vcpus; v++) {
       const q = served[v % queues]!;
-      const vcpu = new Vcpu(v, env, q.ring, kthread as Server, workload, unmaps, SYNC_CS.sev);
+      const vcpu = new Vcpu(v, env, q.ring, kthread as Server, workload, unmaps, SYNC_CS.sev, gapNs);
       q.waiters.push(vcpu);
       vs.push(vcpu);
     }

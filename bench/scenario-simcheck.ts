@@ -1,0 +1,154 @@
+// `vcmdq bench --scenario simcheck`: does the simulator's structure match
+// this machine? It measures the node-local step costs (bench/sim-node-local
+// .ts), runs the simulator with them, and measures the real threads in the
+// same run, figure by figure: the round-trip p50 of each path, the trap /
+// doorbell ratios, the batched throughput per command, and one gap-sweep
+// point. Each row carries predicted_us, measured_us and ratio
+// (predicted / measured); the issue's target is 0.75..1.25. Nothing here is
+// fitted: the profile comes from the hops and micro steps alone.
+import type { CsMode as LibCsMode } from '../src/index.ts';
+import type { SimPathName } from '../src/sim/paths.ts';
+import { batchCommands } from '../src/sim/paths.ts';
+import { runSim, SIM_SPIN_NS, type SimConfig } from '../src/sim/run.ts';
+import type { LatencyPath } from './baselines.ts';
+import { runInterleaved, type Profile } from './harness.ts';
+import { closeAll, openPaths, SubmitPath, type ScenarioDef } from './scenario-kit.ts';
+import { measureNodeLocal, nodeLocalProfile } from './sim-node-local.ts';
+import { percentile, sortedCopy } from './stats.ts';
+import { tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
+import type { Params, QueuePathName, ResultRow } from './types.ts';
+import type { SimProfile } from '../src/sim/profile.ts';
+
+/** The simulated path each real-thread path is (the emulation's trap is the iothread shape: a separate VMM thread). */
+export const SIM_PATH_OF: Readonly<Partial<Record<string, SimPathName>>> = {
+  trap: 'trap-iothread',
+  'doorbell-sleep': 'doorbell-sleep',
+  'doorbell-spin': 'doorbell-spin',
+  'doorbell-adaptive': 'doorbell-adaptive',
+  hw: 'hw',
+};
+
+export const SIMCHECK_BATCHES = [1, 16, 256] as const;
+/** The gap-sweep point: shorter than doorbell-spin's 50 µs budget, far longer than a round trip. */
+export const SIMCHECK_GAP_US = 20;
+
+/** A simcheck row: the bench's fields (the measured side's summary) and the comparison. */
+export interface SimcheckRow extends ResultRow {
+  predicted_us: number;
+  measured_us: number;
+  /** predicted / measured. */
+  ratio: number;
+}
+
+/** One comparison row; the latency fields are the measured figure (a ratio figure has no distribution). */
+export function simcheckRow(path: QueuePathName, params: Params, predictedUs: number, measuredUs: number, samples: number): SimcheckRow {
+  return {
+    scenario: 'simcheck', path, params,
+    p50_us: measuredUs, p90_us: NaN, p99_us: NaN, p999_us: NaN, mean_us: NaN, stddev_us: NaN,
+    ops_per_s: measuredUs > 0 ? 1e6 / measuredUs : 0, cpu_us_per_op: null, samples,
+    predicted_us: predictedUs, measured_us: measuredUs, ratio: measuredUs > 0 ? predictedUs / measuredUs : NaN,
+  };
+}
+
+/** p50 of a simulated single-vCPU run, µs (per command for the batch workload). */
+function predictP50(profile: SimProfile, path: SimPathName, over: Partial<SimConfig>, perOp = 1): number {
+  const r = runSim({ profile, path, vcpus: 1, workload: 'roundtrip', unmaps: 2000, ...over });
+  return percentile(sortedCopy(r.latenciesNs), 0.5) / 1000 / perOp;
+}
+
+/** A submit after an idle gap (busy-waited: a timer cannot do microseconds); the gap is not timed. */
+class GappedSubmit implements LatencyPath {
+  readonly params: Params;
+  constructor(readonly name: QueuePathName, private readonly inner: SubmitPath, private readonly gapUs: number) {
+    this.params = { gap_us: gapUs, cs: 'sev' };
+  }
+  sample(out: Float64Array, from: number, count: number): void {
+    for (let i = from; i < from + count; i++) {
+      const until = performance.now() + this.gapUs / 1000;
+      while (performance.now() < until);
+      this.inner.sample(out, i, 1);
+    }
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** The bench's throughput iteration (bench/scenarios.ts): publishes of `batch`, the last with a CMD_SYNC; µs per command. */
+class BatchIteration implements LatencyPath {
+  readonly params: Params;
+  private readonly words: Uint32Array<ArrayBuffer>;
+  private readonly publishes: number;
+  constructor(readonly name: QueuePathName, private readonly o: OpenedPath, private readonly batch: number, private readonly timeoutMs: number) {
+    this.params = { batch };
+    this.words = new Uint32Array(4 * batch);
+    for (let k = 0; k < batch; k++) tlbiNhVaWords(0x40000 + k, this.words, 4 * k);
+    this.publishes = batchCommands(batch) / batch;
+  }
+  sample(out: Float64Array, from: number, count: number): void {
+    const q = this.o.queue;
+    for (let i = from; i < from + count; i++) {
+      const t0 = performance.now();
+      for (let b = 1; b < this.publishes; b++) q.submitWords(this.words, this.batch, null, this.timeoutMs);
+      q.submitWords(this.words, this.batch, 'sev' as LibCsMode, this.timeoutMs);
+      out[i] = ((performance.now() - t0) * 1000) / (this.publishes * this.batch);
+    }
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const p50Of = (xs: Float64Array): number => percentile(sortedCopy(xs), 0.5);
+
+export const simcheck: ScenarioDef = {
+  name: 'simcheck',
+  title: 'Simulator self-check: node-local step costs measured, simulated, and compared with the real threads in the same run',
+  async run(ctx) {
+    const { profile, progress } = ctx;
+    const notes: string[] = [];
+    progress.log('[bench] simcheck: measuring the node-local step costs');
+    const m = await measureNodeLocal(progress, Math.max(2000, Math.round(profile.samples / 5)));
+    const sp = nodeLocalProfile(m);
+    notes.push(`node-local: wait round trip ${m.wait_rtt_us.toFixed(2)} µs, spin round trip ${m.spin_rtt_us.toFixed(2)} µs, consume ${m.consume_ns_per_cmd.toFixed(0)} ns/cmd, trap ${m.trap_ns_per_cmd.toFixed(0)} ns/cmd, notify ${m.notify_ns.toFixed(0)} ns`);
+    const opened = await openPaths(ctx, notes);
+    const rows: SimcheckRow[] = [];
+    try {
+      const simulated = opened.filter((o) => SIM_PATH_OF[o.name] !== undefined);
+      const words = tlbiNhVaWords(0x40000);
+      const submits = simulated.map((o) => new SubmitPath(o.name, o.queue, words, 'sev', profile.timeoutMs));
+      const rt = await runInterleaved('simcheck round trip', submits, profile, progress);
+      const measuredRt = new Map(rt.map((x) => [x.path.name, p50Of(x.samples)]));
+      const predictedRt = new Map<string, number>();
+      for (const o of simulated) {
+        const predicted = predictP50(sp, SIM_PATH_OF[o.name]!, {});
+        predictedRt.set(o.name, predicted);
+        rows.push(simcheckRow(o.name, { figure: 'roundtrip_p50', cs: 'sev' }, predicted, measuredRt.get(o.name)!, profile.samples));
+      }
+      for (const d of ['doorbell-sleep', 'doorbell-spin'] as const) {
+        const [pt, pd, mt, md] = [predictedRt.get('trap'), predictedRt.get(d), measuredRt.get('trap'), measuredRt.get(d)];
+        if (pt !== undefined && pd !== undefined && mt !== undefined && md !== undefined) rows.push(simcheckRow(d, { figure: 'trap_over_this_p50' }, pt / pd, mt / md, profile.samples));
+      }
+      const few: Profile = { ...profile, warmup: Math.max(10, Math.round(profile.warmup / 50)), samples: Math.max(20, Math.round(profile.samples / 100)), rewarm: 2 };
+      for (const batch of SIMCHECK_BATCHES) {
+        const iters = simulated.map((o) => new BatchIteration(o.name, o, batch, profile.timeoutMs));
+        const meas = await runInterleaved(`simcheck batch ${batch}`, iters, few, progress);
+        for (const x of meas) {
+          const predicted = predictP50(sp, SIM_PATH_OF[x.path.name]!, { workload: 'batch', batch, unmaps: 200 }, batchCommands(batch));
+          rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'throughput_us_per_cmd', batch }, predicted, p50Of(x.samples), few.samples));
+        }
+      }
+      const gapPaths = simulated.filter((o) => o.name === 'doorbell-sleep' || o.name === 'doorbell-spin');
+      const gp: Profile = { ...profile, warmup: Math.round(profile.warmup / 10), samples: Math.round(profile.samples / 10), rewarm: 5 };
+      const gapped = gapPaths.map((o) => new GappedSubmit(o.name, new SubmitPath(o.name, o.queue, words, 'sev', profile.timeoutMs), SIMCHECK_GAP_US));
+      for (const x of await runInterleaved(`simcheck gap ${SIMCHECK_GAP_US} µs`, gapped, gp, progress)) {
+        const predicted = predictP50(sp, SIM_PATH_OF[x.path.name]!, { gapNs: SIMCHECK_GAP_US * 1000 });
+        rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'gapsweep_p50', gap_us: SIMCHECK_GAP_US, spin_us: x.path.name === 'doorbell-spin' ? SIM_SPIN_NS / 1000 : 0 }, predicted, p50Of(x.samples), gp.samples));
+      }
+    } finally {
+      await closeAll(opened);
+    }
+    notes.push('simcheck: ratio = predicted / measured per figure (target 0.75..1.25); predicted from the node-local profile alone, nothing fitted');
+    return { measured: rows.map((row) => ({ row })), notes };
+  },
+};
