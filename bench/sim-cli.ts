@@ -8,7 +8,7 @@ import { UsageError } from '../src/cli/usage.ts';
 import { SIM_PATHS, type SimPathName } from '../src/sim/paths.ts';
 import { checkProfile, loadProfile, PROFILE_FILES, type SimProfile } from '../src/sim/profile.ts';
 import { runSim, SIM_GRANULES } from '../src/sim/run.ts';
-import { MAX_QUEUES } from '../src/layout.ts';
+import { SIM_MAX_QUEUES } from '../src/sim/world.ts';
 import { Progress } from './harness.ts';
 import { measureNodeLocal, nodeLocalProfile } from './sim-node-local.ts';
 import { formatSimTable, simJsonDocument, simRow, type SimRow } from './sim-report.ts';
@@ -27,7 +27,7 @@ export const SIM_USAGE = `usage: vcmdq sim [--profile NAME | --profile-file FILE
   --profile-file F   a profile document of your own (same schema; every number with its source)
   --scenario S       unmap (dma_map_benchmark: PTE clear + range TLBI + CMD_SYNC, default) or roundtrip (TLBI + CMD_SYNC)
   --paths P,...      ${SIM_PATHS.join(', ')} (default: all)
-  --vcpus N,...      guest vCPUs, each running the loop (default ${DEFAULT_VCPUS.join(',')}; at most ${MAX_QUEUES})
+  --vcpus N,...      guest vCPUs, each running the loop (default ${DEFAULT_VCPUS.join(',')}; at most ${SIM_MAX_QUEUES})
   --granules S,...   unmap sizes, 4K..256K (default ${SIM_GRANULES.map((g) => `${g / 1024}K`).join(',')})
   --queues N,...     vCMDQs shared by the vCPUs on doorbell and hw paths (default: one per vCPU); the trap
                      paths always have the VM's one CMDQ
@@ -128,10 +128,10 @@ export async function simMain(argv: readonly string[]): Promise<number> {
     throw new UsageError(`--profile ${profileName}: one of ${[...Object.keys(PROFILE_FILES), 'node-local'].join(', ')}`);
   }
   const chosenPaths = paths(values.paths);
-  const vcpus = list(values.vcpus, '--vcpus', whole('--vcpus', 1, MAX_QUEUES)) ?? DEFAULT_VCPUS;
+  const vcpus = list(values.vcpus, '--vcpus', whole('--vcpus', 1, SIM_MAX_QUEUES)) ?? DEFAULT_VCPUS;
   const granules = scenario === 'unmap' ? (list(values.granules, '--granules', granule) ?? [...SIM_GRANULES]) : [0];
   if (scenario !== 'unmap' && values.granules !== undefined) throw new UsageError('--granules goes with --scenario unmap');
-  const queues = list(values.queues, '--queues', whole('--queues', 1, MAX_QUEUES));
+  const queues = list(values.queues, '--queues', whole('--queues', 1, SIM_MAX_QUEUES));
   const unmaps = values.unmaps === undefined ? DEFAULT_UNMAPS : whole('--unmaps', 1, 10_000_000)(values.unmaps);
   const seed = values.seed === undefined ? 1 : whole('--seed', 0, 0xffffffff)(values.seed);
   const hostCpus = values['host-cpus'] === undefined ? 1 : whole('--host-cpus', 1, 1024)(values['host-cpus']);

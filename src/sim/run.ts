@@ -10,8 +10,7 @@ import { HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, ty
 import { ADAPTIVE_DEFAULTS, AdaptivePoll, FixedPoll, type PollPolicy } from '../poll-policy.ts';
 import { checkProfile, meanNs, type SimProfile } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
-import { MAX_PAGES, SYNC_CS, SimWorld } from './world.ts';
-import { MAX_QUEUES } from '../layout.ts';
+import { MAX_PAGES, SIM_MAX_QUEUES, SYNC_CS, SimWorld } from './world.ts';
 
 export const SIM_GRANULES = [4096, 16384, 65536, 131072, 262144] as const;
 /** The kernel thread's fixed spin budget on doorbell-spin: the real bench's SPIN_US (bench/queue-api.ts). */
@@ -102,7 +101,7 @@ export function runSim(config: SimConfig): SimResult {
   const profile = checkProfile(o['profile'], 'runSim: config.profile');
   const path = o['path'] as SimPathName;
   if (!(SIM_PATHS as readonly unknown[]).includes(path)) throw new ArgumentError('runSim: config.path', `must be one of ${SIM_PATHS.join(', ')}, got ${String(path)}`);
-  const vcpus = checkInt('runSim: config.vcpus', o['vcpus'], 1, MAX_QUEUES);
+  const vcpus = checkInt('runSim: config.vcpus', o['vcpus'], 1, SIM_MAX_QUEUES);
   const workload = workloadOf(o);
   const unmaps = checkInt('runSim: config.unmaps', o['unmaps'], 1, 1e7);
   const seed = checkInt('runSim: config.seed', o['seed'] ?? 1, 0, 0xffffffff);

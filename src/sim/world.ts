@@ -14,7 +14,7 @@ import { makeFeatures, type SmmuFeatures } from '../features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import { tlbInvRange } from '../invalidate.ts';
 import {
-  CONFIG_EN, CTL_STATE, KTHREAD_CTL, MAX_QUEUES, MB_PAYLOAD_BYTES, MMIO_BYTES, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
+  CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, mmioBytes, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
   Q_PROD, SERVER_STATE, queueRegs,
 } from '../layout.ts';
 import { ACCESS, FAULT, SmmuModel, TRANSLATE_OUT_LEN } from '../model/smmu.ts';
@@ -25,6 +25,11 @@ import { queueIdx, queueIncProd, queuePosMask } from '../queue.ts';
 import { TrapCmdq, type TrapKernel } from '../trap/cmdq.ts';
 import { HwptInvalidate } from '../trap/iommufd.ts';
 import { VCMDQ_CMDSETS, VCMDQ_TEGRA241, VSmmu } from '../vsmmu.ts';
+
+/** Queues (and vCPUs) a simulated host has at most: one VM's vCPUs, each with its own vCMDQ. */
+export const SIM_MAX_QUEUES = 64;
+/** The simulated host's MMIO region: its register blocks for SIM_MAX_QUEUES queues. */
+const SIM_MMIO_BYTES = mmioBytes(SIM_MAX_QUEUES);
 
 export const SIM_VMID = 1;
 export const SIM_ASID = 1;
@@ -119,9 +124,9 @@ export class SimWorld {
 
   constructor() {
     this.features = makeFeatures();
-    this.mem = new SharedArrayBuffer(MMIO_BYTES + 2 * RAM_BYTES + (MAX_QUEUES + 1) * (16 << SIM_LOG2SIZE) + 4 * MiB);
+    this.mem = new SharedArrayBuffer(SIM_MMIO_BYTES + 2 * RAM_BYTES + SIM_MAX_QUEUES * (16 << SIM_LOG2SIZE) + 4 * MiB);
     this.i32 = new Int32Array(this.mem);
-    this.layout = new PhysLayout(this.mem, MMIO_BYTES);
+    this.layout = new PhysLayout(this.mem, SIM_MMIO_BYTES);
     this.model = new SmmuModel(this.mem, this.features);
     const ramBase = this.layout.alloc(RAM_BYTES, 2 * MiB);
     const s2 = buildStage2(this.mem, this.layout, ramBase, RAM_BYTES, SIM_VMID);
@@ -147,7 +152,7 @@ export class SimWorld {
   }
 
   private allocRing(cmdset: number): SimRing {
-    if (this.nextQid >= MAX_QUEUES) throw new RangeError(`sim: at most ${MAX_QUEUES} queues per host`);
+    if (this.nextQid >= SIM_MAX_QUEUES) throw new RangeError(`sim: at most ${SIM_MAX_QUEUES} queues per host`);
     const qid = this.nextQid++;
     const regs = queueRegs(qid);
     const bytes = 16 << SIM_LOG2SIZE;
