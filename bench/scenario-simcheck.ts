@@ -7,6 +7,7 @@
 // (predicted / measured); the target is 0.75..1.25. Nothing here is
 // fitted: the profile comes from the hops and micro steps alone.
 import type { CsMode as LibCsMode } from '../src/index.ts';
+import { ADAPTIVE_DEFAULTS } from '../src/poll-policy.ts';
 import type { SimPathName } from '../src/sim/paths.ts';
 import { batchCommands } from '../src/sim/paths.ts';
 import { runSim, SIM_SPIN_NS, type SimConfig } from '../src/sim/run.ts';
@@ -52,7 +53,8 @@ export function simcheckRow(path: QueuePathName, params: Params, predictedUs: nu
 
 /** p50 of a simulated single-vCPU run, µs (per command for the batch workload). */
 function predictP50(profile: SimProfile, path: SimPathName, over: Partial<SimConfig>, perOp = 1): number {
-  const r = runSim({ profile, path, vcpus: 1, workload: 'roundtrip', unmaps: 2000, ...over });
+  // The real doorbell-adaptive host runs startHost's default poller: AdaptivePoll with its defaults.
+  const r = runSim({ profile, path, vcpus: 1, workload: 'roundtrip', unmaps: 2000, adaptive: ADAPTIVE_DEFAULTS, ...over });
   return percentile(sortedCopy(r.latenciesNs), 0.5) / 1000 / perOp;
 }
 

@@ -187,6 +187,7 @@ describe('correctness inside the simulation', () => {
       [{ seed: -1 }, 'runSim: config.seed'],
       [{ workload: 'batch' }, 'runSim: config.batch'],
       [{ colour: 'red' }, 'runSim: config.colour'],
+      [{ adaptive: { wakeCostNs: -1, maxSpinNs: 0, cpuShare: 1, historyPeriods: 1 } }, 'runSim: config.adaptive.wakeCostNs'],
     ];
     for (const [over, argument] of bad) {
       const cfg = { profile, path: 'trap', vcpus: 2, granule: 4096, unmaps: 1, ...over } as SimConfig;

@@ -7,7 +7,7 @@ import { ArgumentError } from '../errors.ts';
 import { checkInt, checkOptions } from '../args.ts';
 import { Sim } from './engine.ts';
 import { HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName, type SimWorkload } from './paths.ts';
-import { ADAPTIVE_DEFAULTS, AdaptivePoll, FixedPoll, type PollPolicy } from '../poll-policy.ts';
+import { ADAPTIVE_DEFAULTS, AdaptivePoll, FixedPoll, type AdaptiveParams, type PollPolicy } from '../poll-policy.ts';
 import { checkProfile, meanNs, type SimProfile } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
 import { MAX_PAGES, SIM_MAX_QUEUES, SYNC_CS, SimWorld } from './world.ts';
@@ -30,6 +30,8 @@ export interface SimConfig {
   unmaps: number;
   /** Idle gap before each operation, ns (default 0: back to back). */
   gapNs?: number;
+  /** doorbell-adaptive's AdaptivePoll parameters (default: its defaults with this profile's price of a wake-up). */
+  adaptive?: AdaptiveParams;
   seed?: number;
   /** vCMDQs (doorbell, hw) shared round-robin by the vCPUs; default one per vCPU. The trap paths have the VM's one CMDQ. */
   queues?: number;
@@ -62,7 +64,7 @@ export interface SimResult {
   events: number;
 }
 
-const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'gapNs', 'seed', 'queues', 'hostCpus'];
+const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'gapNs', 'seed', 'queues', 'hostCpus', 'adaptive'];
 
 /** Guests sleep for their CMD_SYNC when the profile says they do and the path's server does not spin. */
 function guestSleeps(profile: SimProfile, path: SimPathName): boolean {
@@ -74,12 +76,23 @@ function guestSleeps(profile: SimProfile, path: SimPathName): boolean {
  * thread's code. Adaptive keeps its defaults except the price of a sleep,
  * which is this profile's: the latency a wake-up adds (kick + wake).
  */
-export function policyOf(path: SimPathName, profile: SimProfile): PollPolicy {
+export function policyOf(path: SimPathName, profile: SimProfile, adaptive?: AdaptiveParams): PollPolicy {
   switch (path) {
     case 'doorbell-spin': return new FixedPoll(SIM_SPIN_NS);
-    case 'doorbell-adaptive': return new AdaptivePoll({ ...ADAPTIVE_DEFAULTS, wakeCostNs: meanNs(profile, 'exit_kernel') + meanNs(profile, 'wake') });
+    case 'doorbell-adaptive': return new AdaptivePoll(adaptive ?? { ...ADAPTIVE_DEFAULTS, wakeCostNs: meanNs(profile, 'exit_kernel') + meanNs(profile, 'wake') });
     default: return new FixedPoll(0);
   }
+}
+
+function adaptiveOf(v: unknown): AdaptiveParams | undefined {
+  if (v === undefined) return undefined;
+  const o = checkOptions('runSim: config.adaptive', v, ['wakeCostNs', 'maxSpinNs', 'cpuShare', 'historyPeriods']);
+  const num = (k: string, lo: number, hi: number): number => {
+    const x = o[k];
+    if (typeof x !== 'number' || !(x >= lo && x <= hi)) throw new ArgumentError(`runSim: config.adaptive.${k}`, `must be a number in ${lo}..${hi}, got ${String(x)}`);
+    return x;
+  };
+  return { wakeCostNs: num('wakeCostNs', 0, 1e12), maxSpinNs: num('maxSpinNs', 0, 1e12), cpuShare: num('cpuShare', 0, 1), historyPeriods: num('historyPeriods', 1, 1e9) };
 }
 
 function workloadOf(o: Record<string, unknown>): SimWorkload {
@@ -108,6 +121,7 @@ export function runSim(config: SimConfig): SimResult {
   const queues = checkInt('runSim: config.queues', o['queues'] ?? vcpus, 1, vcpus, 'at most one per vCPU');
   const hostCpus = checkInt('runSim: config.hostCpus', o['hostCpus'] ?? 1, 1, 1024);
   const gapNs = checkInt('runSim: config.gapNs', o['gapNs'] ?? 0, 0, 1e12);
+  const adaptive = adaptiveOf(o['adaptive']);
 
   const sim = new Sim(seed);
   const world = new SimWorld();
@@ -136,7 +150,7 @@ export function runSim(config: SimConfig): SimResult {
       vs.push(vcpu);
     }
   } else {
-    kthread = new KernelThread(env, policyOf(path, profile));
+    kthread = new KernelThread(env, policyOf(path, profile, adaptive));
     const served = Array.from({ length: queues }, () => ({ ...world.openConsumedQueue('vcmdq'), waiters: [] as Vcpu[] }));
     for (const q of served) kthread.addQueue(q);
     for (let v = 0; v < vcpus; v++) {
