@@ -3,6 +3,13 @@
 // WAKE doorbell when idle (protocol and its lost-wakeup argument: src/layout.ts).
 // No worker APIs here: kthread.worker.ts owns the port and the thread's life.
 //
+// The same loop is the SMMU hardware of the 'hw' path (src/hw.ts): a queue
+// with a VINTF (Q_VINTF) is a Tegra241 VCMDQ, rewritten by its VINTF's
+// configuration instead of the VM's vSMMU, and while one is enabled the loop
+// never sleeps (hardware polls; the guest never rings a doorbell). It is this
+// thread because it owns the SMMU model: the caches a TLBI must reach live in
+// its heap, and a device's translations are served here too.
+//
 // Per command, as QEMU's smmuv3_cmdq_consume: copy the slot ONCE into a
 // private Uint32Array (guest memory is untrusted and may change under us),
 // apply the vSMMU's vCMDQ policy to the copy (VMID forced, vSID -> pSID),
@@ -17,13 +24,14 @@ import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS,
   CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PROD,
-  Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, SERVER_STATE,
+  Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
   STATUS_ENABLED, notifyQueueWaiters, queueRegs, sleepUnlessWork,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
 import { FixedPoll, type PollPolicy } from '../src/poll-policy.ts';
 import { queueIncProd, queuePosMask } from '../src/queue.ts';
 import { VCMDQ_CMDSETS, type VcmdqCmdset, type VSmmu } from '../src/vsmmu.ts';
+import { readVintf } from '../src/vintf.ts';
 import { calibrateWork, work } from './slowdown.ts';
 import { SPIN_CLOCK_EVERY } from '../src/waiter.ts';
 
@@ -73,6 +81,8 @@ class QueueEntry {
     readonly vm: VmEntry,
     /** The queue's command set (Q_CMDSET, fixed at setup). */
     readonly cmdset: VcmdqCmdset,
+    /** The rewrite its commands get: the VM's vSMMU, or a hardware VCMDQ's VINTF configuration. */
+    readonly vsmmu: VSmmu,
   ) {
     this.posMask = queuePosMask(log2size);
   }
@@ -88,6 +98,8 @@ export interface ConsumerHooks {
 export class Consumer {
   readonly mailboxes: MailboxServer;
   private queues: QueueEntry[] = [];
+  /** Hardware VCMDQs (Q_VINTF set): while one is enabled the thread polls and never sleeps. */
+  private hwQueues: QueueEntry[] = [];
   private readonly vms = new Map<number, VmEntry>();
   /** Private copy of the slot being consumed, and its decoded fields. */
   private readonly u = new Uint32Array(4);
@@ -155,10 +167,13 @@ export class Consumer {
     const entries = new Int32Array(this.i32.buffer, base, 4 << log2);
     const cmdset = VCMDQ_CMDSETS[this.i32[r + Q_CMDSET]!];
     if (cmdset === undefined) throw new RangeError(`queue ${qid}: Q_CMDSET ${this.i32[r + Q_CMDSET]} names no command set`);
-    const q = new QueueEntry(qid, r, log2, entries, this.vm(vmid), cmdset);
+    const vm = this.vm(vmid);
+    const vintf = this.i32[r + Q_VINTF]!;
+    const q = new QueueEntry(qid, r, log2, entries, vm, cmdset, vintf === 0 ? vm.vsmmu : readVintf(this.i32, vintf));
     q.cons = Atomics.load(this.i32, r + Q_CONS) & q.posMask;
     q.gerror = Atomics.load(this.i32, r + Q_GERROR);
     this.queues = [...this.queues, q];
+    if (vintf !== 0) this.hwQueues = [...this.hwQueues, q];
     Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED); // publish: STATUS.ENABLED (the queue is served)
   }
 
@@ -170,7 +185,14 @@ export class Consumer {
       || Atomics.load(i32, ctl + CTL_CRASH) !== 0) return true;
     const qs = this.queues;
     for (let k = 0; k < qs.length; k++) if (this.wantsService(qs[k]!)) return true;
-    return this.mailboxes.hasWork();
+    return this.hwPolling() || this.mailboxes.hasWork();
+  }
+
+  /** Is a hardware VCMDQ enabled? Then the thread is the SMMU polling it, and never sleeps. */
+  private hwPolling(): boolean {
+    const hq = this.hwQueues;
+    for (let k = 0; k < hq.length; k++) if ((Atomics.load(this.i32, hq[k]!.regs + Q_CONFIG) & CONFIG_EN) !== 0) return true;
+    return false;
   }
 
   private wantsService(q: QueueEntry): boolean {
@@ -205,7 +227,8 @@ export class Consumer {
    * The thread body: passes until STATE leaves RUNNING. After the last work
    * it polls for as long as its policy says (src/poll-policy.ts), then sleeps
    * on WAKE. The clock is read only on that idle transition, every
-   * SPIN_CLOCK_EVERY polls, and after a sleep: never while work flows.
+   * SPIN_CLOCK_EVERY polls, and after a sleep: never while work flows. It
+   * never sleeps while a hardware VCMDQ is enabled (it polls on, as the SMMU would).
    */
   run(hooks: ConsumerHooks): void {
     this.hooks = hooks;
@@ -227,6 +250,7 @@ export class Consumer {
         i32[ctl + CTL_STAT_PASSES]!++;
         continue;
       }
+      if (this.hwQueues.length !== 0 && this.hwPolling()) continue;
       const policy = this.policy;
       const idleAt = performance.now();
       this.polledAt = idleAt;
@@ -285,7 +309,7 @@ export class Consumer {
     let cons = q.cons;
     const u = this.u;
     const f = this.f;
-    const vsmmu = q.vm.vsmmu;
+    const vsmmu = q.vsmmu;
     const cmdset = q.cmdset;
     const idxMask = (1 << log2) - 1;
     let done = 0;

@@ -21,7 +21,7 @@ import type { SmmuFeatures } from './features.ts';
 import { CS } from './fields.ts';
 import { tlbInvRangeAsid } from './invalidate.ts';
 import {
-  CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, GERROR_CMDQ_ERR, IDLE_HINT_SET, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
+  CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, GERROR_CMDQ_ERR, IDLE_HINT_SET, Q_CONFIG, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
   Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
 } from './layout.ts';
@@ -68,6 +68,8 @@ export interface QueueTransport {
   publishProd(prod: number): void;
   /** Acknowledge global errors: GERRORN = gerror (Linux writes back what it read). */
   ackGerror(gerror: number): void;
+  /** The queue's CONFIG register (EN, bit 0: CR0.CMDQEN's role, Tegra241's VCMDQ_CONFIG.EN). */
+  writeConfig(config: number): void;
   /**
    * SMMU_STRTAB_BASE of the guest's vSMMU (a linear stream table at guest
    * IPA `ipa`). A register of the vSMMU, not of the queue: only a transport
@@ -124,6 +126,10 @@ class DoorbellTransport implements QueueTransport {
   announceIdle(): void {
     const r = this.h.regs;
     Atomics.store(this.i32, r + Q_IDLE_HINT, Atomics.load(this.i32, r + Q_PROD) | IDLE_HINT_SET); // publish: IDLE_HINT, after our last PROD
+  }
+  writeConfig(config: number): void {
+    Atomics.store(this.i32, this.h.regs + Q_CONFIG, config); // publish: CONFIG release (the consumer serves the queue only while EN)
+    kick(this.i32, this.h.ctl);
   }
 }
 
@@ -504,6 +510,18 @@ export class GuestQueue {
     writeSlot(this.entries, queueIdx(Atomics.load(i32, r + Q_CONS), this.h.log2size), this.u);
     this.transport.ackGerror(gerror);
     return true;
+  }
+
+  /**
+   * Enable or disable the active lane's queue (CONFIG.EN). A disabled queue
+   * is not consumed: published commands wait until it is enabled again, so
+   * a submission made meanwhile times out. A 'hw' queue's SMMU polls only
+   * while one of its queues is enabled: disabling is how a guest (the bench)
+   * stops it burning a CPU.
+   */
+  setEnabled(enabled: boolean): void {
+    if (typeof enabled !== 'boolean') throw new ArgumentError('enabled', `must be a boolean, got ${String(enabled)}`);
+    this.transport.writeConfig(enabled ? CONFIG_EN : 0);
   }
 
   /** Register snapshot and statistics, for tests and tools. */

@@ -20,7 +20,7 @@ import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
   CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
   CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MB_STATE, Q_BASE,
-  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VMID, SERVER_STATE, mailboxWords, mmioBytes, notifyQueueWaiters, queueRegs,
+  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VINTF, Q_VMID, SERVER_STATE, mailboxWords, mmioBytes, notifyQueueWaiters, queueRegs,
   type CrashHow,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
@@ -93,6 +93,13 @@ export interface HostOptions {
    * bench can time the transport alone. The trap path is not affected.
    */
   model?: { combinedNested?: boolean; walkCacheEntries?: number; bypass?: boolean };
+  /**
+   * The host SMMU has a Tegra241 CMDQV (default false): VMs may open
+   * hardware VCMDQs, `openQueue({ path: 'hw' })` (src/hw.ts). While one is
+   * enabled the kernel thread, which plays the SMMU, polls and never sleeps:
+   * it burns a CPU as long as a hw queue is enabled.
+   */
+  cmdqv?: boolean;
 }
 
 export interface VmOptions {
@@ -121,19 +128,26 @@ export interface QueueOptions {
   /**
    * The doorbell queue's command set: 'wide' (default: NH TLBIs, ATC_INV,
    * CMD_SYNC with any CS) or 'tegra241' (exactly Linux's
-   * tegra241_guest_vcmdq_supports_cmd set, CMD_SYNC CS=NONE). The trap path
-   * emulates the whole vSMMU CMDQ and ignores it.
+   * tegra241_guest_vcmdq_supports_cmd set, CMD_SYNC CS=NONE). The trap paths
+   * emulate the whole vSMMU CMDQ and ignore it; a 'hw' queue is always
+   * 'tegra241' (a guest VINTF's VCMDQ) and refuses 'wide'.
    */
   cmdset?: 'wide' | 'tegra241';
 }
 
 /** Provisions one queue of a registered path and returns its handle (GuestQueue drives it through the path's transport). */
 export type QueueOpener = (vm: Vm, opts: QueueOptions) => Promise<QueueHandle>;
-const queueOpeners = new Map<string, QueueOpener>();
+/**
+ * A path's own argument checks, run by openQueue with the other checks,
+ * before anything is provisioned: throws ArgumentError. `opts` is what the
+ * caller passed (log2size already checked).
+ */
+export type QueueCheck = (vm: Vm, opts: QueueOptions) => void;
+const queueOpeners = new Map<string, { open: QueueOpener; check?: QueueCheck | undefined }>();
 
 /** Add a queue path (the trap path registers 'trap'). 'doorbell' is built in. */
-export function registerQueuePath(path: string, opener: QueueOpener): void {
-  queueOpeners.set(path, opener);
+export function registerQueuePath(path: string, opener: QueueOpener, check?: QueueCheck): void {
+  queueOpeners.set(path, { open: opener, check });
 }
 
 /** What `host.stop()` did. */
@@ -171,15 +185,20 @@ export class Host {
   private readonly stopHooks: ((graceMs: number) => Promise<string[]>)[] = [];
   private readonly vms = new Map<number, Vm>();
 
+  /** HostOptions.cmdqv: hardware VCMDQs ('hw' queues) may be opened. */
+  readonly cmdqv: boolean;
+
   private constructor(
     sab: SharedArrayBuffer,
     features: SmmuFeatures,
     /** HostOptions.maxQueues: register blocks in the MMIO region. */
     readonly maxQueues: number,
     autoRestart: number,
+    cmdqv: boolean,
     private readonly kthreadOpts: { iommufd: IommufdMode; model: { combinedNested: boolean; walkCacheEntries: number }; bypass: boolean; poll: PollConfig },
   ) {
     this.sab = sab;
+    this.cmdqv = cmdqv;
     this.i32 = new Int32Array(sab);
     this.features = features;
     this.phys = new PhysLayout(sab, mmioBytes(maxQueues));
@@ -238,7 +257,9 @@ export class Host {
     const walkCacheEntries = checkInt('startHost: model.walkCacheEntries', m['walkCacheEntries'] ?? 0, 0, 1 << 20, 'table descriptors cached');
     const bypass = m['bypass'] ?? false;
     if (typeof bypass !== 'boolean') throw new ArgumentError('startHost: model.bypass', `must be a boolean, got ${show(bypass)}`);
-    const host = new Host(sab, features, maxQueues, autoRestart, { iommufd, model: { combinedNested, walkCacheEntries }, bypass, poll });
+    const cmdqv = opts['cmdqv'] ?? false;
+    if (typeof cmdqv !== 'boolean') throw new ArgumentError('startHost: cmdqv', `must be a boolean, got ${show(cmdqv)}`);
+    const host = new Host(sab, features, maxQueues, autoRestart, cmdqv, { iommufd, model: { combinedNested, walkCacheEntries }, bypass, poll });
     await host.thread.expectReply(0);
     return host;
   }
@@ -457,7 +478,7 @@ export class Host {
 
 /** Guests' default spin before blocking, µs: longer than one wake of a sleeping kernel thread (~15-25 µs here), so the guest catches its completion without a second wake. */
 const GUEST_SPIN_US = 50;
-const HOST_OPTIONS = ['features', 'spinUs', 'poll', 'guestSpinUs', 'memBytes', 'maxQueues', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model'] as const;
+const HOST_OPTIONS = ['features', 'spinUs', 'poll', 'guestSpinUs', 'memBytes', 'maxQueues', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model', 'cmdqv'] as const;
 const MODEL_OPTIONS = ['combinedNested', 'walkCacheEntries', 'bypass'] as const;
 const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
 const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal', 'cmdset'] as const;
@@ -644,6 +665,7 @@ export class Vm {
     this.host.checkAlive();
     const cmdset = opts['cmdset'] ?? 'wide';
     if (cmdset !== 'wide' && cmdset !== 'tegra241') throw new ArgumentError('openQueue: cmdset', `must be 'wide' or 'tegra241', got ${show(cmdset)}`);
+    for (const p of paths as string[]) queueOpeners.get(p)?.check?.(this, { log2size, cmdset: opts['cmdset'] as QueueOptions['cmdset'] });
     const clean: QueueOptions = { log2size, cmdset };
     const handles: QueueHandle[] = [];
     for (const p of paths as string[]) handles.push(await abortable(this.queueHandle(p, clean), signal));
@@ -653,7 +675,7 @@ export class Vm {
 
   private queueHandle(path: string, opts: QueueOptions): Promise<QueueHandle> {
     if (path === 'doorbell') return this.createQueue(opts);
-    return queueOpeners.get(path)!(this, opts);
+    return queueOpeners.get(path)!.open(this, opts);
   }
 
   /**
@@ -678,13 +700,18 @@ export class Vm {
     return { qid, regs, log2size, baseIpa };
   }
 
-  /** Allocate a vCMDQ in guest RAM, program its registers and have the kernel thread serve it; returns its handle. */
-  async createQueue(opts: QueueOptions = {}): Promise<QueueHandle> {
+  /**
+   * Allocate a vCMDQ in guest RAM, program its registers and have the kernel
+   * thread serve it; returns its handle. `vintf` (word offset of a VINTF,
+   * src/vintf.ts) makes it a hardware VCMDQ of path `path` ('hw').
+   */
+  async createQueue(opts: QueueOptions = {}, path = 'doorbell', vintf = 0): Promise<QueueHandle> {
     const { qid, regs, log2size, baseIpa } = this.allocQueueRegs(opts);
+    this.host.i32[regs + Q_VINTF] = vintf; // read by the kernel thread's addQueue, after the message below
     Atomics.store(this.host.i32, regs + Q_CONFIG, CONFIG_EN); // publish: CONFIG.EN, before the addQueue message that has it read
     await this.host.control({ op: 'addQueue', qid, vmid: this.vmid });
     return {
-      path: 'doorbell', sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs, log2size,
+      path, sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs, log2size,
       basePa: this.ramBase + baseIpa, baseIpa, vmid: this.vmid, features: this.host.features,
     };
   }

@@ -230,6 +230,12 @@ export const Q_VMID = 35;
 /** Line 2: the vCMDQ command set, an index into vsmmu.ts VCMDQ_CMDSETS (0 wide, the default; 1 strict Tegra241). */
 export const Q_CMDSET = 36;
 /**
+ * Line 2: word offset of the VINTF (src/vintf.ts) whose configuration the
+ * SMMU applies to this queue's commands: a hardware VCMDQ (the 'hw' path).
+ * 0 for a SW vCMDQ or a trapped queue, whose rewrite is the VM's vSMMU.
+ */
+export const Q_VINTF = 37;
+/**
  * Line 3 (kernel-thread-written): statistics, bumped per command. Their own
  * line: on CONS's line every bump would steal the line from a producer
  * polling CONS for space (false sharing, measured at ~2x per command).
