@@ -15,9 +15,14 @@ export {
 export { SyncTimeoutError, ServerDeadError, KernelThreadDeadError, MailboxTimeoutError } from './waiter.ts';
 export { GuestQueue, QueueError, PathSwitchError, CMDQ_BATCH_ENTRIES, type CsMode, type QueueHandle, type QueueTransport, type SubmitOptions } from './guest.ts';
 export {
-  startHost, registerQueuePath, Host, Vm, DmaAgent,
+  startHost, registerQueuePath, type QueueCheck, Host, Vm, DmaAgent,
   type HostOptions, type VmOptions, type QueueOptions, type QueueOpener, type AttachOptions, type Translation,
 } from './host.ts';
 // The trap path: importing it registers 'trap' with openQueue and GuestQueue in every thread that loads the package.
 export { TrapError, type TrapExtra } from './trap/transport.ts';
 export { TrapPath, trapPathOf, stopTrapPath } from './trap/path.ts';
+// The trap path in QEMU's shape (the VMM's emulation on the vCPU's thread, under its BQL): registers 'trap-inline'.
+import './trap/inline.ts';
+export type { InlineTrapExtra } from './trap/exit.ts';
+// The hw path (a Tegra241 hardware VCMDQ): importing it registers 'hw' the same way.
+import './hw.ts';

@@ -8,7 +8,7 @@ import { PathSwitchError, QueueError, startHost, type Host } from '../src/index.
 import { Q_CONS, Q_PROD } from '../src/layout.ts';
 import { STE_CFG } from '../src/model/structs.ts';
 import { ASID, IOVA, evalWorker, makeVm, mapPage, outcome, pageOfPa, thrown } from './doorbell-helpers.ts';
-import { kernelCounter, trapStats } from './trap-helpers.ts';
+import { TRAP_PATHS, kernelCounter, trapStats } from './trap-helpers.ts';
 
 let host: Host | undefined;
 afterEach(async () => {
@@ -16,12 +16,12 @@ afterEach(async () => {
   host = undefined;
 });
 
-describe('CFGI_STE from a guest thread', () => {
+describe.each(TRAP_PATHS)('CFGI_STE from a guest thread, %s', (path) => {
   it('the device follows the guest vSTE only once the guest issues CFGI_STE through the trapped CMDQ', async () => {
     host = await startHost();
     const t = await makeVm(host, 2, 0x10); // vSID 0 attached at boot: CD (ASID 1) -> table mapping IOVA to page 0
     mapPage(t, IOVA, 0);
-    const q = await t.vm.openQueue({ path: 'trap', log2size: 4 });
+    const q = await t.vm.openQueue({ path, log2size: 4 });
     const dma = await host.dma();
     const kernel = await kernelCounter(host);
     const page = () => pageOfPa(t, dma.translate(t.psid, -1, IOVA).pa);
@@ -63,7 +63,7 @@ describe('CFGI_STE from a guest thread', () => {
   it('a STRTAB_BASE outside guest RAM is refused by the VMM', async () => {
     host = await startHost();
     const t = await makeVm(host, 2, 0x10);
-    const q = await t.vm.openQueue({ path: 'trap', log2size: 4 });
+    const q = await t.vm.openQueue({ path, log2size: 4 });
     expect(() => q.setStreamTableBase(t.vm.ramBytes)).toThrow(/errno 22/);
     expect(() => q.setStreamTableBase(0x1010)).toThrow(/errno 22/); // not 64-byte aligned
   });

@@ -26,6 +26,9 @@ export interface Vector {
   expected?: Record<string, unknown>;
 }
 
+/** The two trap paths: the iothread-style VMM thread, and QEMU's shape (on the vCPU's thread, under the BQL). */
+export const TRAP_PATHS = ['trap', 'trap-inline'] as const;
+
 export const VECTORS: Vector[] = JSON.parse(readFileSync(new URL('./fixtures/smmu-vectors.json', import.meta.url), 'utf8'));
 export const CONVERT = VECTORS.filter((v) => v.kind === 'iommufd-convert');
 export const IOMMUFD_ILLEGAL = VECTORS.filter((v) => v.kind === 'illegal' && v.expected?.['iommufd'] === '-EIO');

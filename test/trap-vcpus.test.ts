@@ -1,11 +1,11 @@
-// Several guest vCPUs trapping into the one VMM thread at once, and the
-// threads behind a trapped write dying: the guest gets a specific error,
-// never a hang.
+// Several guest vCPUs trapping at once (into the one VMM thread, or each
+// running the VMM's emulation under its BQL), and the threads behind a
+// trapped write dying: the guest gets a specific error, never a hang.
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KernelThreadDeadError, ServerDeadError, startHost, trapPathOf, type Host } from '../src/index.ts';
 import { evalWorker, makeVm, outcome, thrown } from './doorbell-helpers.ts';
-import { kernelCounter, trapStats } from './trap-helpers.ts';
+import { TRAP_PATHS, kernelCounter, trapStats } from './trap-helpers.ts';
 
 let host: Host | undefined;
 afterEach(async () => {
@@ -28,14 +28,14 @@ const VCPU = `
   return { state: q.state(), forwarded, handled };
 `;
 
-describe('several vCPUs trapping at once', () => {
+describe.each(TRAP_PATHS)('several vCPUs trapping at once, %s', (path) => {
   it('4 guest threads, one queue each, one VMM: every command executed once, every CMD_SYNC completed', async () => {
     host = await startHost();
     const t = await makeVm(host, 6, 0x10);
     const kernel = await kernelCounter(host);
     const rounds = 150;
     const queues = [];
-    for (let cpu = 0; cpu < 4; cpu++) queues.push(await t.vm.openQueue({ path: 'trap', log2size: 5 }));
+    for (let cpu = 0; cpu < 4; cpu++) queues.push(await t.vm.openQueue({ path, log2size: 5 }));
     const workers = queues.map((q, cpu) => evalWorker(VCPU, { queue: q.handle, rounds, cpu }));
     const outs = await Promise.all(workers.map(outcome));
     await Promise.all(workers.map((w) => w.terminate()));
@@ -55,11 +55,11 @@ describe('several vCPUs trapping at once', () => {
   });
 });
 
-describe('dead threads under a trapped write', () => {
+describe.each(TRAP_PATHS)('the kernel thread dead under a trapped write, %s', (path) => {
   it('kernel thread terminated: the guest thread gets KernelThreadDeadError from its trapped PROD write', async () => {
     host = await startHost();
     const t = await makeVm(host, 1, 0x10);
-    const q = await t.vm.openQueue({ path: 'trap', log2size: 4 });
+    const q = await t.vm.openQueue({ path, log2size: 4 });
     q.submit([{ op: 'TLBI_NH_ALL' }]);
     await host.terminateKernelThread();
     const w = evalWorker(`
@@ -77,12 +77,14 @@ describe('dead threads under a trapped write', () => {
     // kernel thread's heartbeat stale, and keeps its own beating while it waits.
     host = await startHost({ heartbeatMs: 10, staleMs: 300 });
     const t = await makeVm(host, 1, 0x10);
-    const q = await t.vm.openQueue({ path: 'trap', log2size: 4 });
+    const q = await t.vm.openQueue({ path, log2size: 4 });
     host.crashKernelThreadOnNextPass();
     const err = thrown(() => q.submit([{ op: 'TLBI_NH_ASID', asid: 1 }], { cs: 'sev', timeoutMs: 20_000 }));
     expect(err).toBeInstanceOf(KernelThreadDeadError);
   });
+});
 
+describe('the VMM thread dead under a trapped write (trap: trap-inline has no VMM thread)', () => {
   it('VMM thread terminated: the guest thread gets ServerDeadError naming the VMM', async () => {
     host = await startHost();
     const t = await makeVm(host, 1, 0x10);

@@ -66,11 +66,14 @@ export interface TrapCounts {
   steEvents: number;
 }
 
+/** Words of a TrapCmdq's counters (TrapCounts, in this order). */
+export const TRAP_COUNT_WORDS = 4;
+const C_FORWARDED = 0;
+const C_HANDLED = 1;
+const C_IOCTLS = 2;
+const C_STE_EVENTS = 3;
+
 export class TrapCmdq implements TrapCounts {
-  forwarded = 0;
-  handledByVmm = 0;
-  ioctls = 0;
-  steEvents = 0;
   private readonly fp: FirstPass;
   private readonly queue: Int32Array;
   private readonly log2size: number;
@@ -91,11 +94,30 @@ export class TrapCmdq implements TrapCounts {
     private readonly ramBase: number,
     private readonly ramBytes: number,
     private readonly vsids: readonly number[],
+    /**
+     * The counters (TRAP_COUNT_WORDS): private to the VMM thread, or words of
+     * the VMM's shared memory when every vCPU thread runs this emulation
+     * (trap-inline), written under its BQL.
+     */
+    private readonly counts: Int32Array = new Int32Array(TRAP_COUNT_WORDS),
   ) {
     this.log2size = i32[regs + Q_LOG2SIZE]!;
     const base = i32[regs + Q_BASE]! >>> 2;
     this.queue = i32.subarray(base, base + (4 << this.log2size));
     this.fp = new FirstPass(batch);
+  }
+
+  get forwarded(): number {
+    return this.counts[C_FORWARDED]!;
+  }
+  get handledByVmm(): number {
+    return this.counts[C_HANDLED]!;
+  }
+  get ioctls(): number {
+    return this.counts[C_IOCTLS]!;
+  }
+  get steEvents(): number {
+    return this.counts[C_STE_EVENTS]!;
   }
 
   /** Trapped write of SMMU_CMDQ_PROD. */
@@ -137,10 +159,10 @@ export class TrapCmdq implements TrapCounts {
       fp.run(this.queue, qs, cons, prod, this.feat);
       const n = fp.batchLen;
       if (n > 0) {
-        this.ioctls++;
+        this.counts[C_IOCTLS]!++;
         const rc = this.kernel.invalidate(n);
         const done = Math.min(this.kernel.entryNum, n);
-        this.forwarded += done;
+        this.counts[C_FORWARDED]! += done;
         if (rc !== 0 || done < n) {
           // QEMU accel: a failed forward is CERROR_ILL on the guest's queue, at the refused entry.
           const at = fp.batchPos[done < n ? done : n - 1]!;
@@ -175,7 +197,7 @@ export class TrapCmdq implements TrapCounts {
   /** Counters for the span [from, to) now consumed, of which `forwardedHere` went to the kernel; the rest the VMM handled. */
   private account(from: number, to: number, forwardedHere: number): void {
     const used = queueUsed(to, from, this.log2size);
-    this.handledByVmm += used - forwardedHere;
+    this.counts[C_HANDLED]! += used - forwardedHere;
     const r = this.regs;
     Atomics.add(this.i32, r + Q_STAT_CMDS, used); // unordered: statistics
     Atomics.add(this.i32, r + Q_STAT_SLOT_READS, used); // unordered: statistics
@@ -225,7 +247,7 @@ export class TrapCmdq implements TrapCounts {
     for (let k = 0; k < this.vsids.length; k++) {
       const vsid = this.vsids[k]!;
       const hit = range === -1 ? vsid === sid : range >= 31 || ((vsid ^ sid) >>> (range + 1)) === 0;
-      if (hit && this.kernel.cfgiSte(vsid) !== 0) this.steEvents++;
+      if (hit && this.kernel.cfgiSte(vsid) !== 0) this.counts[C_STE_EVENTS]!++;
     }
   }
 

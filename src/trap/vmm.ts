@@ -1,11 +1,13 @@
 // The VMM of the trap path, minus the thread: the per-VM state a VMM keeps
 // (its vSMMU's devices, the guest's STRTAB_BASE, its map of guest RAM), the
 // trapped register writes it serves, and the ioctls it makes on the kernel
-// thread through a mailbox. vmm.worker.ts runs it in a thread; the ops and
-// the guest-side transport are here so both sides share one definition.
+// thread through a mailbox. Two shapes run it: vmm.worker.ts in a thread of
+// its own (the iothread-style design, 'trap'), and each vCPU thread itself
+// under the VMM's BQL (QEMU's shape, 'trap-inline', exit.ts). The ops and
+// the guest-side transport are here so every side shares one definition.
 
 import type { SmmuFeatures } from '../features.ts';
-import { CTL_HEARTBEAT, MB_PAYLOAD_BYTES, VMM_CTL, mailboxWords, queueRegs } from '../layout.ts';
+import { CTL_HEARTBEAT, MB_PAYLOAD_BYTES, VMM_CTL, queueRegs } from '../layout.ts';
 import { MailboxClient, type MailboxHandle } from '../mailbox.ts';
 import { STE_BYTES } from '../model/structs.ts';
 import { MailboxTimeoutError, ServerDeadError } from '../waiter.ts';
@@ -43,6 +45,8 @@ export const TRAP_ERRNO = {
   NOSYS: -38,
   /** The ioctl got no answer in time. */
   KERNEL_TIMEOUT: -110,
+  /** trap-inline: the VMM's BQL was not released in time (a vCPU thread stuck or killed holding it). */
+  BQL_TIMEOUT: -35,
 } as const;
 
 /** The kernel reached through the IOMMU_HWPT_INVALIDATE / nested-STE ioctls. */
@@ -95,6 +99,19 @@ export interface VmmVm {
   strtabIpa: number;
 }
 
+/** A VM's STRTAB_BASE kept in a word of shared memory, so every thread running its VMM sees the guest's last write. */
+function sharedStrtab(vm: Omit<VmmVm, 'strtabIpa'>, i32: Int32Array, word: number): VmmVm {
+  return {
+    ...vm,
+    get strtabIpa(): number {
+      return Atomics.load(i32, word);
+    },
+    set strtabIpa(ipa: number) {
+      Atomics.store(i32, word, ipa); // publish: STRTAB_BASE (written under the BQL; read by whichever vCPU's CFGI_STE comes next)
+    },
+  };
+}
+
 /** Control messages host -> VMM thread (answered {id, ok, error?}). */
 export type VmmCtrl =
   | { id: number; op: 'addVm'; vmid: number; ramBase: number; ramBytes: number; vsids: number[] }
@@ -106,29 +123,36 @@ export class Vmm {
   private readonly traps = new Map<number, { q: TrapCmdq; vm: VmmVm }>();
   private readonly ioctl: MailboxClient;
 
-  constructor(private readonly i32: Int32Array, private readonly feat: SmmuFeatures, ioctlMailbox: MailboxHandle) {
+  /**
+   * `beat`: word offset of the HEARTBEAT the VMM bumps while it waits for an
+   * ioctl (its VMM thread's; -1 for none when the caller is a vCPU thread).
+   */
+  constructor(private readonly i32: Int32Array, private readonly feat: SmmuFeatures, ioctlMailbox: MailboxHandle, beat = VMM_CTL + CTL_HEARTBEAT) {
     // While an ioctl is in the kernel the VMM is alive: its heartbeat goes on, so vCPUs waiting on it do not give up.
-    this.ioctl = new MailboxClient(ioctlMailbox, VMM_CTL + CTL_HEARTBEAT);
+    this.ioctl = new MailboxClient(ioctlMailbox, beat);
   }
 
-  addVm(vmid: number, ramBase: number, ramBytes: number, vsids: number[]): void {
+  /** `strtabWord`: keep the VM's STRTAB_BASE in this shared word (-1: in this object, one VMM thread). */
+  addVm(vmid: number, ramBase: number, ramBytes: number, vsids: readonly number[], strtabWord = -1): void {
     if (this.vms.has(vmid)) throw new Error(`VMM: VMID ${vmid} already added`);
-    const vm: VmmVm = { vmid, ramBase, ramBytes, vsids: [...vsids], strtabIpa: 0 };
+    const base = { vmid, ramBase, ramBytes, vsids: [...vsids] };
+    const vm: VmmVm = strtabWord < 0 ? { ...base, strtabIpa: 0 } : sharedStrtab(base, this.i32, strtabWord);
     this.vms.set(vmid, { vm, kernel: new IoctlKernel(this.ioctl, vm) });
   }
 
-  /** Queue `qid` of VM `vmid`, whose vCPU exits through mailbox `mbid`. */
-  addQueue(qid: number, vmid: number, mbid: number): void {
+  /** Queue `qid` of VM `vmid`, whose vCPU exits through `exit` (a mailbox's word offset); `counts` as TrapCmdq's. */
+  addQueue(qid: number, vmid: number, exit: number, counts?: Int32Array): void {
     const v = this.vms.get(vmid);
     if (v === undefined) throw new Error(`VMM: no VM ${vmid}`);
     const { vm, kernel } = v;
-    const q = new TrapCmdq(this.i32, queueRegs(qid), qid, this.feat, kernel, kernel.batch, vm.ramBase, vm.ramBytes, vm.vsids);
-    this.traps.set(mailboxWords(mbid), { q, vm });
+    const q = new TrapCmdq(this.i32, queueRegs(qid), qid, this.feat, kernel, kernel.batch, vm.ramBase, vm.ramBytes, vm.vsids, counts);
+    this.traps.set(exit, { q, vm });
   }
 
   /**
-   * One trapped write through the mailbox at word offset `mb`; results[0] =
-   * 0 or a TRAP_ERRNO. Runs to completion: the VMM's device lock is this thread.
+   * One trapped write through exit `mb` (the word offset of the queue's
+   * mailbox); results[0] = 0 or a TRAP_ERRNO. Runs to completion: the VMM's
+   * device lock is its thread, or the BQL its caller holds (trap-inline).
    */
   trap(op: number, mb: number, a0: number, a1: number, res: Int32Array, r: number): void {
     const t = this.traps.get(mb);
