@@ -9,11 +9,12 @@ import type { SmmuFeatures } from '../src/features.ts';
 import { F } from '../src/fields.ts';
 import { GuestQueue, type QueueTransport } from '../src/guest.ts';
 import {
-  CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CONFIG, Q_CONS, Q_GERRORN, Q_LOG2SIZE, Q_PROD, queueRegs,
+  CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_VINTF,
+  queueRegs,
 } from '../src/layout.ts';
 import type { SmmuModel } from '../src/model/smmu.ts';
 import type { PollPolicy } from '../src/poll-policy.ts';
-import { VSmmu } from '../src/vsmmu.ts';
+import { VCMDQ_CMDSETS, VCMDQ_TEGRA241, VSmmu } from '../src/vsmmu.ts';
 import { MiB, makeVm, makeWorld, type Vm, type World } from './model-fixture.ts';
 
 /** What the model saw at one execute: the decoded command and the published state of every queue. */
@@ -102,14 +103,20 @@ export function makeRig(vms: { vmid: number; psids: number[]; asid?: number }[],
 
 let nextQid = 0;
 
-/** A queue of 2^log2 slots for `vmid`, registered and enabled as host.ts + kthread.worker.ts do. */
-export function addQueue(rig: Rig, vmid: number, log2: number): RigQueue {
+/**
+ * A queue of 2^log2 slots for `vmid`, registered and enabled as host.ts +
+ * kthread.worker.ts do; with `vintf` (a VINTF's word offset), a hardware
+ * VCMDQ as src/hw.ts opens it (Tegra241 command set).
+ */
+export function addQueue(rig: Rig, vmid: number, log2: number, vintf = 0): RigQueue {
   const qid = nextQid++ % 64;
   const regs = queueRegs(qid);
   const bytes = 16 << log2;
   const base = rig.w.layout.alloc(bytes, Math.max(bytes, 32));
   rig.i32[regs + Q_LOG2SIZE] = log2;
   rig.i32[regs + Q_BASE] = base;
+  rig.i32[regs + Q_VINTF] = vintf;
+  rig.i32[regs + Q_CMDSET] = vintf === 0 ? 0 : VCMDQ_CMDSETS.indexOf(VCMDQ_TEGRA241);
   rig.consumer.addQueue(qid, vmid);
   Atomics.store(rig.i32, regs + Q_CONFIG, CONFIG_EN);
   const q = { qid, regs, log2, ring: new Uint32Array(rig.w.mem, base, 4 << log2), prod: 0 };
@@ -178,6 +185,9 @@ export function attachGuest(rig: Rig, vmid: number, log2: number): GuestRig {
     ackGerror(gerror) {
       Atomics.store(rig.i32, regs + Q_GERRORN, gerror);
       if (g.pump) rig.consumer.pass();
+    },
+    writeConfig(config) {
+      Atomics.store(rig.i32, regs + Q_CONFIG, config);
     },
   };
   g.gq = new GuestQueue({
