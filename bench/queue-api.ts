@@ -1,6 +1,9 @@
 // The public queue API as the bench uses it (src/index.ts, plus the trap
 // path's module so 'trap' is registered), and the per-path set-up: each path
 // gets its own host, so the kernel thread's spin budget is a host property.
+// The gate's probe runs this file against an older src/ too: only the trap
+// and doorbell paths may be opened there, so the trap-qemu and hw branches
+// below reach no API the probe needs.
 import { buildTlbiNhVa, startHost, type Command, type GuestQueue, type Host, type Vm } from '../src/index.ts';
 import { stopTrapPath } from '../src/trap/path.ts';
 import { startThreads } from './affinity.ts';
@@ -25,6 +28,17 @@ export interface OpenedPath {
   tids: string[];
   /** The kernel thread's TID ('' when it could not be told apart). */
   kthreadTid: string;
+  /**
+   * A further queue of this path's VM (the throughput scenario's bigger
+   * ring), parked with the others while the path is not measured.
+   */
+  openQueue(log2size: number): Promise<GuestQueue>;
+  /**
+   * Run the path's own poller or park it: the hw path's SMMU polls, burning
+   * a CPU, while one of its queues is enabled, so on 2 CPUs it must poll
+   * only while the hw path is measured. A no-op on the other paths.
+   */
+  active(on: boolean): void;
   close(): Promise<void>;
 }
 
@@ -44,7 +58,9 @@ export interface PathOptions {
  */
 export function spinUsOf(name: QueuePathName): number | undefined {
   switch (name) {
-    case 'doorbell-spin': return SPIN_US;
+    // hw: the guest busy-polls CONS as Linux does on a Tegra241 VCMDQ (the host's spin budget is also the guests').
+    case 'doorbell-spin':
+    case 'hw': return SPIN_US;
     case 'doorbell-adaptive':
     case 'doorbell-haltpoll': return undefined;
     default: return 0;
@@ -59,6 +75,16 @@ export function spinUsOf(name: QueuePathName): number | undefined {
  */
 function pollOf(name: QueuePathName): { policy: string } | undefined {
   return name === 'doorbell-haltpoll' ? { policy: 'halt-poll' } : undefined;
+}
+
+/** The library path each bench path opens. */
+function libraryPath(name: QueuePathName): string {
+  switch (name) {
+    case 'trap': return 'trap';
+    case 'trap-qemu': return 'trap-inline';
+    case 'hw': return 'hw';
+    default: return 'doorbell';
+  }
 }
 
 async function stopHost(host: Host): Promise<void> {
@@ -77,13 +103,15 @@ async function stopHost(host: Host): Promise<void> {
 export function hostOptionsOf(name: QueuePathName, opts: PathOptions = {}): Record<string, unknown> {
   const spinUs = opts.spinUs ?? spinUsOf(name);
   const poll = pollOf(name);
-  // The slowdown models a slower doorbell consumer; the trap path is the reference it is compared with.
-  const slowdownNs = name === 'trap' ? 0 : (opts.slowdownNs ?? 0);
+  // The slowdown models a slower SW vCMDQ consumer; the trap paths and hw are the references it is compared with.
+  const doorbell = libraryPath(name) === 'doorbell';
+  const slowdownNs = doorbell ? (opts.slowdownNs ?? 0) : 0;
   const hostOpts: Record<string, unknown> = {};
   if (spinUs !== undefined) hostOpts['spinUs'] = spinUs;
   if (poll !== undefined) hostOpts['poll'] = poll;
   if (slowdownNs > 0) hostOpts['slowdownNs'] = slowdownNs;
-  if (opts.bypassModel === true && name !== 'trap') hostOpts['model'] = { bypass: true };
+  if (opts.bypassModel === true && doorbell) hostOpts['model'] = { bypass: true };
+  if (name === 'hw') hostOpts['cmdqv'] = true;
   return hostOpts;
 }
 
@@ -93,15 +121,29 @@ export async function openPath(name: QueuePathName, opts: PathOptions = {}): Pro
   const host = started.value;
   try {
     const vm = await host.createVm({ vmid: VMID, streams: [STREAM] });
-    const opened = await startThreads('server', () => vm.openQueue({ path: name === 'trap' ? 'trap' : 'doorbell' }));
+    const path = libraryPath(name);
+    const hw = name === 'hw';
+    const queues: GuestQueue[] = [];
+    const openQueue = async (log2size?: number): Promise<GuestQueue> => {
+      const q = await vm.openQueue(log2size === undefined ? { path } : { path, log2size });
+      // A hw queue opens enabled: park it until its path is measured.
+      if (hw) q.setEnabled(false);
+      queues.push(q);
+      return q;
+    };
+    const opened = await startThreads('server', () => openQueue());
     return {
       name, host, vm, queue: opened.value, tids: [...started.tids, ...opened.tids],
       kthreadTid: started.tids.length === 1 ? started.tids[0]! : '',
+      openQueue,
+      active: (on) => {
+        if (hw) for (const q of queues) q.setEnabled(on);
+      },
       close: () => stopHost(host),
     };
   } catch (e) {
     await stopHost(host);
-    if (name === 'trap' && e instanceof Error) throw new BenchUnavailableError(`trap path: ${e.message}`);
+    if (libraryPath(name) !== 'doorbell' && e instanceof Error) throw new BenchUnavailableError(`${name} path: ${e.message}`);
     throw e;
   }
 }

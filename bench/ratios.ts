@@ -11,6 +11,8 @@ import type { BaselinePathName, Params, PathName, ResultRow, ScenarioName } from
 export function baselineFor(path: PathName): BaselinePathName {
   switch (path) {
     // A polling kernel thread's floor; the adaptive poller polls back-to-back round trips.
+    // hw: the SMMU polls PROD and the guest polls CONS, a spin ping-pong plus the work.
+    case 'hw':
     case 'doorbell-spin':
     case 'doorbell-adaptive': return 'atomics-spin';
     case 'doorbell-sleep':
@@ -19,9 +21,9 @@ export function baselineFor(path: PathName): BaselinePathName {
   }
 }
 
-/** A doorbell path (any kernel-thread policy): the rows compared with trap. */
+/** A path that skips the trap (any doorbell policy, hw): the rows compared with trap (iothread-style). */
 export function isDoorbell(path: PathName): boolean {
-  return path.startsWith('doorbell-');
+  return path.startsWith('doorbell-') || path === 'hw';
 }
 
 function sameParams(a: Params, b: Params): boolean {

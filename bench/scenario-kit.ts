@@ -68,14 +68,17 @@ export async function openPaths(ctx: ScenarioContext, notes: string[], names: re
  * One blocking submit (TLBI_NH_VA + CMD_SYNC) per sample, of one command
  * given as its 4 words (`submitWords`, params.api 'words') or as a command
  * object (`submit`, the convenience API, api 'objects'; its options object is
- * built once). Neither form allocates per sample.
+ * built once). Neither form allocates per sample. `engine`: the path's own
+ * poller (OpenedPath.active), run only while this path samples, with one
+ * untimed submit after starting it so no sample pays its wake-up.
  */
 export class SubmitPath implements LatencyPath {
   readonly params: Params;
   private readonly words: Uint32Array | null;
   private readonly cmds: readonly Command[] | null;
   private readonly opts: { cs: LibCsMode; timeoutMs: number };
-  constructor(readonly name: QueuePathName, private readonly q: GuestQueue, command: Uint32Array | readonly Command[], private readonly cs: CsMode, private readonly timeoutMs: number) {
+  constructor(readonly name: QueuePathName, private readonly q: GuestQueue, command: Uint32Array | readonly Command[], private readonly cs: CsMode, private readonly timeoutMs: number,
+    private readonly engine?: { active(on: boolean): void }) {
     this.words = command instanceof Uint32Array ? command : null;
     this.cmds = command instanceof Uint32Array ? null : command;
     this.params = { cs, api: this.words !== null ? 'words' : 'objects' };
@@ -83,13 +86,21 @@ export class SubmitPath implements LatencyPath {
   }
 
   sample(out: Float64Array, from: number, count: number): void {
-    const { q, words, cmds, cs, timeoutMs, opts } = this;
-    const end = from + count;
-    for (let i = from; i < end; i++) {
-      const t0 = performance.now();
-      if (words !== null) q.submitWords(words, 1, cs as LibCsMode, timeoutMs);
-      else q.submit(cmds!, opts);
-      out[i] = (performance.now() - t0) * 1000;
+    const { q, words, cmds, cs, timeoutMs, opts, engine } = this;
+    if (engine !== undefined) {
+      engine.active(true);
+      q.submit(cmds ?? [], opts);
+    }
+    try {
+      const end = from + count;
+      for (let i = from; i < end; i++) {
+        const t0 = performance.now();
+        if (words !== null) q.submitWords(words, 1, cs as LibCsMode, timeoutMs);
+        else q.submit(cmds!, opts);
+        out[i] = (performance.now() - t0) * 1000;
+      }
+    } finally {
+      engine?.active(false);
     }
   }
 
@@ -99,16 +110,27 @@ export class SubmitPath implements LatencyPath {
   }
 }
 
-/** Keeps the CS modes a path accepts (one probe submit each); refusals become notes. */
+/**
+ * Keeps the CS modes a path accepts (one probe submit each); refusals become
+ * notes, and a refused command is skipped (Linux's __arm_smmu_cmdq_skip_err)
+ * so the queue goes on. The hw path's SMMU polls only while it probes and samples.
+ */
 export function csVariants(o: OpenedPath, words: Uint32Array, timeoutMs: number, notes: string[]): SubmitPath[] {
   const variants: SubmitPath[] = [];
-  for (const cs of CS_MODES) {
-    try {
-      o.queue.submitWords(words, 1, cs, timeoutMs);
-      variants.push(new SubmitPath(o.name, o.queue, words, cs, timeoutMs));
-    } catch (e) {
-      notes.push(`${o.name}: CS=${cs.toUpperCase()} not supported (${e instanceof Error ? e.message : String(e)})`);
+  const engine = o.name === 'hw' ? o : undefined;
+  engine?.active(true);
+  try {
+    for (const cs of CS_MODES) {
+      try {
+        o.queue.submitWords(words, 1, cs, timeoutMs);
+        variants.push(new SubmitPath(o.name, o.queue, words, cs, timeoutMs, engine));
+      } catch (e) {
+        notes.push(`${o.name}: CS=${cs.toUpperCase()} not supported (${e instanceof Error ? e.message : String(e)})`);
+        if (o.queue.skipFaultingCommand()) o.queue.drain(timeoutMs);
+      }
     }
+  } finally {
+    engine?.active(false);
   }
   return variants;
 }

@@ -3,12 +3,23 @@
 export const SCENARIOS = ['baseline', 'roundtrip', 'unmap', 'throughput', 'svastorm', 'gapsweep', 'anatomy', 'simcheck'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-/** doorbell-sleep / -spin: fixed kernel-thread budgets (0, 50 µs); doorbell-adaptive: startHost's default poller. */
+/**
+ * trap: iothread-style (a VMM thread serves the exits); doorbell-sleep /
+ * -spin: fixed kernel-thread budgets (0, 50 µs); doorbell-adaptive:
+ * startHost's default poller.
+ */
 export const PATHS = ['trap', 'doorbell-sleep', 'doorbell-spin', 'doorbell-adaptive'] as const;
+/**
+ * Paths of the roundtrip and throughput scenarios besides PATHS: trap-qemu
+ * (QEMU's shape: the exit handled on the vCPU's thread under the BQL,
+ * library path 'trap-inline') and hw (a Tegra241 hardware VCMDQ, its SMMU
+ * polling while it is measured).
+ */
+export const MORE_PATHS = ['trap-qemu', 'hw'] as const;
 /** Reference policies measured in the gap sweep only: KVM's halt polling, the anchor the adaptive poller is judged against. */
 export const REFERENCE_PATHS = ['doorbell-haltpoll'] as const;
 export const BASELINE_PATHS = ['atomics-wait', 'atomics-spin', 'postmessage'] as const;
-export type QueuePathName = (typeof PATHS)[number] | (typeof REFERENCE_PATHS)[number];
+export type QueuePathName = (typeof PATHS)[number] | (typeof REFERENCE_PATHS)[number] | (typeof MORE_PATHS)[number];
 export type BaselinePathName = (typeof BASELINE_PATHS)[number];
 export type PathName = QueuePathName | BaselinePathName;
 
