@@ -158,6 +158,7 @@ describe('hw path: a Tegra241 VCMDQ on real threads', () => {
     await host.stop();
     host = await startHost({ cmdqv: true });
     const v = await makeVm(host, 3, 0x30);
+    const left = host.queuesLeft;
     const arg = async (o: object): Promise<unknown> => ((await v.vm.openQueue(o as never).catch((x: unknown) => x)) as { argument?: string }).argument;
     expect(await arg({ path: 'hw', cmdset: 'wide' })).toBe('openQueue: cmdset');
     expect(await arg({ path: 'hw', log2size: 0 })).toBe('openQueue: log2size');
@@ -166,7 +167,7 @@ describe('hw path: a Tegra241 VCMDQ on real threads', () => {
     expect(((await many.openQueue({ path: 'hw' }).catch((x: unknown) => x)) as { argument?: string }).argument).toBe('openQueue: path');
     const big = await host.createVm({ vmid: 10, streams: [{ vsid: 2 ** 31, psid: 0x200 }] });
     expect(((await big.openQueue({ path: 'hw' }).catch((x: unknown) => x)) as { argument?: string }).argument).toBe('openQueue: path');
-    expect(host.queuesLeft).toBe(64); // nothing was provisioned
+    expect(host.queuesLeft).toBe(left); // nothing was provisioned
     const r = await startHost({ cmdqv: 'yes' as unknown as boolean }).catch((x: unknown) => x);
     expect((r as { argument?: string }).argument).toBe('startHost: cmdqv');
   });

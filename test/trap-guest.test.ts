@@ -67,7 +67,9 @@ describe.each(TRAP_PATHS)('CFGI_STE from a guest thread, %s', (path) => {
     expect(() => q.setStreamTableBase(t.vm.ramBytes)).toThrow(/errno 22/);
     expect(() => q.setStreamTableBase(0x1010)).toThrow(/errno 22/); // not 64-byte aligned
   });
+});
 
+describe('STRTAB_BASE without a trap lane', () => {
   it('a doorbell-only queue has no STRTAB_BASE to write', async () => {
     host = await startHost();
     const t = await makeVm(host, 2, 0x10);
