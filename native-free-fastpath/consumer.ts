@@ -130,7 +130,10 @@ export class Consumer {
     policy?: PollPolicy,
   ) {
     this.policy = policy ?? new FixedPoll(1000 * i32[ctl + CTL_SPIN_US]!);
-    this.mailboxes = new MailboxServer(i32);
+    // The crash test hook is read after a request is seen, as after PROD in consume(): a test's request meets a dead thread.
+    this.mailboxes = new MailboxServer(i32, () => {
+      if (Atomics.load(i32, ctl + CTL_CRASH) !== 0) this.hooks?.crash();
+    });
     this.mailboxes.register(KTHREAD_OP.TRANSLATE, (m, base) => {
       const a = base + MB_ARG0;
       const out = this.tr;

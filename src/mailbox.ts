@@ -177,7 +177,12 @@ export class MailboxServer {
   /** Dense copy of `ids` as word offsets, rebuilt on add: the poll loop reads only this. */
   private bases = new Int32Array(0);
 
-  constructor(private readonly i32: Int32Array) {}
+  /**
+   * `onRequest` runs after a request is seen and before it is served (the
+   * kernel thread's crash test hook: a request published after the hook was
+   * armed is then never served, as a PROD is never consumed).
+   */
+  constructor(private readonly i32: Int32Array, private readonly onRequest: (() => void) | null = null) {}
 
   register(op: number, handler: MailboxHandler): void {
     this.handlers.set(op, handler);
@@ -203,6 +208,7 @@ export class MailboxServer {
     for (let k = 0; k < b.length; k++) {
       const base = b[k]!;
       if (Atomics.load(i32, base + MB_STATE) !== MAILBOX_STATE.REQUEST) continue;
+      this.onRequest?.();
       const h = this.handlers.get(i32[base + MB_OP]!);
       if (h === undefined) i32[base + MB_RES0] = MB_ENOSYS;
       else {
