@@ -11,8 +11,7 @@ const H = 560;
 const M = { left: 70, right: 20, top: 50, bottom: 60 };
 const PALETTE: Record<string, string> = {
   trap: '#d62728',
-  'trap-qemu': '#ff7f0e',
-  hw: '#8c564b',
+  'trap-qemu': '#bcbd22',
   'doorbell-sleep': '#1f77b4',
   'doorbell-spin': '#2ca02c',
   'doorbell-adaptive': '#ff7f0e',
