@@ -21,7 +21,7 @@ import { CERROR } from '../src/errors.ts';
 import type { SmmuFeatures } from '../src/features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
-  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS,
+  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS,
   CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
@@ -29,7 +29,7 @@ import {
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
 import { FixedPoll, type PollPolicy } from '../src/poll-policy.ts';
-import { queueIncProd, queuePosMask } from '../src/queue.ts';
+import { queueIncProd, queuePosMask, queueUsed } from '../src/queue.ts';
 import { VCMDQ_CMDSETS, type VcmdqCmdset, type VSmmu } from '../src/vsmmu.ts';
 import { readVintf } from '../src/vintf.ts';
 import { calibrateWork, work } from './slowdown.ts';
@@ -185,7 +185,7 @@ export class Consumer {
     const i32 = this.i32;
     const ctl = this.ctl;
     if (Atomics.load(i32, ctl + CTL_CTRL) !== this.ctrlSeen || Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING
-      || Atomics.load(i32, ctl + CTL_CRASH) !== 0) return true;
+      || this.crashNow()) return true;
     const qs = this.queues;
     for (let k = 0; k < qs.length; k++) if (this.wantsService(qs[k]!)) return true;
     return this.hwPolling() || this.mailboxes.hasWork();
@@ -240,7 +240,7 @@ export class Consumer {
     // STARTING -> RUNNING only: a stop() that came first (STOPPING) is not overwritten.
     Atomics.compareExchange(i32, ctl + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING); // publish: STATE RUNNING
     for (;;) {
-      if (Atomics.load(i32, ctl + CTL_CRASH) !== 0) hooks.crash();
+      if (this.crashNow()) hooks.crash();
       const ctrl = Atomics.load(i32, ctl + CTL_CTRL);
       if (ctrl !== this.ctrlSeen) {
         this.ctrlSeen = ctrl;
@@ -304,11 +304,17 @@ export class Consumer {
     // WR_WRAP are RES0 and ignored; a PROD further ahead than the free space
     // (or behind CONS) is UNPREDICTABLE, and this SMMU, as QEMU's
     // smmuv3_cmdq_consume, consumes up to the masked value (at most two laps).
-    const prod = Atomics.load(i32, r + Q_PROD) & q.posMask; // acquire: slots up to PROD are written
+    let prod = Atomics.load(i32, r + Q_PROD) & q.posMask; // acquire: slots up to PROD are written
     // The crash test hook is read after PROD: a PROD published after the
     // hook was armed is then never consumed (seq_cst order), so a test can
-    // rely on its submission meeting a dead thread.
-    if (Atomics.load(i32, this.ctl + CTL_CRASH) !== 0) this.hooks?.crash();
+    // rely on its submission meeting a dead thread. Armed to fail mid-pass,
+    // it shortens this pass to end at the fatal command instead.
+    let crashAtEnd = false;
+    if (Atomics.load(i32, this.ctl + CTL_CRASH) !== 0) {
+      const end = this.crashPoint(q, prod);
+      crashAtEnd = end >= 0;
+      if (crashAtEnd) prod = end;
+    }
     let cons = q.cons;
     const u = this.u;
     const f = this.f;
@@ -368,11 +374,35 @@ export class Consumer {
     }
     q.cons = cons;
     i32[r + Q_STAT_PASSES]!++;
+    // The mid-pass crash hook: everything up to here executed, the commands since the last CMD_SYNC are not yet published as consumed.
+    if (crashAtEnd) this.hooks?.crash();
     if (cons !== published) {
       Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
       if (Atomics.load(i32, r + Q_WAITERS) !== 0) Atomics.notify(i32, r + Q_CONS);
     }
     return done;
+  }
+
+  /** The crash hook asks to fail now (armed, with no mid-pass countdown). Costs one load while unarmed. */
+  private crashNow(): boolean {
+    return Atomics.load(this.i32, this.ctl + CTL_CRASH) !== 0 && Atomics.load(this.i32, this.ctl + CTL_CRASH_AFTER) === 0;
+  }
+
+  /**
+   * The armed crash hook meets a pass of `q` up to `prod`: fail now when no
+   * countdown is set; otherwise return where the pass must stop to fail
+   * after its fatal command, or -1 when the countdown outlasts this pass
+   * (counted down by the commands it takes). Test-only: runs only while
+   * CTL_CRASH is armed.
+   */
+  private crashPoint(q: QueueEntry, prod: number): number {
+    const i32 = this.i32;
+    const after = Atomics.load(i32, this.ctl + CTL_CRASH_AFTER);
+    if (after === 0) this.hooks?.crash();
+    const avail = queueUsed(prod, q.cons, q.log2size);
+    if (avail >= after) return queueIncProd(q.cons, after, q.log2size);
+    Atomics.store(i32, this.ctl + CTL_CRASH_AFTER, after - avail); // unordered: the countdown (test hook); the host wrote it before arming
+    return -1;
   }
 
   /** CMD_SYNC at CONS-1 completed: the signal its CS asks for, with CONS published past it. */

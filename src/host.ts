@@ -18,7 +18,7 @@ import { ArgumentError } from './errors.ts';
 import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts';
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
-  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
+  CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_CRASH_AFTER, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
   CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MB_STATE, Q_BASE,
   Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VINTF, Q_VMID, SERVER_STATE, mailboxWords, mmioBytes, notifyQueueWaiters, queueRegs,
   type CrashHow,
@@ -305,6 +305,7 @@ export class Host {
     const i32 = this.i32;
     // The dead thread's words: the crash hook disarmed, nobody asleep, STARTING until the new one runs.
     Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 0); // unordered: no thread serves this block now
+    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH_AFTER, 0); // unordered: as above
     Atomics.store(i32, KTHREAD_CTL + CTL_SLEEPING, 0); // unordered: as above
     // publish: EPOCH before STATE leaves DEAD, so a waiter that sees the new STATE also sees it slept through a death.
     Atomics.add(i32, KTHREAD_CTL + CTL_EPOCH, 1);
@@ -473,6 +474,22 @@ export class Host {
    */
   crashKernelThreadOnNextPass(how: CrashHow = 'exit'): void {
     Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, CRASH_CODE[how]); // publish: CRASH request (test hook), read at the next pass
+  }
+
+  /**
+   * Test hook: the kernel thread fails inside a pass, right after executing
+   * the `commands`-th command it consumes from now on (any queue) and before
+   * publishing CONS past it: the commands it consumed since its last
+   * CMD_SYNC are executed but not published as consumed, so a restart runs
+   * them again. When that command is a CMD_SYNC, everything up to it is
+   * published (completeSync) and nothing runs again.
+   */
+  crashKernelThreadAfter(commands: number, how: CrashHow = 'exit'): void {
+    checkInt('crashKernelThreadAfter: commands', commands, 1, 2 ** 31 - 1, 'commands');
+    if (typeof how !== 'string' || !Object.hasOwn(CRASH_CODE, how)) throw new ArgumentError('crashKernelThreadAfter: how', `must be 'exit', 'throw' or 'wedge', got ${show(how)}`);
+    // publish: the countdown before the CRASH word that arms it, so the thread never sees CRASH without its countdown.
+    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH_AFTER, commands);
+    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, CRASH_CODE[how]); // publish: CRASH request (test hook)
   }
 }
 

@@ -134,6 +134,15 @@ export const CRASH = { EXIT: 1, THROW: 2, WEDGE: 3 } as const;
 export type CrashHow = 'exit' | 'throw' | 'wedge';
 export const CRASH_CODE: Record<CrashHow, number> = { exit: CRASH.EXIT, throw: CRASH.THROW, wedge: CRASH.WEDGE };
 /**
+ * Line 0: test hook: with CTL_CRASH armed, 0 fails at the next pass; k > 0
+ * fails mid-pass, right after the k-th command consumed from now on and
+ * before the CONS store that would publish it as consumed (the window in
+ * which a restart runs a command again). The host stores it before
+ * CTL_CRASH; the kernel thread counts it down across passes. Read only while
+ * CTL_CRASH is armed, so it costs the consume loop nothing.
+ */
+export const CTL_CRASH_AFTER = 3;
+/**
  * Line 1 (written by the server, rarely): need-wakeup flag, 1 while it may be
  * asleep. Every producer's kick reads it, so nothing the server writes per
  * pass may share its line (a per-pass write would cost each kick a line
