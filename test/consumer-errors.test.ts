@@ -9,7 +9,7 @@ import { buildCfgiSte, buildCmdSync, buildTlbiNhAll, buildTlbiNhAsid, buildTlbiN
 import { CERROR } from '../src/errors.ts';
 import { CS, F, OP } from '../src/fields.ts';
 import {
-  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
+  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
   GERROR_MSI_CMDQ_ABT, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MB_ARG0, MB_OP, MB_PAYLOAD, MB_RES0, MB_STATE, Q_BASE, Q_CONFIG,
   Q_CMDSET, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_WAITERS, SERVER_STATE, STATUS_ENABLED, mailboxWords, queueRegs,
@@ -319,6 +319,39 @@ describe('service bookkeeping', () => {
     // pass() itself checks the hook after reading PROD (the hooks are the ones run() was given).
     expect(() => rig.consumer.pass()).toThrow('crashed');
     expect(rig.model.log).toEqual([]);
+  });
+
+  it('the mid-pass crash hook: the pass stops right after its k-th command, CONS published past the last CMD_SYNC only', () => {
+    const { rig, q } = rig1(4);
+    const i32 = rig.i32;
+    const crashed = { control: () => {}, crash: () => { throw new Error('crashed'); } };
+    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH_AFTER, 4);
+    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 1);
+    // Armed with a countdown, the hook wants no service of its own: an idle thread may sleep.
+    expect(rig.consumer.hasWork()).toBe(false);
+    submit(rig, q, [asid(1), asid(2), sync(CS.NONE), asid(3), asid(4)]);
+    expect(() => rig.consumer.run(crashed)).toThrow('crashed');
+    // Executed: 1, 2, the sync (which published CONS past itself), 3; command 4 never read.
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([1, 2, 3]);
+    expect([reg(rig, q, Q_STAT_CMDS), reg(rig, q, Q_STAT_SYNCS)]).toEqual([4, 1]);
+    // NH_ASID 3 ran but is not published as consumed: a restart resumes at it and runs it again.
+    expect(consPos(rig, q)).toBe(3);
+  });
+
+  it('the mid-pass crash hook counts down across passes, and a countdown ending on a CMD_SYNC leaves nothing unpublished', () => {
+    const { rig, q } = rig1(4);
+    const i32 = rig.i32;
+    submit(rig, q, [asid(1)]);
+    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH_AFTER, 3);
+    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 1);
+    // A pass shorter than the countdown runs whole, published, and counts it down.
+    expect(rig.consumer.pass()).toBe(1);
+    expect(consPos(rig, q)).toBe(1);
+    expect(i32[KTHREAD_CTL + CTL_CRASH_AFTER]).toBe(2);
+    submit(rig, q, [asid(2), sync(CS.NONE), asid(3)]);
+    expect(() => rig.consumer.run({ control: () => {}, crash: () => { throw new Error('crashed'); } })).toThrow('crashed');
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([1, 2]);
+    expect(consPos(rig, q)).toBe(3);
   });
 
   it('NH_VA through the queue reaches the model with the forced VMID and the address', () => {
