@@ -6,6 +6,7 @@ import { ACCESS, PROT } from '../src/index.ts';
 import type { LatencyPath } from './baselines.ts';
 import { latencyRow, runInterleaved, type Profile } from './harness.ts';
 import { SubmitPath, closeAll, csVariants, openPaths, startBaselines, type ScenarioDef } from './scenario-kit.ts';
+import { mp } from './scenario-mp.ts';
 import { ASID, STREAM, tlbiNhVaCommand, tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
 import { BASELINE_PATHS, MORE_PATHS, PATHS, type Params, type PathName, type QueuePathName } from './types.ts';
 import { anatomy } from './scenario-anatomy.ts';
@@ -223,7 +224,7 @@ const unmap: ScenarioDef = {
   run: runUnmap,
 };
 
-export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep, anatomy, simcheck];
+export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep, anatomy, simcheck, mp];
 
 export function scenarioByName(name: string): ScenarioDef | undefined {
   return SCENARIO_REGISTRY.find((s) => s.name === name);
