@@ -3,14 +3,15 @@
 // direct call. Threads are exercised in trap-threads.test.ts.
 
 import { describe, expect, it } from 'vitest';
-import { buildCfgiSte, buildCmdSync, buildTlbiNhAsid } from '../src/codec.ts';
-import { DEFAULT_FEATURES } from '../src/features.ts';
+import { buildCfgiSte, buildCmdSync, buildTlbiNhAsid, encodeWords } from '../src/codec.ts';
+import { DEFAULT_FEATURES, makeFeatures } from '../src/features.ts';
 import { CS, OP } from '../src/fields.ts';
 import { CONS_ERR_SHIFT, GERROR_CMDQ_ERR, MB_PAYLOAD_BYTES, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN } from '../src/layout.ts';
 import { FirstPass, ILL_NOT_FOR_GUEST, STOP, firstPassIllText } from '../src/trap/firstpass.ts';
 import { TRAP_ERR_KIND } from '../src/trap/cmdq.ts';
 import { EINVAL, EIO, HwptInvalidate, KERNEL_BLOCK } from '../src/trap/iommufd.ts';
 import { VSmmu } from '../src/vsmmu.ts';
+import { cmd } from './model-fixture.ts';
 import { CONVERT, IOMMUFD_ILLEGAL, RecordingSink, Rig, hexWords, vsmmuOf, words4 } from './trap-helpers.ts';
 
 const vs = () => new VSmmu(5, [[0x10, 0x20008], [0x18, 0x30100]]);
@@ -299,5 +300,35 @@ describe('VMM queue emulation with a direct kernel', () => {
     // The ring's 8 entries once, then the first 4 again: what the slots held.
     const ids = [...Array.from({ length: 8 }, (_, i) => i), ...Array.from({ length: 8 + 4 }, (_, i) => i % 8)];
     expect((rig.sink as RecordingSink).commands()).toEqual(ids.map(hostAsid));
+  });
+});
+
+describe('FirstPass: which commands the VMM forwards and which it consumes itself', () => {
+  // The seed thread: the kernel executes the stage-1 invalidations (TLBI_NH_*, TLBI_NSNH_ALL, ATC_INV, CFGI_CD*);
+  // PREFETCH_*, PRI_RESP, RESUME and STALL_TERM are the VMM's, and need no action in this emulation.
+  const feat = makeFeatures({ PRI: true, STALL_MODEL: 0 });
+  const one = (op: keyof typeof OP): FirstPass => {
+    const q = new Uint32Array(4 * 4);
+    const f = cmd(op, op === 'TLBI_NH_VA' || op === 'TLBI_NH_VAA' ? { addr: 0x1000 } : {});
+    encodeWords(f, q.subarray(0, 4));
+    const fp = new FirstPass(new Uint32Array(4));
+    fp.run(q, 2, 0, 1, feat);
+    return fp;
+  };
+  for (const op of ['TLBI_NH_ALL', 'TLBI_NH_ASID', 'TLBI_NH_VA', 'TLBI_NH_VAA', 'TLBI_NSNH_ALL', 'ATC_INV', 'CFGI_CD', 'CFGI_CD_ALL'] as const) {
+    it(`${op} is batched for the kernel`, () => {
+      const fp = one(op);
+      expect([fp.stop, fp.batchLen, fp.handledByVmm, fp.end]).toEqual([STOP.PROD, 1, 0, 1]);
+    });
+  }
+  for (const op of ['PREFETCH_CONFIG', 'PREFETCH_ADDR', 'PRI_RESP', 'RESUME', 'STALL_TERM'] as const) {
+    it(`${op} is consumed by the VMM`, () => {
+      const fp = one(op);
+      expect([fp.stop, fp.batchLen, fp.handledByVmm, fp.end]).toEqual([STOP.PROD, 0, 1, 1]);
+    });
+  }
+  it('a batch buffer of one command is enough; less is refused', () => {
+    expect(new FirstPass(new Uint32Array(4)).capacity).toBe(1);
+    expect(() => new FirstPass(new Uint32Array(3))).toThrow(RangeError);
   });
 });
