@@ -9,8 +9,8 @@
 // once each) and the queue's CMD_SYNC count equal to markers + closing syncs +
 // skipped commands (each replaced by a CMD_SYNC) proves "exactly once".
 //
-// VCMDQ_MP_COMMANDS sets the commands per path (default 100,000, to keep
-// the suite near its budget on 2 shared cores; the issue's figure is 10^6).
+// VCMDQ_MP_COMMANDS sets the commands per path (default 10^6, the issue's
+// figure: about 4 s a path on an idle 2-core machine).
 import { describe, expect, it } from 'vitest';
 import { encodeCommand } from '../src/codec.ts';
 import { QueueError, type GuestQueue } from '../src/guest.ts';
@@ -18,7 +18,7 @@ import type { Host } from '../src/host.ts';
 import '../src/trap/path.ts';
 import { IOVA, evalWorker, makeVm, mapPage, outcome, pageOfPa, withHost } from './doorbell-helpers.ts';
 
-const TOTAL = Number(process.env['VCMDQ_MP_COMMANDS'] ?? 100_000);
+const TOTAL = Number(process.env['VCMDQ_MP_COMMANDS'] ?? 1_000_000);
 /** Guest IPA of marker 0 (the guest's own half of RAM, above the data pages). */
 const MARK_IPA = 0x10_0000;
 const RAM = 16 << 20;
@@ -43,8 +43,15 @@ const CALLER = `
     let next = first, checkedTo = first, calls = 0, errors = 0;
     const end = first + count;
     while (next < end) {
-      const n = Math.min(1 + Math.floor(Math.random() * 64), end - next);
-      const bad = Math.random() < n / badEvery ? Math.floor(Math.random() * n) : -1;
+      let n = Math.min(1 + Math.floor(Math.random() * 64), end - next);
+      const bad = Math.random() < n / badEvery ? Math.floor(Math.random() * Math.min(n, 63)) : -1;
+      // A call with a refused command stays in one reservation (n + its sync
+      // <= 64 slots), so its closing sync is always sent: a 64-command call
+      // is two, and a QueueError raised while it waits for space for the
+      // second (the sync alone) leaves that batch unsent, as the README says
+      // of batches not yet reserved, and the sync count below would be one
+      // short for a reason that is not a lost command.
+      if (bad >= 0) n = Math.min(n, 63);
       for (let k = 0; k < n; k++) {
         if (k === bad) { words.fill(0, 4 * k, 4 * k + 4); continue; }
         words.set(tmpl, 4 * k);
