@@ -6,7 +6,7 @@
 import { ArgumentError } from '../errors.ts';
 import { checkInt, checkOptions } from '../args.ts';
 import { Sim } from './engine.ts';
-import { HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName, type SimWorkload } from './paths.ts';
+import { batchCommands, HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName, type SimWorkload } from './paths.ts';
 import { ADAPTIVE_DEFAULTS, AdaptivePoll, FixedPoll, type AdaptiveParams, type PollPolicy } from '../poll-policy.ts';
 import { checkProfile, meanNs, type SimProfile } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
@@ -161,8 +161,11 @@ export function runSim(config: SimConfig): SimResult {
     }
   }
   for (const v of vs) v.start();
-  // Bound: a few dozen events per unmap; a model that reschedules forever ends in SimLimitError.
-  const events = sim.run(64 * vcpus * unmaps + 1000);
+  // Bound: a few dozen events per publish (an unmap or round trip is one; a
+  // batch iteration is batchCommands / batch of them, 64 at batch 1); a
+  // model that reschedules forever ends in SimLimitError.
+  const publishesPerOp = workload.kind === 'batch' ? batchCommands(workload.batch) / workload.batch : 1;
+  const events = sim.run(64 * vcpus * unmaps * publishesPerOp + 1000);
   const elapsedNs = Math.max(...vs.map((v) => v.finishedAt));
   for (const v of vs) {
     if (v.done !== unmaps) throw new Error(`sim: vCPU ${v.id} finished ${v.done} of ${unmaps} unmaps (the event queue ran dry: a lost completion)`);
