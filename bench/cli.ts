@@ -77,7 +77,7 @@ export async function benchMain(argv: readonly string[]): Promise<number> {
   });
   process.stdout.write(`${formatReport(report)}\n`);
   writeOutputs(report, values.json, values.svg);
-  return report.measured.length > 0 ? 0 : 1;
+  return report.measured.length > 0 && report.failed.length === 0 ? 0 : 1;
 }
 
 /** An output file must be writable BEFORE a run of minutes, not found unwritable after it. */

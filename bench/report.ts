@@ -13,6 +13,8 @@ export interface BenchReport {
   profile: Profile;
   measured: MeasuredRow[];
   unavailable: { scenario: ScenarioName; reason: string }[];
+  /** Scenarios that threw (a bug, not a missing facility): the others still run and are reported; the bench exits 1. */
+  failed: { scenario: ScenarioName; error: string }[];
   notes: string[];
 }
 
@@ -32,7 +34,7 @@ export interface BenchOptions {
 export async function runBench(opts: BenchOptions): Promise<BenchReport> {
   const { profile, progress } = opts;
   const machine = await machineInfo();
-  const report: BenchReport = { machine, placement: null, profile, measured: [], unavailable: [], notes: [] };
+  const report: BenchReport = { machine, placement: null, profile, measured: [], unavailable: [], failed: [], notes: [] };
   if (opts.slowdownNs) report.notes.push(`injected slowdown: ${opts.slowdownNs} ns of work per command in the doorbell kernel threads`);
   const selected = SCENARIO_REGISTRY.filter((s) => opts.scenarios.includes(s.name));
   const wantBaseline = selected.some((s) => s.name === 'baseline');
@@ -47,7 +49,13 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
       progress.log(`[bench] ${s.name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       return true;
     } catch (e) {
-      if (!(e instanceof BenchUnavailableError)) throw e;
+      if (!(e instanceof BenchUnavailableError)) {
+        // One scenario's bug must not cost the minutes of results the others measured.
+        const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+        report.failed.push({ scenario: s.name, error });
+        progress.log(`[bench] ${s.name}: FAILED: ${error}`);
+        return false;
+      }
       report.unavailable.push({ scenario: s.name, reason: e.message });
       progress.log(`[bench] ${s.name}: ${e.message}`);
       return false;
@@ -131,6 +139,7 @@ export function formatReport(report: BenchReport): string {
     out.push('', `## ${s}`, table(header, body));
   }
   for (const u of report.unavailable) out.push('', `## ${u.scenario}: not measured (${u.reason})`);
+  for (const f of report.failed) out.push('', `## ${f.scenario}: FAILED (${f.error})`);
   if (report.notes.length > 0) out.push('', 'notes:', ...report.notes.map((n) => `  - ${n}`));
   return out.join('\n');
 }
@@ -143,6 +152,7 @@ export function toJsonDocument(report: BenchReport): object {
     profile: { name, warmup, samples, rounds, rewarm },
     results: report.measured.map((x) => x.row),
     unavailable: report.unavailable,
+    failed: report.failed,
     notes: report.notes,
   };
 }
