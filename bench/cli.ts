@@ -15,7 +15,7 @@ import { SCENARIOS, type ScenarioName } from './types.ts';
 
 export const BENCH_USAGE = `usage: vcmdq bench [--quick] [--scenario NAME]... [--json FILE] [--svg FILE]
   scenarios: ${SCENARIOS.join(', ')} (default: all)
-  --quick      fewer samples (whole run under 60 s on 2 cores)
+  --quick      fewer samples (whole run ~2.5 min on 2 cores, most of it throughput)
   --json FILE  results document (schema: README "Benchmark JSON")
   --svg FILE   round-trip latency CDFs of all paths and baselines`;
 
