@@ -19,7 +19,7 @@ import { runMicro } from './micro.ts';
 import { openPath, tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
 import { SubmitPath } from './scenario-kit.ts';
 import { slowdownNs } from './slowdown.ts';
-import { percentile, sortedCopy } from './stats.ts';
+import { median } from './stats.ts';
 import type { QueuePathName } from './types.ts';
 
 /** The figures one probe reports, by name (all lower-is-better). */
@@ -47,7 +47,7 @@ async function roundTrips(slowdown: number): Promise<{ spin: number; sleep: numb
   const floor = await startBaseline('atomics-spin', { timeoutMs: RTT_PROFILE.timeoutMs });
   try {
     const m = await runInterleaved('gate', [...paths, floor], RTT_PROFILE, new Progress(process.stderr, false));
-    const p50 = (k: number): number => percentile(sortedCopy(m[k]!.samples), 0.5);
+    const p50 = (k: number): number => median(m[k]!.samples);
     return { spin: p50(0), sleep: p50(1), trap: p50(2), floor: p50(3), spinPath: opened[0]!, all: opened };
   } catch (e) {
     await Promise.allSettled(opened.map((o) => o.close()));
@@ -68,7 +68,7 @@ function throughput(q: GuestQueue): number {
     q.submitWords(words, TPUT_BATCH, 'sev', 5000);
     if (it >= 0) per[it] = ((performance.now() - t0) * 1e6) / (64 * TPUT_BATCH);
   }
-  return percentile(sortedCopy(per), 0.5);
+  return median(per);
 }
 
 export async function runProbe(slowdown: number): Promise<ProbeResult> {

@@ -15,7 +15,7 @@ import type { LatencyPath } from './baselines.ts';
 import { runInterleaved, type Profile } from './harness.ts';
 import { closeAll, openPaths, SubmitPath, type ScenarioDef } from './scenario-kit.ts';
 import { measureNodeLocal, nodeLocalProfile } from './sim-node-local.ts';
-import { percentile, sortedCopy } from './stats.ts';
+import { median } from './stats.ts';
 import { tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
 import type { Params, QueuePathName, ResultRow } from './types.ts';
 import type { SimProfile } from '../src/sim/profile.ts';
@@ -55,7 +55,7 @@ export function simcheckRow(path: QueuePathName, params: Params, predictedUs: nu
 function predictP50(profile: SimProfile, path: SimPathName, over: Partial<SimConfig>, perOp = 1): number {
   // The real doorbell-adaptive host runs startHost's default poller: AdaptivePoll with its defaults.
   const r = runSim({ profile, path, vcpus: 1, workload: 'roundtrip', unmaps: 2000, adaptive: ADAPTIVE_DEFAULTS, ...over });
-  return percentile(sortedCopy(r.latenciesNs), 0.5) / 1000 / perOp;
+  return median(r.latenciesNs) / 1000 / perOp;
 }
 
 /** A submit after an idle gap (busy-waited: a timer cannot do microseconds); the gap is not timed. */
@@ -101,8 +101,6 @@ class BatchIteration implements LatencyPath {
   }
 }
 
-const p50Of = (xs: Float64Array): number => percentile(sortedCopy(xs), 0.5);
-
 export const simcheck: ScenarioDef = {
   name: 'simcheck',
   title: 'Simulator self-check: node-local step costs measured, simulated, and compared with the real threads in the same run',
@@ -120,7 +118,7 @@ export const simcheck: ScenarioDef = {
       const words = tlbiNhVaWords(0x40000);
       const submits = simulated.map((o) => new SubmitPath(o.name, o.queue, words, 'sev', profile.timeoutMs));
       const rt = await runInterleaved('simcheck round trip', submits, profile, progress);
-      const measuredRt = new Map(rt.map((x) => [x.path.name, p50Of(x.samples)]));
+      const measuredRt = new Map(rt.map((x) => [x.path.name, median(x.samples)]));
       const predictedRt = new Map<string, number>();
       for (const o of simulated) {
         const predicted = predictP50(sp, SIM_PATH_OF[o.name]!, {});
@@ -137,7 +135,7 @@ export const simcheck: ScenarioDef = {
         const meas = await runInterleaved(`simcheck batch ${batch}`, iters, few, progress);
         for (const x of meas) {
           const predicted = predictP50(sp, SIM_PATH_OF[x.path.name]!, { workload: 'batch', batch, unmaps: 200 }, batchCommands(batch));
-          rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'throughput_us_per_cmd', batch }, predicted, p50Of(x.samples), few.samples));
+          rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'throughput_us_per_cmd', batch }, predicted, median(x.samples), few.samples));
         }
       }
       const gapPaths = simulated.filter((o) => o.name === 'doorbell-sleep' || o.name === 'doorbell-spin');
@@ -145,7 +143,7 @@ export const simcheck: ScenarioDef = {
       const gapped = gapPaths.map((o) => new GappedSubmit(o.name, new SubmitPath(o.name, o.queue, words, 'sev', profile.timeoutMs), SIMCHECK_GAP_US));
       for (const x of await runInterleaved(`simcheck gap ${SIMCHECK_GAP_US} µs`, gapped, gp, progress)) {
         const predicted = predictP50(sp, SIM_PATH_OF[x.path.name]!, { gapNs: SIMCHECK_GAP_US * 1000 });
-        rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'gapsweep_p50', gap_us: SIMCHECK_GAP_US, spin_us: x.path.name === 'doorbell-spin' ? SIM_SPIN_NS / 1000 : 0 }, predicted, p50Of(x.samples), gp.samples));
+        rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'gapsweep_p50', gap_us: SIMCHECK_GAP_US, spin_us: x.path.name === 'doorbell-spin' ? SIM_SPIN_NS / 1000 : 0 }, predicted, median(x.samples), gp.samples));
       }
     } finally {
       await closeAll(opened);

@@ -12,7 +12,7 @@
 import { startBaseline } from './baselines.ts';
 import { runInterleaved, singleThreadCosts, type Profile, type Progress } from './harness.ts';
 import { runMicro } from './micro.ts';
-import { percentile, sortedCopy } from './stats.ts';
+import { median } from './stats.ts';
 import { checkProfile, type SimProfile, type StepCost, type StepName } from '../src/sim/profile.ts';
 
 export interface NodeLocalMeasurements {
@@ -76,7 +76,7 @@ export async function measureNodeLocal(progress: Progress, samples = 20_000): Pr
   let rtt: number[];
   try {
     const measured = await runInterleaved('sim node-local hops', paths, profile, progress);
-    rtt = measured.map((m) => percentile(sortedCopy(m.samples), 0.5));
+    rtt = measured.map((m) => median(m.samples));
   } finally {
     await Promise.all(paths.map((p) => p.close()));
   }

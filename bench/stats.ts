@@ -48,6 +48,11 @@ export function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 
+/** The nearest-rank median of samples in recorded order (sorts a copy). */
+export function median(samples: Float64Array): number {
+  return percentile(sortedCopy(samples), 0.5);
+}
+
 export function summarizeSorted(sorted: Float64Array): LatencySummary {
   const n = sorted.length;
   if (n === 0) {
