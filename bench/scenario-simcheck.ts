@@ -8,8 +8,7 @@
 // fitted: the profile comes from the hops and micro steps alone.
 import type { CsMode as LibCsMode } from '../src/index.ts';
 import { ADAPTIVE_DEFAULTS } from '../src/poll-policy.ts';
-import type { SimPathName } from '../src/sim/paths.ts';
-import { batchCommands } from '../src/sim/paths.ts';
+import { batchCommands, SIM_PATHS, type SimPathName } from '../src/sim/paths.ts';
 import { runSim, SIM_SPIN_NS, type SimConfig } from '../src/sim/run.ts';
 import type { LatencyPath } from './baselines.ts';
 import { runInterleaved, type Profile } from './harness.ts';
@@ -20,14 +19,10 @@ import { tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
 import type { Params, QueuePathName, ResultRow } from './types.ts';
 import type { SimProfile } from '../src/sim/profile.ts';
 
-/** The simulated path each real-thread path is (the emulation's trap is the iothread shape: a separate VMM thread). */
-export const SIM_PATH_OF: Readonly<Partial<Record<string, SimPathName>>> = {
-  trap: 'trap-iothread',
-  'doorbell-sleep': 'doorbell-sleep',
-  'doorbell-spin': 'doorbell-spin',
-  'doorbell-adaptive': 'doorbell-adaptive',
-  hw: 'hw',
-};
+/** The simulated path of a real-thread path: the same name (the simulator's paths are named as the bench's), or undefined. */
+export function simPathOf(name: string): SimPathName | undefined {
+  return (SIM_PATHS as readonly string[]).includes(name) ? (name as SimPathName) : undefined;
+}
 
 export const SIMCHECK_BATCHES = [1, 16, 256] as const;
 /** The gap-sweep point: shorter than doorbell-spin's 50 µs budget, far longer than a round trip. */
@@ -114,14 +109,14 @@ export const simcheck: ScenarioDef = {
     const opened = await openPaths(ctx, notes);
     const rows: SimcheckRow[] = [];
     try {
-      const simulated = opened.filter((o) => SIM_PATH_OF[o.name] !== undefined);
+      const simulated = opened.filter((o) => simPathOf(o.name) !== undefined);
       const words = tlbiNhVaWords(0x40000);
       const submits = simulated.map((o) => new SubmitPath(o.name, o.queue, words, 'sev', profile.timeoutMs));
       const rt = await runInterleaved('simcheck round trip', submits, profile, progress);
       const measuredRt = new Map(rt.map((x) => [x.path.name, median(x.samples)]));
       const predictedRt = new Map<string, number>();
       for (const o of simulated) {
-        const predicted = predictP50(sp, SIM_PATH_OF[o.name]!, {});
+        const predicted = predictP50(sp, simPathOf(o.name)!, {});
         predictedRt.set(o.name, predicted);
         rows.push(simcheckRow(o.name, { figure: 'roundtrip_p50', cs: 'sev' }, predicted, measuredRt.get(o.name)!, profile.samples));
       }
@@ -134,7 +129,7 @@ export const simcheck: ScenarioDef = {
         const iters = simulated.map((o) => new BatchIteration(o.name, o, batch, profile.timeoutMs));
         const meas = await runInterleaved(`simcheck batch ${batch}`, iters, few, progress);
         for (const x of meas) {
-          const predicted = predictP50(sp, SIM_PATH_OF[x.path.name]!, { workload: 'batch', batch, unmaps: 200 }, batchCommands(batch));
+          const predicted = predictP50(sp, simPathOf(x.path.name)!, { workload: 'batch', batch, unmaps: 200 }, batchCommands(batch));
           rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'throughput_us_per_cmd', batch }, predicted, median(x.samples), few.samples));
         }
       }
@@ -142,7 +137,7 @@ export const simcheck: ScenarioDef = {
       const gp: Profile = { ...profile, warmup: Math.round(profile.warmup / 10), samples: Math.round(profile.samples / 10), rewarm: 5 };
       const gapped = gapPaths.map((o) => new GappedSubmit(o.name, new SubmitPath(o.name, o.queue, words, 'sev', profile.timeoutMs), SIMCHECK_GAP_US));
       for (const x of await runInterleaved(`simcheck gap ${SIMCHECK_GAP_US} µs`, gapped, gp, progress)) {
-        const predicted = predictP50(sp, SIM_PATH_OF[x.path.name]!, { gapNs: SIMCHECK_GAP_US * 1000 });
+        const predicted = predictP50(sp, simPathOf(x.path.name)!, { gapNs: SIMCHECK_GAP_US * 1000 });
         rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'gapsweep_p50', gap_us: SIMCHECK_GAP_US, spin_us: x.path.name === 'doorbell-spin' ? SIM_SPIN_NS / 1000 : 0 }, predicted, median(x.samples), gp.samples));
       }
     } finally {

@@ -5,7 +5,7 @@ import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ArgumentError } from '../src/errors.ts';
 import { UsageError } from '../src/cli/usage.ts';
-import { SIM_PATHS, type SimPathName } from '../src/sim/paths.ts';
+import { isTrapPath, SIM_PATHS, type SimPathName } from '../src/sim/paths.ts';
 import { checkProfile, loadProfile, PROFILE_FILES, type SimProfile } from '../src/sim/profile.ts';
 import { runSim, SIM_GRANULES } from '../src/sim/run.ts';
 import { SIM_MAX_QUEUES } from '../src/sim/world.ts';
@@ -93,7 +93,7 @@ function profileFromFile(file: string): SimProfile {
 
 /** The scaling panels of one granule: p50 and p99 latency, and throughput, per path (and queue count). */
 function panels(rows: readonly SimRow[], x: 'threads' | 'queues', granuleLabel: string): ScalingPanel[] {
-  const keys = [...new Set(rows.map((r) => (x === 'threads' && r.path !== 'trap' && r.path !== 'trap-iothread' && r.params['queues'] !== r.params['threads'] ? `${r.path} q=${r.params['queues']}` : r.path)))];
+  const keys = [...new Set(rows.map((r) => (x === 'threads' && !isTrapPath(r.path as SimPathName) && r.params['queues'] !== r.params['threads'] ? `${r.path} q=${r.params['queues']}` : r.path)))];
   const seriesOf = (pick: (r: SimRow) => number, dash: string, suffix: string) => keys.map((key) => {
     const mine = rows.filter((r) => key === r.path || key.startsWith(`${r.path} q=`) && `${r.path} q=${r.params['queues']}` === key);
     return {
@@ -153,7 +153,7 @@ export async function simMain(argv: readonly string[]): Promise<number> {
   for (const g of granules) {
     for (const path of chosenPaths) {
       for (const v of vcpus) {
-        const trapPath = path === 'trap' || path === 'trap-iothread';
+        const trapPath = isTrapPath(path);
         const qs = trapPath || queues === undefined ? [v] : queues.filter((q) => q <= v);
         for (const q of qs) {
           progress.update(`[sim] ${path} ${v} vCPUs${g > 0 ? `, ${g / 1024}K` : ''}`);

@@ -27,6 +27,33 @@ describe('vcmdq replay', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ path: 'doorbell', prod: at(6), cons: at(6), error: null, gerror: [], executed: 6, forwarded: 0, handled_by_vmm: 0 });
   });
 
+  it('trap-inline (QEMU\'s shape) is the same VMM on the vCPU\'s thread: the same result and counters as trap', () => {
+    const r = replay('--path', 'trap-inline', '--vmid', '3', '--stream', '0:0x10', fixture('replay-legal.txt'));
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      path: 'trap-inline', prod: at(6), cons: at(6), error: null, gerror: [], executed: 6, forwarded: 4, handled_by_vmm: 2,
+      devices: [{ vsid: 0, psid: 0x10, dma: 'C_BAD_STREAMID' }],
+    });
+  });
+
+  // tegra241_guest_vcmdq_supports_cmd: a guest VCMDQ takes CMD_SYNC with CS=NONE only (src/hw.ts), so the dump's
+  // CS=SEV sync (its 4th command) stops the hw queue where the other paths go on.
+  it('hw: the same dump stops at its CS=SEV CMD_SYNC with CERROR_ILL (a Tegra241 VCMDQ takes CS=NONE only)', () => {
+    const r = replay('--path', 'hw', '--stream', '0:0x10', fixture('replay-legal.txt'));
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ path: 'hw', prod: at(6), cons: at(3), error: { cerror: 'ILL', index: 3 }, gerror: ['CMDQ_ERR'], executed: 3, forwarded: 0, handled_by_vmm: 0 });
+  });
+
+  it('hw refuses a VM a VINTF cannot describe, and --strtab on a path that does not reach the VMM, as usage errors', () => {
+    const streams = Array.from({ length: 17 }, (_, k) => ['--stream', `${k}:${0x100 + k}`]).flat();
+    const many = replay('--path', 'hw', ...streams, fixture('replay-legal.txt'));
+    expect(many.status).toBe(2);
+    expect(many.stderr).toMatch(/17 --stream devices, a VINTF has 16/);
+    expect(replay('--path', 'hw', '--stream', '0x80000000:0x10', fixture('replay-legal.txt')).stderr).toMatch(/does not fit a SID_MATCH/);
+    for (const path of ['hw', 'doorbell']) expect(replay('--path', path, '--strtab', '0x100000', fixture('replay-legal.txt')).status).toBe(2);
+    expect(replay('--path', 'warp', fixture('replay-legal.txt')).stderr).toMatch(/--path must be one of trap, trap-inline, doorbell, hw/);
+  });
+
   it.each(['trap', 'doorbell'])('an illegal entry after the first batch stops the %s queue at its index, exit 0, GERROR.CMDQ_ERR active', (path) => {
     const r = replay('--path', path, fixture('replay-illegal.txt'));
     expect(r.status).toBe(0);

@@ -38,14 +38,14 @@ describe('one vCPU, 4K unmap (one range TLBI + CMD_SYNC): latency = the sum of i
   // one command, the SMMU executes it and the kernel's CMD_SYNC closing the block.
   const ioctlWork = 2 * f.vmm_cmd + f.ioctl + f.iommufd_cmd + f.smmu_cmd + f.smmu_sync;
 
-  it('trap (QEMU shape): exit to user space, BQL, first pass + ioctl on the vCPU thread, back', () => {
-    const r = run('trap');
+  it('trap-qemu (QEMU shape): exit to user space, BQL, first pass + ioctl on the vCPU thread, back', () => {
+    const r = run('trap-qemu');
     expect(median(r.latenciesNs)).toBeCloseTo(guest + f.exit_user + f.bql + ioctlWork, 6);
     expect(r.traps).toBe(20);
   });
 
-  it('trap-iothread: an in-kernel exit kicks the sleeping VMM thread, which does the work; the guest polls the reply', () => {
-    const r = run('trap-iothread');
+  it('trap (iothread shape): an in-kernel exit kicks the sleeping VMM thread, which does the work; the guest polls the reply', () => {
+    const r = run('trap');
     expect(median(r.latenciesNs)).toBeCloseTo(guest + f.exit_kernel + f.wake + ioctlWork + f.notice, 6);
     // The VMM thread holds its CPU for the whole ioctl, the wait for the SMMU's CMD_SYNC included (it polls).
     expect(r.hostCpuNs / r.unmaps).toBeCloseTo(ioctlWork, 6);
@@ -91,8 +91,8 @@ describe('one vCPU, 4K unmap (one range TLBI + CMD_SYNC): latency = the sum of i
 });
 
 describe('many vCPUs', () => {
-  it('trap: the VM\'s one CMDQ takes one trapped PROD write at a time (owner + BQL serialise)', () => {
-    const r = run('trap', { vcpus: 8, unmaps: 50 });
+  it('trap-qemu: the VM\'s one CMDQ takes one trapped PROD write at a time (owner + BQL serialise)', () => {
+    const r = run('trap-qemu', { vcpus: 8, unmaps: 50 });
     const f = FIXED;
     // Each write holds the queue for at least the exit, the BQL, one ioctl and its CMD_SYNC.
     const perTrap = f.exit_user + f.bql + f.ioctl + f.smmu_sync;

@@ -1,7 +1,12 @@
-// `vcmdq replay`: run a command dump through one path (trap or doorbell) on
-// a fresh emulated host and print what happened as one JSON object. The
-// dump is what a guest wrote into its queue, one command per line as two
-// hex words; the queue stopping on an error is a result, not a failure.
+// `vcmdq replay`: run a command dump through one path (trap, trap-inline,
+// doorbell or hw) on a fresh emulated host and print what happened as one
+// JSON object. The dump is what a guest wrote into its queue, one command per
+// line as two hex words; the queue stopping on an error is a result, not a
+// failure. Each path is a different SMMU as the guest sees it: the two trap
+// shapes (the VMM's first pass and the kernel's IOMMU_HWPT_INVALIDATE), the
+// SW vCMDQ (the kernel thread's wide command set) and a Tegra241 VCMDQ (the
+// strict guest command set, tegra241_guest_vcmdq_supports_cmd), so the same
+// dump can stop at different commands on each.
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -13,22 +18,28 @@ import { ACCESS, faultName } from '../model/smmu.ts';
 import { CD_BYTES, STE_BYTES, STE_CFG, encodeSte, writeGuestCd, writeGuestSte, type SteFields } from '../model/structs.ts';
 import { readTrapCounts } from '../trap/transport.ts';
 import '../trap/path.ts';
+import '../trap/inline.ts';
+import '../hw.ts';
+import { VINTF_MAX_VSID, VINTF_SID_SLOTS } from '../vintf.ts';
 import { UsageError, parseNumberArg } from './usage.ts';
 
-export const REPLAY_USAGE = `usage: vcmdq replay --path trap|doorbell [--vmid N] [--stream VSID:PSID]... [--attach VSID[:ASID]]... [--strtab IPA] FILE
+export const REPLAY_USAGE = `usage: vcmdq replay --path trap|trap-inline|doorbell|hw [--vmid N] [--stream VSID:PSID]... [--attach VSID[:ASID]]... [--strtab IPA] FILE
   run a command dump (one command per line as two hex words, # comments) through one path of a fresh host
   and print one JSON object: {path, prod, cons, error, gerror, executed, forwarded, handled_by_vmm, devices}
     prod, cons       {index, wrap} of the queue's registers after the run (CONS without its ERR field)
     error            null, or {cerror, index} of the command the queue stopped on (exit status still 0)
     gerror           names of the SMMU_GERROR bits left active (GERROR != GERRORN), e.g. CMDQ_ERR, MSI_CMDQ_ABT
-    forwarded, handled_by_vmm   what the VMM sent to the kernel and handled itself (0 on doorbell)
+    forwarded, handled_by_vmm   what the VMM sent to the kernel and handled itself (0 on doorbell and hw)
     devices          [{vsid, psid, dma}] per declared device: what a DMA read of IOVA 0 gets after the run,
                      "ok" or the fault (e.g. STE_ABORT: a CFGI_STE in the dump installed an aborting vSTE)
+  --path P            trap (a VMM thread serves the exits), trap-inline (QEMU's shape: on the vCPU's thread),
+                      doorbell (the SW vCMDQ's kernel thread) or hw (a Tegra241 VCMDQ: CMD_SYNC with CS=NONE
+                      only, at most ${VINTF_SID_SLOTS} devices)
   --vmid N            the VM's VMID (default 1)
   --stream VSID:PSID  declare a device of the VM (its vDEVICE); each vSID once
   --attach VSID[:ASID]  attach the declared device VSID: with ASID, to a stage-1 context (a CD with that
                       ASID over an empty guest page table); without, with stage 1 bypassed (stage 2 only)
-  --strtab IPA        trap path: SMMU_STRTAB_BASE, a linear stream table in guest RAM (64-byte aligned,
+  --strtab IPA        trap paths: SMMU_STRTAB_BASE, a linear stream table in guest RAM (64-byte aligned,
                       within the first half of RAM); the attached devices' vSTEs are written there, so a
                       CFGI_STE in the dump re-reads them
   exit 0: the run completed (even if the queue stopped on an error); 2: unusable arguments or dump; 1: a failure`;
@@ -54,8 +65,13 @@ function gerrorNames(active: number): string[] {
   return names;
 }
 
+const REPLAY_PATHS = ['trap', 'trap-inline', 'doorbell', 'hw'] as const;
+type ReplayPath = (typeof REPLAY_PATHS)[number];
+/** The paths whose register writes reach the VMM (STRTAB_BASE, the trap counters). */
+const trapped = (path: ReplayPath): boolean => path === 'trap' || path === 'trap-inline';
+
 interface ReplayArgs {
-  path: 'trap' | 'doorbell';
+  path: ReplayPath;
   vmid: number;
   streams: { vsid: number; psid: number }[];
   attach: { vsid: number; asid: number | null }[];
@@ -83,8 +99,8 @@ function parseReplayArgs(args: string[]): ReplayArgs {
     allowPositionals: true,
     strict: true,
   });
-  const path = values.path;
-  if (path !== 'trap' && path !== 'doorbell') throw new UsageError(`--path must be trap or doorbell, got ${path ?? 'nothing'}`);
+  const path = values.path as ReplayPath | undefined;
+  if (path === undefined || !REPLAY_PATHS.includes(path)) throw new UsageError(`--path must be one of ${REPLAY_PATHS.join(', ')}, got ${path ?? 'nothing'}`);
   const vmid = values.vmid === undefined ? 1 : parseNumberArg(values.vmid, '--vmid', 0xffff);
   const streams: ReplayArgs['streams'] = [];
   for (const s of values.stream ?? []) {
@@ -102,12 +118,18 @@ function parseReplayArgs(args: string[]): ReplayArgs {
   }
   let strtab: number | null = null;
   if (values.strtab !== undefined) {
-    if (path !== 'trap') throw new UsageError('--strtab needs --path trap (SMMU_STRTAB_BASE is a register of the vSMMU, which a vCMDQ page does not reach)');
+    if (!trapped(path)) throw new UsageError('--strtab needs --path trap or trap-inline (SMMU_STRTAB_BASE is a register of the vSMMU, which a vCMDQ page does not reach)');
     strtab = parseNumberArg(values.strtab, '--strtab', RAM_BYTES);
     const top = strtab + STE_BYTES * (Math.max(-1, ...streams.map((x) => x.vsid)) + 1);
     if (strtab % STE_BYTES !== 0 || top > RAM_BYTES / 2) {
       throw new UsageError(`--strtab 0x${strtab.toString(16)}: the stream table of the declared vSIDs must be ${STE_BYTES}-byte aligned and end within the first half of guest RAM (0x${(RAM_BYTES / 2).toString(16)})`);
     }
+  }
+  if (path === 'hw') {
+    // A VINTF's SID_MATCH/SID_REPLACE slots (src/vintf.ts): what openQueue would refuse, said as a usage error.
+    if (streams.length > VINTF_SID_SLOTS) throw new UsageError(`--path hw: ${streams.length} --stream devices, a VINTF has ${VINTF_SID_SLOTS} SID slots`);
+    const big = streams.find((x) => x.vsid > VINTF_MAX_VSID);
+    if (big !== undefined) throw new UsageError(`--path hw: vSID 0x${big.vsid.toString(16)} does not fit a SID_MATCH register (31 bits)`);
   }
   if (positionals.length !== 1) throw new UsageError(`one dump FILE expected, got ${positionals.length}`);
   return { path, vmid, streams, attach, strtab, file: positionals[0]! };
@@ -162,7 +184,8 @@ export async function replayMain(args: string[]): Promise<number> {
   }
   const words = parseDump(text, a.file);
   const n = words.length / 4;
-  const host = await startHost();
+  // A Tegra241 VCMDQ needs an SMMU with a CMDQV (src/hw.ts).
+  const host = await startHost(a.path === 'hw' ? { cmdqv: true } : {});
   try {
     const vm = await host.createVm({ vmid: a.vmid, streams: a.streams, ramBytes: RAM_BYTES });
     await attachDevices(vm, a);
@@ -184,7 +207,7 @@ export async function replayMain(args: string[]): Promise<number> {
     }
     const s = q.state();
     const dma = await host.dma();
-    const counts = a.path === 'trap' ? readTrapCounts(q.handle) : { forwarded: 0, handledByVmm: 0 };
+    const counts = trapped(a.path) ? readTrapCounts(q.handle) : { forwarded: 0, handledByVmm: 0 };
     const result = {
       path: a.path, prod: position(s.prod), cons: position(s.cons & ~CONS_ERR_MASK), error,
       gerror: gerrorNames(s.gerror ^ s.gerrorn),

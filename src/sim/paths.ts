@@ -6,12 +6,16 @@
 // still translates.
 //
 // Paths:
-//  - trap: QEMU's shape. The guest's PROD write exits to user space on the
+//  - trap-qemu: QEMU's shape (the bench's `trap-qemu`, library path
+//    'trap-inline'). The guest's PROD write exits to user space on the
 //    vCPU's thread, which takes the BQL, runs the VMM's first pass and the
 //    IOMMU_HWPT_INVALIDATE ioctl (kernel conversion, the physical SMMU's
 //    CMDQ with a CMD_SYNC per block), and returns.
-//  - trap-iothread: the emulation's current shape. The PROD write is a kick
-//    (an in-kernel exit) to a separate VMM thread that does the same work.
+//  - trap: the iothread shape (the bench's `trap`, library path 'trap'). The
+//    PROD write is a kick (an in-kernel exit) to a separate VMM thread that
+//    does the same work.
+// The names are the bench's (bench/types.ts), so simulated and measured rows
+// of one path compare.
 //  - doorbell-*: a vCMDQ per vCPU (or shared, `queues`), PROD in memory, one
 //    kernel thread serving every queue; it is kicked (exit_kernel + wake)
 //    only when it sleeps. Its idle policy is sleep, fixed spin or adaptive.
@@ -33,8 +37,13 @@ import { STEP_NAMES, type SimProfile, type StepName } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
 import { consumedBy, SimWorld, UnmapCommands, type PteWindow, type SimRing } from './world.ts';
 
-export const SIM_PATHS = ['trap', 'trap-iothread', 'doorbell-sleep', 'doorbell-spin', 'doorbell-adaptive', 'hw'] as const;
+export const SIM_PATHS = ['trap', 'trap-qemu', 'doorbell-sleep', 'doorbell-spin', 'doorbell-adaptive', 'hw'] as const;
 export type SimPathName = (typeof SIM_PATHS)[number];
+
+/** The two trap paths: the VM's one trapped CMDQ, emulated by the VMM. */
+export function isTrapPath(path: SimPathName): boolean {
+  return path === 'trap' || path === 'trap-qemu';
+}
 
 /** Step costs drawn from the profile with the run's PRNG. */
 export class Costs {

@@ -6,7 +6,7 @@
 import { ArgumentError } from '../errors.ts';
 import { checkInt, checkOptions } from '../args.ts';
 import { Sim } from './engine.ts';
-import { batchCommands, HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName, type SimWorkload } from './paths.ts';
+import { batchCommands, isTrapPath, HwQueue, KernelThread, SIM_PATHS, TrapVmm, Vcpu, Costs, type Server, type SimEnv, type SimPathName, type SimWorkload } from './paths.ts';
 import { ADAPTIVE_DEFAULTS, AdaptivePoll, FixedPoll, type AdaptiveParams, type PollPolicy } from '../poll-policy.ts';
 import { checkProfile, meanNs, type SimProfile } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
@@ -68,7 +68,7 @@ const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch',
 
 /** Guests sleep for their CMD_SYNC when the profile says they do and the path's server does not spin. */
 function guestSleeps(profile: SimProfile, path: SimPathName): boolean {
-  return profile.guest_wait === 'sleep-unless-spinning' && (path === 'trap' || path === 'trap-iothread' || path === 'doorbell-sleep');
+  return profile.guest_wait === 'sleep-unless-spinning' && (isTrapPath(path) || path === 'doorbell-sleep');
 }
 
 /**
@@ -132,9 +132,9 @@ export function runSim(config: SimConfig): SimResult {
   const vs: Vcpu[] = [];
   let kthread: KernelThread | null = null;
   let vmm: TrapVmm | null = null;
-  if (path === 'trap' || path === 'trap-iothread') {
+  if (isTrapPath(path)) {
     const t = world.openTrapQueue();
-    vmm = new TrapVmm(env, t.cmdq, t.hwpt, t.ring, path === 'trap-iothread');
+    vmm = new TrapVmm(env, t.cmdq, t.hwpt, t.ring, path === 'trap');
     for (let v = 0; v < vcpus; v++) vs.push(new Vcpu(v, env, t.ring, vmm, workload, unmaps, SYNC_CS.sev, gapNs));
     vmm.waiters.push(...vs);
   } else if (path === 'hw') {
