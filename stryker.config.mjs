@@ -26,9 +26,9 @@ export default {
     'native-free-fastpath/consumer.ts',
     // The guest driver's batching (submitWords .. invalidateRangeAsync; plan .. publish; consumed) without
     // awaitTurn, which only another producer thread reaches.
-    'src/guest.ts:412-488',
-    'src/guest.ts:590-684',
-    'src/guest.ts:712-722',
+    'src/guest.ts:420-496',
+    'src/guest.ts:598-692',
+    'src/guest.ts:720-730',
   ],
   // Text for humans (error messages) is not protocol; mutating it only adds noise.
   ignoreStatic: true,

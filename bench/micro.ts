@@ -9,7 +9,9 @@
 //    IOMMU_HWPT_INVALIDATE handler on the batch it built (blocks of 63).
 // The gate builds this file against both the base and the candidate sources
 // (bench/gate.ts), so it only names what both builds have; the slowdown word
-// is looked up by name on the layout module and used only when asked for.
+// is looked up by name on the layout module and used only when asked for, and
+// so is the pending bitmap (initMmio, markPending): a build that has one
+// consumes only the queues marked in it, a build without one scans them all.
 import { buildCmdSync, buildTlbiNhVa, writeSlot } from '../src/codec.ts';
 import { makeFeatures } from '../src/features.ts';
 import { CS } from '../src/fields.ts';
@@ -51,6 +53,9 @@ function fillRing(ring: Int32Array, last?: (u: Uint32Array) => void): void {
   }
 }
 
+type InitMmio = (i32: Int32Array) => unknown;
+type MarkPending = (i32: Int32Array, ctl: number, qid: number) => void;
+
 /**
  * The consume step: a full ring handed to Consumer.pass() by moving PROD a
  * whole lap. `wrapModel` substitutes what the consumer calls (the anatomy's
@@ -59,6 +64,9 @@ function fillRing(ring: Int32Array, last?: (u: Uint32Array) => void): void {
 function consumeBlock(slowdownNs: number, wrapModel?: (m: ConsumerModel) => ConsumerModel): Block {
   const features = makeFeatures();
   const { sab, i32, ringByte } = hostMemory();
+  const named = layout as Record<string, unknown>;
+  (named['initMmio'] as InitMmio | undefined)?.(i32);
+  const markPending = named['markPending'] as MarkPending | undefined;
   const model = new SmmuModel(sab, features);
   const ctl = layout.KTHREAD_CTL;
   const consumer = new Consumer(i32, ctl, wrapModel ? wrapModel(model) : model, features);
@@ -70,7 +78,7 @@ function consumeBlock(slowdownNs: number, wrapModel?: (m: ConsumerModel) => Cons
   consumer.addQueue(0, VMID);
   fillRing(new Int32Array(sab, ringByte, 4 * CMDS), (u) => buildCmdSync(u, CS.NONE, 0, 0, 0));
   if (slowdownNs > 0) {
-    const word = (layout as Record<string, unknown>)['CTL_SLOWDOWN_NS'];
+    const word = named['CTL_SLOWDOWN_NS'];
     if (typeof word !== 'number') throw new Error('this build has no slowdown knob (CTL_SLOWDOWN_NS)');
     i32[ctl + word] = slowdownNs;
   }
@@ -78,6 +86,7 @@ function consumeBlock(slowdownNs: number, wrapModel?: (m: ConsumerModel) => Cons
   return () => {
     prod = queueIncProd(prod, CMDS, LOG2SIZE);
     Atomics.store(i32, r + layout.Q_PROD, prod);
+    markPending?.(i32, ctl, 0);
     if (consumer.pass() !== CMDS) throw new Error('consume micro: the consumer did not take the whole ring');
   };
 }

@@ -1,5 +1,6 @@
 // The kernel thread's consume loop: the SW-emulated vCMDQ. Serves every
-// enabled queue of every VM and every mailbox from one thread, sleeping on the
+// enabled queue of its VMs and every mailbox it is given from one thread,
+// visiting only the queues marked in its pending bitmap, and sleeping on the
 // WAKE doorbell when idle (protocol and its lost-wakeup argument: src/layout.ts).
 // No worker APIs here: kthread.worker.ts owns the port and the thread's life.
 //
@@ -21,11 +22,11 @@ import { CERROR } from '../src/errors.ts';
 import type { SmmuFeatures } from '../src/features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
-  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS,
-  CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
+  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_PENDING,
+  CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
-  STATUS_ENABLED, notifyQueueWaiters, queueRegs, sleepUnlessWork,
+  STATUS_ENABLED, notifyQueueWaiters, pendingBit, pendingWord, queueRegs, sleepUnlessWork,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
 import { FixedPoll, type PollPolicy } from '../src/poll-policy.ts';
@@ -72,6 +73,9 @@ class QueueEntry {
   gerror = 0;
   /** wrap|index bits of PROD; the rest of the register is RES0 and ignored (QEMU masks it the same way). */
   readonly posMask: number;
+  /** The queue's word and bit in its kernel thread's pending bitmap. */
+  readonly pendWord: number;
+  readonly pendBit: number;
   constructor(
     readonly qid: number,
     readonly regs: number,
@@ -83,8 +87,11 @@ class QueueEntry {
     readonly cmdset: VcmdqCmdset,
     /** The rewrite its commands get: the VM's vSMMU, or a hardware VCMDQ's VINTF configuration. */
     readonly vsmmu: VSmmu,
+    pendWord: number,
   ) {
     this.posMask = queuePosMask(log2size);
+    this.pendWord = pendWord;
+    this.pendBit = pendingBit(qid);
   }
 }
 
@@ -100,6 +107,14 @@ export class Consumer {
   private queues: QueueEntry[] = [];
   /** Hardware VCMDQs (Q_VINTF set): while one is enabled the thread polls and never sleeps. */
   private hwQueues: QueueEntry[] = [];
+  /** Queue by qid (null: not this thread's), filled to whole pending words so a taken bit always indexes inside it. */
+  private byQid: (QueueEntry | null)[] = [];
+  /** The pending words holding this thread's queues' bits, ascending: all a pass polls for queue work. */
+  private pendWords = new Int32Array(0);
+  /** Word offset of this thread's pending bitmap (CTL_PENDING). */
+  private readonly bitmap: number;
+  /** Queues stopped on an error (GERROR.CMDQ_ERR active): no bit announces their GERRORN ack, so each pass reads it. */
+  private readonly stopped: QueueEntry[] = [];
   private readonly vms = new Map<number, VmEntry>();
   /** Private copy of the slot being consumed, and its decoded fields. */
   private readonly u = new Uint32Array(4);
@@ -130,6 +145,8 @@ export class Consumer {
     policy?: PollPolicy,
   ) {
     this.policy = policy ?? new FixedPoll(1000 * i32[ctl + CTL_SPIN_US]!);
+    this.bitmap = i32[ctl + CTL_PENDING]!;
+    if (!(this.bitmap > 0 && this.bitmap < i32.length)) throw new RangeError(`control block ${ctl} has no pending bitmap (CTL_PENDING ${this.bitmap}): layout.initMmio sets it`);
     // The crash test hook is read after a request is seen, as after PROD in consume(): a test's request meets a dead thread.
     this.mailboxes = new MailboxServer(i32, () => {
       if (Atomics.load(i32, ctl + CTL_CRASH) !== 0) this.hooks?.crash();
@@ -172,22 +189,35 @@ export class Consumer {
     if (cmdset === undefined) throw new RangeError(`queue ${qid}: Q_CMDSET ${this.i32[r + Q_CMDSET]} names no command set`);
     const vm = this.vm(vmid);
     const vintf = this.i32[r + Q_VINTF]!;
-    const q = new QueueEntry(qid, r, log2, entries, vm, cmdset, vintf === 0 ? vm.vsmmu : readVintf(this.i32, vintf));
+    const q = new QueueEntry(qid, r, log2, entries, vm, cmdset, vintf === 0 ? vm.vsmmu : readVintf(this.i32, vintf), pendingWord(this.i32, this.ctl, qid));
     q.cons = Atomics.load(this.i32, r + Q_CONS) & q.posMask;
     q.gerror = Atomics.load(this.i32, r + Q_GERROR);
     this.queues = [...this.queues, q];
+    if (this.stoppedOnError(q)) this.stopped.push(q);
+    // A hardware VCMDQ is polled every pass, as the SMMU polls it; it has no pending bit (layout.ts).
     if (vintf !== 0) this.hwQueues = [...this.hwQueues, q];
+    else {
+      while (this.byQid.length <= qid) this.byQid.push(null);
+      while (this.byQid.length % 32 !== 0) this.byQid.push(null);
+      this.byQid[qid] = q;
+      if (!this.pendWords.includes(q.pendWord)) this.pendWords = Int32Array.from([...this.pendWords, q.pendWord]).sort();
+    }
     Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED); // publish: STATUS.ENABLED (the queue is served)
+    // A new (or restarted) thread looks at each queue once: PROD may have moved before it was served.
+    if (vintf === 0) Atomics.or(this.i32, q.pendWord, q.pendBit); // publish: PENDING (its own bit, for its next pass)
   }
 
-  /** Does any queue, mailbox or control word want service? (the sleep re-check; see layout.ts) */
+  /** Does a pending bit, a stopped queue's ack, a mailbox or a control word want service? (the sleep re-check; see layout.ts) */
   hasWork(): boolean {
     const i32 = this.i32;
     const ctl = this.ctl;
     if (Atomics.load(i32, ctl + CTL_CTRL) !== this.ctrlSeen || Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING
       || this.crashNow()) return true;
-    const qs = this.queues;
-    for (let k = 0; k < qs.length; k++) if (this.wantsService(qs[k]!)) return true;
+    const words = this.pendWords;
+    for (let k = 0; k < words.length; k++) if (Atomics.load(i32, words[k]!) !== 0) return true;
+    const s = this.stopped;
+    for (let k = 0; k < s.length; k++) if (!this.stoppedOnError(s[k]!)) return true;
+    // An enabled hw queue keeps the thread polling, whether or not PROD moved.
     return this.hwPolling() || this.mailboxes.hasWork();
   }
 
@@ -202,8 +232,13 @@ export class Consumer {
     const i32 = this.i32;
     const r = q.regs;
     if ((Atomics.load(i32, r + Q_CONFIG) & CONFIG_EN) === 0) return false;
-    if (((q.gerror ^ Atomics.load(i32, r + Q_GERRORN)) & GERROR_CMDQ_ERR) !== 0) return false;
+    if (this.stoppedOnError(q)) return false;
     return (Atomics.load(i32, r + Q_PROD) & q.posMask) !== q.cons;
+  }
+
+  /** GERROR.CMDQ_ERR active (GERROR != GERRORN): the queue waits for the guest's ack. */
+  private stoppedOnError(q: QueueEntry): boolean {
+    return ((q.gerror ^ Atomics.load(this.i32, q.regs + Q_GERRORN)) & GERROR_CMDQ_ERR) !== 0;
   }
 
   /**
@@ -279,17 +314,49 @@ export class Consumer {
     }
   }
 
-  /** One pass over every queue and mailbox; returns the number of commands and requests served. */
+  /**
+   * One pass over every mailbox, the stopped queues' acks, the queues marked
+   * pending (their bits taken) and every hardware VCMDQ; returns the
+   * commands and requests served.
+   */
   pass(): number {
-    const delayUs = this.i32[this.ctl + CTL_INJECT_DELAY_US]!;
-    const slowdownNs = this.i32[this.ctl + CTL_SLOWDOWN_NS]!;
+    const i32 = this.i32;
+    const delayUs = i32[this.ctl + CTL_INJECT_DELAY_US]!;
+    const slowdownNs = i32[this.ctl + CTL_SLOWDOWN_NS]!;
     if (slowdownNs !== this.slowdownNs) this.setSlowdown(slowdownNs);
-    const qs = this.queues;
     // Requests first: a translation racing an unsynced invalidation may then
     // see the old entry, as on hardware; only a CMD_SYNC orders them.
     let work = this.mailboxes.poll();
-    for (let k = 0; k < qs.length; k++) {
-      const q = qs[k]!;
+    if (this.stopped.length !== 0) work += this.resumeAcked(delayUs);
+    const words = this.pendWords;
+    for (let k = 0; k < words.length; k++) {
+      const w = words[k]!;
+      // Polled with a load: an idle word stays in this thread's cache; only a set one is taken (an RMW).
+      if (Atomics.load(i32, w) === 0) continue;
+      let bits = Atomics.exchange(i32, w, 0); // acquire: PENDING bits taken, before the PROD loads of the queues they name (layout.ts)
+      const first = (w - this.bitmap) << 5;
+      while (bits !== 0) {
+        const b = 31 - Math.clz32(bits & -bits);
+        bits &= bits - 1;
+        const q = this.byQid[first + b];
+        // null: a bit no queue of this thread owns (a guest may write any); dropped.
+        if (q != null && this.wantsService(q)) work += this.consume(q, delayUs);
+      }
+    }
+    const hq = this.hwQueues;
+    for (let k = 0; k < hq.length; k++) if (this.wantsService(hq[k]!)) work += this.consume(hq[k]!, delayUs);
+    return work;
+  }
+
+  /** Consume the stopped queues whose error the guest acknowledged (GERRORN); they leave the list. */
+  private resumeAcked(delayUs: number): number {
+    const s = this.stopped;
+    let work = 0;
+    for (let k = s.length - 1; k >= 0; k--) {
+      const q = s[k]!;
+      if (this.stoppedOnError(q)) continue;
+      s[k] = s[s.length - 1]!;
+      s.pop();
       if (this.wantsService(q)) work += this.consume(q, delayUs);
     }
     return work;
@@ -370,7 +437,11 @@ export class Consumer {
         return done;
       }
       cons = queueIncProd(cons, 1, log2);
-      if (delayUs !== 0 && !this.busyWaitUs(delayUs)) break;
+      if (delayUs !== 0 && !this.busyWaitUs(delayUs)) {
+        // Cut short (the host is stopping): the rest stays announced.
+        Atomics.or(i32, q.pendWord, q.pendBit); // publish: PENDING (its own bit)
+        break;
+      }
     }
     q.cons = cons;
     i32[r + Q_STAT_PASSES]!++;
@@ -436,6 +507,8 @@ export class Consumer {
     q.errBits = cerror << CONS_ERR_SHIFT;
     Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS (with ERR) release, before GERROR
     this.raiseGerror(q, GERROR_CMDQ_ERR);
+    // consume() runs only on a queue not stopped, so the queue is not on the list yet.
+    this.stopped.push(q);
     notifyQueueWaiters(i32, q.qid);
   }
 

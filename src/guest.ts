@@ -21,9 +21,9 @@ import type { SmmuFeatures } from './features.ts';
 import { CS } from './fields.ts';
 import { tlbInvRangeAsid } from './invalidate.ts';
 import {
-  CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_SPIN_US, GERROR_CMDQ_ERR, IDLE_HINT_SET, Q_CONFIG, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
+  CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_PENDING, CTL_SPIN_US, GERROR_CMDQ_ERR, IDLE_HINT_SET, Q_CONFIG, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
   Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
-  Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick,
+  Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick, pendingBit, pendingWord,
 } from './layout.ts';
 import { queueFree, queueIdx, queuePosMask } from './queue.ts';
 import { errReasonText } from './reason.ts';
@@ -114,9 +114,17 @@ export class QueueError extends CommandError {
 }
 
 class DoorbellTransport implements QueueTransport {
-  constructor(private readonly i32: Int32Array, private readonly h: QueueHandle) {}
+  /** The queue's word and bit in its kernel thread's pending bitmap. */
+  private readonly pendWord: number;
+  private readonly pendBit: number;
+  constructor(private readonly i32: Int32Array, private readonly h: QueueHandle) {
+    if (!(i32[h.ctl + CTL_PENDING]! > 0)) throw new TypeError(`queue ${h.qid}: the control block at ${h.ctl} has no pending bitmap (CTL_PENDING; layout.initMmio)`);
+    this.pendWord = pendingWord(i32, h.ctl, h.qid);
+    this.pendBit = pendingBit(h.qid);
+  }
   publishProd(prod: number): void {
     Atomics.store(this.i32, this.h.regs + Q_PROD, prod); // publish: PROD release
+    Atomics.or(this.i32, this.pendWord, this.pendBit); // publish: PENDING, after PROD (layout.ts markPending)
     kick(this.i32, this.h.ctl);
   }
   ackGerror(gerror: number): void {
@@ -129,6 +137,8 @@ class DoorbellTransport implements QueueTransport {
   }
   writeConfig(config: number): void {
     Atomics.store(this.i32, this.h.regs + Q_CONFIG, config); // publish: CONFIG release (the consumer serves the queue only while EN)
+    // A pass drops the bit of a disabled queue, so commands published while it was off are announced again (layout.ts).
+    Atomics.or(this.i32, this.pendWord, this.pendBit); // publish: PENDING, after CONFIG
     kick(this.i32, this.h.ctl);
   }
 }

@@ -20,7 +20,7 @@ import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
   CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_CRASH_AFTER, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
   CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MB_STATE, Q_BASE,
-  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VINTF, Q_VMID, SERVER_STATE, mailboxWords, mmioBytes, notifyQueueWaiters, queueRegs,
+  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VINTF, Q_VMID, SERVER_STATE, initMmio, mailboxWords, mmioBytes, notifyQueueWaiters, queueRegs,
   type CrashHow,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
@@ -242,6 +242,7 @@ export class Host {
     const slowdownNs = checkInt('startHost: slowdownNs', opts['slowdownNs'] ?? 0, 0, 1_000_000, 'ns per command');
     const sab = new SharedArrayBuffer(memBytes);
     const i32 = new Int32Array(sab);
+    initMmio(i32, maxQueues);
     const ctl = KTHREAD_CTL;
     i32[ctl + CTL_SPIN_US] = guestSpinUs;
     i32[ctl + CTL_HEARTBEAT_MS] = heartbeatMs;

@@ -44,22 +44,48 @@
 //  - ERR_REASON and statistics are plain debugging words, written before the
 //    publish that makes them interesting (ERR_REASON before CONS/GERROR).
 //
+// Pending bitmap (virtio's event index / Tegra241 CMDQV's per-VINTF bitmaps
+// in spirit): a pass never reads an idle queue's registers. Each kernel
+// thread has a bitmap, one bit per qid (pendingWord/pendingBit below):
+//  - Whoever publishes PROD (the producer that won its turn, Q_DRV_PUB in
+//    guest.ts) then sets the queue's bit: `Atomics.or(word, bit)` (publish:
+//    PENDING, after PROD), then kicks.
+//  - The kernel thread polls its words with Atomics.load and takes a non-zero
+//    one with `Atomics.exchange(word, 0)` (take: before it reads any PROD it
+//    announces), then consumes only the queues whose bits it took, each up to
+//    the PROD it loads after the take.
+//  Why a published PROD is always consumed: take a PROD store S and the OR
+//  after it. If the OR precedes a take T, then S precedes T, which precedes
+//  that pass's PROD load: the pass sees S (or a later PROD). Otherwise the OR
+//  follows every take before it, so the bit stays set for the next take. A
+//  bit whose PROD an earlier pass already consumed costs one look, no more.
+//  - What is not announced by a bit: a queue stopped on an error waits for
+//    GERRORN, not PROD, so the thread keeps its own list of stopped queues and
+//    reads their GERRORN each pass (a bit taken while stopped is dropped: the
+//    ack resumes the queue); a pass cut short (host stopping) sets its bit
+//    again; a thread that starts (or restarts) sets the bit of every queue it
+//    is given once, so it looks at each; CONFIG.EN is set by the host
+//    before the thread is given the queue, and whatever enabled a queue later
+//    would mark it as a PROD writer does. Mailboxes and control words are
+//    polled as before.
+//
 // Kernel-thread wake-up (io_uring IORING_SQ_NEED_WAKEUP shape). Producers are
-// guests (PROD, GERRORN), mailbox clients (mailbox STATE) and the host
-// (CTRL). Each producer, after its publishing store:
-//      Atomics.store(X)                   // publish
+// guests (PROD then its PENDING bit, GERRORN), mailbox clients (mailbox
+// STATE) and the host (CTRL). Each producer, after its publishing store:
+//      Atomics.store(X)                   // publish (for PROD: the PENDING OR after it)
 //      if (Atomics.load(SLEEPING) !== 0) { Atomics.add(WAKE, 1); Atomics.notify(WAKE, 1) }
 // The consumer, when a pass found no work and its poll budget is spent (the
 // budget comes from src/poll-policy.ts; how long it polls never matters to
 // this argument):
 //      Atomics.store(SLEEPING, 1)
 //      seen = Atomics.load(WAKE)
-//      re-check every queue, mailbox and CTRL          // (A)
+//      re-check the pending words, stopped queues' GERRORN, mailboxes, CTRL   // (A)
 //      if nothing: Atomics.wait(WAKE, seen, heartbeatMs)
 //      Atomics.store(SLEEPING, 0)                      // only the sleeper clears its own flag
 // Why no wake-up is lost: take a producer's publish P and the consumer's
-// re-check load R of the same word (A). If P precedes R in the total order,
-// R sees the work. Otherwise R precedes P, so SLEEPING=1 (before R) precedes
+// re-check load R of the same word (A); for a PROD, P is the PENDING OR and R
+// the load of its bitmap word (the re-check only looks, it does not take).
+// If P precedes R in the total order, R sees the work. Otherwise R precedes P, so SLEEPING=1 (before R) precedes
 // the producer's load of SLEEPING (after P): the producer sees 1 and adds to
 // WAKE. Its add either precedes Atomics.wait, which then returns "not-equal"
 // because WAKE != seen (seen was read before R, so before the add), or
@@ -71,7 +97,8 @@
 // Cache lines per doorbell round trip (one submitWords of a TLBI + CMD_SYNC,
 // single producer, kernel thread spinning). Counted, access by access, in
 // test/line-budget.test.ts; "ctl.N" is line N of the control block, "q.N"
-// line N of the queue's register block.
+// line N of the queue's register block, "pend" the line of the kernel
+// thread's pending bitmap that holds the queue's bit.
 //  Guest (submitWords, kick, its wait):
 //    reads  ctl.2 (EPOCH in Liveness.begin, SPIN_US: written at setup only),
 //           q.4 (RESV, PUB, TURN_WAITERS: its own driver line),
@@ -80,24 +107,28 @@
 //           ctl.1 (SLEEPING, in kick: written only when the thread sleeps);
 //    writes the slot line(s) of the ring (plain stores; a pair of slots
 //           shares one line unless it straddles two), q.4 (CAS RESV, PUB),
-//           q.0 (PROD, the publish);
+//           q.0 (PROD, the publish), pend (the OR of its bit, after PROD);
 //    no clock read unless its wait outlasts SPIN_CLOCK_EVERY polls.
 //  Kernel thread (a pass, its spin):
-//    reads  ctl.0 (CTRL, CRASH; WAKE is written only by a kick of a sleeper),
+//    reads  pend (polled; taken with an exchange when non-zero),
+//           ctl.0 (CTRL, CRASH; WAKE is written only by a kick of a sleeper),
 //           ctl.1 (STATE), ctl.2 (config, plain reads), q.0 (CONFIG,
 //           GERRORN, PROD, and WAITERS after each publish), the slot line(s)
 //           (one plain copy per command), each mailbox's STATE line;
-//    writes q.1 (CONS: once per pass, at its CMD_SYNC or at the end; GERROR
+//    writes pend (the exchange that takes the bits), q.1 (CONS: once per pass, at its CMD_SYNC or at the end; GERROR
 //           and ERR_REASON only on an error), q.3 (command statistics, plain,
 //           per command), ctl.3 (HEARTBEAT per pass, pass statistics);
 //    per command, nothing shared but its slot (the line-budget test checks
 //           that 1 and 60 commands make the same Atomics accesses).
-// So three lines cross per round trip: the slot line and q.0 to the kernel
-// thread, q.1 back. Every other line a side reads is written by nobody per
+// So four lines cross per round trip: the slot line, q.0 and pend to the
+// kernel thread, q.1 back; pend also comes back with the guest's next OR.
+// pend is the one line more than a pass that polls PROD itself (the price
+// of the bitmap); in exchange an idle queue costs a pass no line at all (an
+// idle pending word stays in the poller's cache). Every other line a side reads is written by nobody per
 // round trip (ctl.0, ctl.1, ctl.2), or only by that side itself (q.4, and
 // q.0 for the guest), and the lines written per pass or per command are read
 // only by slow paths (ctl.3 by a wait slice's liveness check, q.3 by
-// state()). The floor is therefore the 3-line ping-pong plus the work:
+// state()). The floor is therefore the 4-line ping-pong plus the work:
 // bench/scenario-anatomy.ts measures both and the residual beside them.
 //
 // Liveness: the kernel thread bumps HEARTBEAT at least once per heartbeatMs
@@ -185,6 +216,11 @@ export const CTL_SLOWDOWN_NS = 36;
  * only at a restart, so the read stays in the reader's cache.
  */
 export const CTL_EPOCH = 37;
+/**
+ * Line 2: word offset of this server's pending bitmap (the kernel threads';
+ * 0 for a server without one, the VMM), written once by the host (initMmio).
+ */
+export const CTL_PENDING = 38;
 export const CTL_WORDS = 64;
 
 export const SERVER_STATE = { STARTING: 0, RUNNING: 1, STOPPING: 2, DEAD: 3 } as const;
@@ -346,13 +382,60 @@ export function queueRegs(qid: number): number {
 /** startHost's default `maxQueues`: the README's 64 VMs x 16 queues (one per vCPU). */
 export const DEFAULT_MAX_QUEUES = 1024;
 
-/** Bytes of the MMIO region of a host with `maxQueues` queues; host-private memory and VM RAM start there (64 KiB aligned). */
+// ── Pending bitmaps: one per kernel thread, after the register blocks ──
+// Bit (qid & 31) of word (qid >>> 5) is queue qid's "PROD moved" mark
+// (protocol above). Each bitmap is whole cache lines of its own: producers
+// RMW it, its kernel thread polls and takes it.
+
+/** Int32 words of one pending bitmap of a host with `maxQueues` queues. */
+export function pendingBitmapWords(maxQueues: number): number {
+  return Math.ceil(maxQueues / (32 * LINE_WORDS)) * LINE_WORDS;
+}
+
+/** Where a host's variable regions lie; startHost computes it from maxQueues. */
+export interface MmioLayout {
+  readonly maxQueues: number;
+  /** Word offset of each kernel thread's pending bitmap. */
+  readonly pending: readonly number[];
+  /** Bytes of the MMIO region; host-private memory and VM RAM start here (64 KiB aligned). */
+  readonly bytes: number;
+}
+
+export function mmioLayout(maxQueues: number): MmioLayout {
+  const bitmap = queueRegs(maxQueues);
+  const end = bitmap + pendingBitmapWords(maxQueues);
+  return { maxQueues, pending: [bitmap], bytes: Math.ceil((end * 4) / 65536) * 65536 };
+}
+
+/** Bytes of the MMIO region of a host with `maxQueues` queues. */
 export function mmioBytes(maxQueues: number): number {
-  return Math.ceil((queueRegs(maxQueues) * 4) / 65536) * 65536;
+  return mmioLayout(maxQueues).bytes;
 }
 
 /** The MMIO bytes of a host with the default options (startHost without maxQueues). */
 export const MMIO_BYTES = mmioBytes(DEFAULT_MAX_QUEUES);
+
+/** Point each kernel thread's control block at its pending bitmap (before the thread starts); returns the layout. */
+export function initMmio(i32: Int32Array, maxQueues = DEFAULT_MAX_QUEUES): MmioLayout {
+  const m = mmioLayout(maxQueues);
+  i32[KTHREAD_CTL + CTL_PENDING] = m.pending[0]!;
+  return m;
+}
+
+/** Word offset of queue `qid`'s bit in the pending bitmap of the kernel thread at `ctl`. */
+export function pendingWord(i32: Int32Array, ctl: number, qid: number): number {
+  return i32[ctl + CTL_PENDING]! + (qid >>> 5);
+}
+
+/** Queue `qid`'s bit in its pending word. */
+export function pendingBit(qid: number): number {
+  return 1 << (qid & 31);
+}
+
+/** After publishing PROD of queue `qid`: mark it pending for the kernel thread at `ctl` (then kick). */
+export function markPending(i32: Int32Array, ctl: number, qid: number): void {
+  Atomics.or(i32, pendingWord(i32, ctl, qid), pendingBit(qid)); // publish: PENDING bit, after PROD
+}
 
 // ── The wake-up protocol, in one place for every producer and every server ──
 

@@ -12,7 +12,7 @@ import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
   GERROR_MSI_CMDQ_ABT, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MB_ARG0, MB_OP, MB_PAYLOAD, MB_RES0, MB_STATE, Q_BASE, Q_CONFIG,
   Q_CMDSET, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
-  Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_WAITERS, SERVER_STATE, STATUS_ENABLED, mailboxWords, queueRegs,
+  Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_WAITERS, SERVER_STATE, STATUS_ENABLED, mailboxWords, markPending, pendingWord, queueRegs,
 } from '../src/layout.ts';
 import { ACCESS, PROT } from '../src/model/index.ts';
 import { VCMDQ_CMDSETS, VCMDQ_TEGRA241, VSMMU_REJECT, VSmmu } from '../src/vsmmu.ts';
@@ -119,6 +119,7 @@ describe('queue errors stop the queue at the faulting command', () => {
     q.ring.set(asid(2), 4);
     q.ring.set(asid(3), 8);
     Atomics.store(rig.i32, q.regs + Q_PROD, 0b011 | (1 << 8));
+    markPending(rig.i32, KTHREAD_CTL, q.qid);
     expect(rig.consumer.pass()).toBe(3);
     expect(consPos(rig, q)).toBe(0b011);
     expect(errOf(rig, q)).toBe(0);
@@ -167,9 +168,10 @@ describe('CMD_SYNC signalling', () => {
     const before = rig.i32.slice();
     Atomics.store(rig.i32, q.regs + Q_CONFIG, CONFIG_EN);
     expect(rig.consumer.pass()).toBe(3);
-    // Only the queue's own registers changed.
+    // Only the queue's own registers changed (and its pending bit, taken).
     const changed: number[] = [];
-    for (let k = 0; k < before.length; k++) if (rig.i32[k] !== before[k] && (k < q.regs || k >= q.regs + 64)) changed.push(k);
+    const pend = pendingWord(rig.i32, KTHREAD_CTL, q.qid);
+    for (let k = 0; k < before.length; k++) if (rig.i32[k] !== before[k] && (k < q.regs || k >= q.regs + 64) && k !== pend) changed.push(k);
     expect(changed).toEqual([]);
 
     // A stage 2 that maps the MSI to the last 2 bytes of host memory: the 4-byte write would leave it.
@@ -215,9 +217,13 @@ describe('service bookkeeping', () => {
     ring.set(asid(11), 2 * 4);
     ring.set(asid(12), 3 * 4);
     Atomics.store(rig.i32, r + Q_PROD, 0b000);
-    expect(rig.consumer.hasWork()).toBe(false); // not enabled
-    expect(rig.consumer.pass()).toBe(0);
+    markPending(rig.i32, KTHREAD_CTL, qid);
+    expect(rig.consumer.pass()).toBe(0); // not enabled: the pending bit is taken and dropped
+    expect(rig.consumer.hasWork()).toBe(false);
+    // Enabling is announced like a PROD (layout.ts): whoever sets CONFIG.EN then marks the queue pending.
     Atomics.store(rig.i32, r + Q_CONFIG, CONFIG_EN);
+    expect(rig.consumer.hasWork()).toBe(false);
+    markPending(rig.i32, KTHREAD_CTL, qid);
     expect(rig.consumer.hasWork()).toBe(true);
     expect(rig.consumer.pass()).toBe(2);
     expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([11, 12]);
@@ -244,6 +250,8 @@ describe('service bookkeeping', () => {
     const { rig } = rig1();
     const i32 = rig.i32;
     Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.RUNNING);
+    expect(rig.consumer.hasWork()).toBe(true); // addQueue marked the new queue pending, once
+    expect(rig.consumer.pass()).toBe(0);
     expect(rig.consumer.hasWork()).toBe(false);
     Atomics.add(i32, KTHREAD_CTL + CTL_CTRL, 1);
     expect(rig.consumer.hasWork()).toBe(true);
@@ -325,6 +333,7 @@ describe('service bookkeeping', () => {
     const { rig, q } = rig1(4);
     const i32 = rig.i32;
     const crashed = { control: () => {}, crash: () => { throw new Error('crashed'); } };
+    rig.consumer.pass(); // the new queue's one look (addQueue marks it pending), before the hook is armed
     Atomics.store(i32, KTHREAD_CTL + CTL_CRASH_AFTER, 4);
     Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 1);
     // Armed with a countdown, the hook wants no service of its own: an idle thread may sleep.
@@ -414,8 +423,10 @@ describe('setup, restart and test hooks', () => {
     const ring = new Uint32Array(rig.w.mem, rig.i32[r + Q_BASE]!, 16);
     ring.set(asid(7), 4);
     Atomics.store(rig.i32, r + Q_PROD, 2);
-    expect(rig.consumer.hasWork()).toBe(false);
+    markPending(rig.i32, KTHREAD_CTL, 44);
+    // The bit (and addQueue's look) is taken and dropped: the queue is stopped.
     expect(rig.consumer.pass()).toBe(0);
+    expect(rig.consumer.hasWork()).toBe(false);
     Atomics.store(rig.i32, r + Q_GERRORN, GERROR_CMDQ_ERR);
     expect(rig.consumer.pass()).toBe(1);
     expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([7]);
@@ -423,6 +434,7 @@ describe('setup, restart and test hooks', () => {
     rig.model.refuse = () => CERROR.ABT;
     ring.set(asid(8), 8);
     Atomics.store(rig.i32, r + Q_PROD, 3);
+    markPending(rig.i32, KTHREAD_CTL, 44);
     expect(rig.consumer.pass()).toBe(1);
     expect(rig.i32[r + Q_GERROR]).toBe(0);
     expect(Atomics.load(rig.i32, r + Q_CONS) & 7).toBe(2);

@@ -10,7 +10,7 @@ import { F } from '../src/fields.ts';
 import { GuestQueue, type QueueTransport } from '../src/guest.ts';
 import {
   CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_VINTF,
-  queueRegs,
+  initMmio, markPending, queueRegs,
 } from '../src/layout.ts';
 import type { SmmuModel } from '../src/model/smmu.ts';
 import type { PollPolicy } from '../src/poll-policy.ts';
@@ -85,6 +85,7 @@ export function makeRig(vms: { vmid: number; psids: number[]; asid?: number }[],
   const vsmmu = opts.vsmmu ?? ((vmid, streams) => new VSmmu(vmid, streams));
   const w = makeWorld(opts.features ?? {}, {}, (2 + 10 * vms.length) * MiB, MMIO_BYTES);
   const i32 = new Int32Array(w.mem);
+  initMmio(i32);
   const made = vms.map((o) => makeVm(w, { ...o, ramBytes: 8 * MiB }));
   const msiIpa = 6 * MiB; // above the table pool (IPA [0, ramBytes/4)) and below the data pages (ramBytes/2 on)
   const msiPa = made[0]!.gm.paOf(msiIpa);
@@ -132,6 +133,7 @@ export function submit(rig: Rig, q: RigQueue, cmds: Uint32Array[]): void {
     q.prod = (q.prod + 1) & posMask;
   }
   Atomics.store(rig.i32, q.regs + Q_PROD, q.prod);
+  markPending(rig.i32, KTHREAD_CTL, q.qid);
 }
 
 /** CONS's position bits (wrap|idx) as published. */
@@ -178,6 +180,7 @@ export function attachGuest(rig: Rig, vmid: number, log2: number): GuestRig {
   const transport: QueueTransport = {
     publishProd(prod) {
       Atomics.store(rig.i32, regs + Q_PROD, prod);
+      markPending(rig.i32, KTHREAD_CTL, qid); // as the doorbell transport: the bit after PROD
       g.prods.push(prod);
       if (g.pump) rig.consumer.pass();
       else g.onPublish(prod);
@@ -188,6 +191,7 @@ export function attachGuest(rig: Rig, vmid: number, log2: number): GuestRig {
     },
     writeConfig(config) {
       Atomics.store(rig.i32, regs + Q_CONFIG, config);
+      markPending(rig.i32, KTHREAD_CTL, qid); // as the doorbell transport: a re-enabled queue is looked at again
     },
   };
   g.gq = new GuestQueue({

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Command } from '../src/codec.ts';
 import { QueueError } from '../src/guest.ts';
-import { KTHREAD_CTL, Q_CONS, Q_PROD, kick } from '../src/layout.ts';
+import { KTHREAD_CTL, Q_CONS, Q_PROD, kick, markPending } from '../src/layout.ts';
 import { queueIncProd } from '../src/queue.ts';
 import { ASID, IOVA, makeVm, mapPage, pageOfPa, thrown, withHost, type TestVm } from './doorbell-helpers.ts';
 import type { DmaAgent } from '../src/host.ts';
@@ -100,10 +100,12 @@ describe('a command error stops only its queue', () => {
       };
       // RES0 bits above WR_WRAP with the current position: nothing to consume, no error.
       Atomics.store(host.i32, q.handle.regs + Q_PROD, q.prodValue | (1 << 19));
+      markPending(host.i32, KTHREAD_CTL, q.handle.qid);
       kick(host.i32, KTHREAD_CTL);
       // 20 entries claimed on a 16-entry ring (UNPREDICTABLE): consumed up to the masked PROD.
       const over = queueIncProd(q.prodValue, 20, 4);
       Atomics.store(host.i32, q.handle.regs + Q_PROD, over | (1 << 20));
+      markPending(host.i32, KTHREAD_CTL, q.handle.qid);
       kick(host.i32, KTHREAD_CTL);
       waitCons(over);
       const st = q.state();

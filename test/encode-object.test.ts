@@ -14,7 +14,7 @@ import { ArgumentError } from '../src/errors.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
 import { COMMANDS, type CommandSpec, type FieldSpec } from '../src/fields.ts';
 import { GuestQueue, type QueueHandle } from '../src/guest.ts';
-import { KTHREAD_CTL, MMIO_BYTES, Q_CONS, Q_DRV_RESV, Q_PROD, queueRegs } from '../src/layout.ts';
+import { KTHREAD_CTL, MMIO_BYTES, Q_CONS, Q_DRV_RESV, Q_PROD, initMmio, queueRegs } from '../src/layout.ts';
 
 const U64_MAX = (1n << 64n) - 1n;
 const genmask = (f: FieldSpec): bigint => ((1n << BigInt(f.hi + 1)) - 1n) ^ ((1n << BigInt(f.lo)) - 1n);
@@ -89,6 +89,7 @@ const invalidArb = (ds: boolean): fc.Arbitrary<Record<string, unknown>> =>
  */
 function bareQueue(features: SmmuFeatures, log2size: number): { q: GuestQueue; i32: Int32Array; ring: Uint32Array; regs: number } {
   const sab = new SharedArrayBuffer(MMIO_BYTES + (16 << log2size));
+  initMmio(new Int32Array(sab));
   const regs = queueRegs(0);
   const handle: QueueHandle = {
     path: 'doorbell', sab, ctl: KTHREAD_CTL, qid: 0, regs, log2size, basePa: MMIO_BYTES, baseIpa: 0, vmid: 1, features,

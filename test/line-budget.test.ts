@@ -12,7 +12,7 @@ import { buildCmdSync, buildTlbiNhVa } from '../src/codec.ts';
 import { CS } from '../src/fields.ts';
 import { GuestQueue, type CsMode, type QueueHandle } from '../src/guest.ts';
 import {
-  CTL_SPIN_US, CTL_WORDS, KTHREAD_CTL, LINE_WORDS, Q_CONS, Q_PROD, Q_WORDS,
+  CTL_SPIN_US, CTL_WORDS, KTHREAD_CTL, LINE_WORDS, Q_CONS, Q_PROD, Q_WORDS, pendingWord,
 } from '../src/layout.ts';
 import { addQueue, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
 
@@ -59,8 +59,10 @@ function record(i32: Int32Array, fn: () => void, onLoad: (word: number) => void 
   return { accesses, clock };
 }
 
-/** A name for each shared line the accesses land on: the control block's and the queue's lines by number, the ring as one. */
+/** A name for each shared line the accesses land on: the control block's and the queue's lines by number, the ring as one, the queue's pending-bitmap line. */
 function lineOf(word: number, q: RigQueue, ringWord: number, ringWords: number): string {
+  const pend = pendingWord(pendI32!, KTHREAD_CTL, q.qid);
+  if (Math.floor(word / LINE_WORDS) === Math.floor(pend / LINE_WORDS)) return 'pend';
   if (word >= KTHREAD_CTL && word < KTHREAD_CTL + CTL_WORDS) return `ctl.${Math.floor((word - KTHREAD_CTL) / LINE_WORDS)}`;
   if (word >= q.regs && word < q.regs + Q_WORDS) return `q.${Math.floor((word - q.regs) / LINE_WORDS)}`;
   if (word >= ringWord && word < ringWord + ringWords) return 'ring';
@@ -81,8 +83,12 @@ function words(n: number): Uint32Array {
 
 interface Setup { rig: Rig; q: RigQueue; guest: GuestQueue; ringWord: number }
 
+/** The host memory of the latest setup, where lineOf finds the pending bitmap (CTL_PENDING). */
+let pendI32: Int32Array | null = null;
+
 function setup(spinUs: number): Setup {
   const rig = makeRig([{ vmid: 1, psids: [0x10] }]);
+  pendI32 = rig.i32;
   const q = addQueue(rig, 1, 8);
   rig.i32[KTHREAD_CTL + CTL_SPIN_US] = spinUs;
   // The model itself, without the rig's recording wrapper (which reads CONS at every execute).
@@ -117,23 +123,25 @@ function lines(s: Setup, accesses: Access[], side: Side, writes: boolean): strin
 }
 
 describe('shared lines per doorbell round trip (the layout.ts list, counted)', () => {
-  it('the guest reads only its own lines, CONS\'s and the config/SLEEPING lines; it writes PROD\'s line and its driver line; no clock on either side', () => {
+  it('the guest reads only its own lines, CONS\'s and the config/SLEEPING lines; it writes PROD\'s line, its pending bit\'s line and its driver line; no clock on either side', () => {
     const s = setup(50);
     const { accesses, clock } = roundTrip(s, 1, 'sev', 10);
     // q.0: PROD, GERRORN (and WAITERS); q.1: CONS, GERROR; q.4: RESV, PUB, TURN_WAITERS; ctl.1: SLEEPING (kick); ctl.2: EPOCH, SPIN_US.
     expect(lines(s, accesses, 'guest', false)).toEqual(['ctl.1', 'ctl.2', 'q.0', 'q.1', 'q.4']);
-    expect(lines(s, accesses, 'guest', true)).toEqual(['q.0', 'q.4']);
+    // pend: the OR of the queue's pending bit after PROD.
+    expect(lines(s, accesses, 'guest', true)).toEqual(['pend', 'q.0', 'q.4']);
     // Never the lines the kernel thread dirties per pass or per command (ctl.3 HEARTBEAT and pass counts, q.3 statistics).
     expect(clock).toEqual({ guest: 0, kernel: 0 });
   });
 
-  it('the kernel thread writes CONS once per pass that ends on its CMD_SYNC, and reads only PROD\'s line and the control lines', () => {
+  it('the kernel thread writes CONS once per pass that ends on its CMD_SYNC, and reads only the pending line, PROD\'s line and the control lines', () => {
     const s = setup(50);
     const { accesses } = roundTrip(s, 1, 'sev', 3);
     const consStores = accesses.filter((a) => a.side === 'kernel' && a.op === 'store' && a.word === s.q.regs + Q_CONS);
     expect(consStores).toHaveLength(1);
-    expect(lines(s, accesses, 'kernel', true)).toEqual(['q.1']);
-    expect(lines(s, accesses, 'kernel', false)).toEqual(['ctl.0', 'q.0']);
+    // pend: polled, and taken with an exchange (a write) when set.
+    expect(lines(s, accesses, 'kernel', true)).toEqual(['pend', 'q.1']);
+    expect(lines(s, accesses, 'kernel', false)).toEqual(['ctl.0', 'pend', 'q.0']);
   });
 
   it('per batch, not per command: 1 and 60 commands make the same Atomics accesses on each side', () => {

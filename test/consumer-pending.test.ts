@@ -1,0 +1,103 @@
+// The pending bitmap (src/layout.ts, issue 15): a pass visits only the queues
+// whose bits it took, so it never reads an idle queue's registers, and the
+// cases no PROD bit announces still run: a stopped queue's GERRORN ack, a
+// thread (re)started over queues whose PROD already moved.
+// Driven in-thread; test/doorbell-hammer.test.ts races the same on threads.
+import { describe, expect, it } from 'vitest';
+import { Consumer } from '../native-free-fastpath/consumer.ts';
+import { buildCfgiSte, buildTlbiNhAsid } from '../src/codec.ts';
+import {
+  CTL_PENDING, KTHREAD_CTL, Q_GERROR, Q_GERRORN, Q_PROD, Q_STAT_CMDS,
+  markPending, pendingBit, pendingWord,
+} from '../src/layout.ts';
+import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
+
+const VMID = 5;
+const asid = (a: number): Uint32Array => {
+  const u = new Uint32Array(4);
+  buildTlbiNhAsid(u, a, 0);
+  return u;
+};
+const pendingOf = (rig: Rig, q: RigQueue): boolean =>
+  (Atomics.load(rig.i32, pendingWord(rig.i32, KTHREAD_CTL, q.qid)) & pendingBit(q.qid)) !== 0;
+
+/** A rig with `n` queues of 8 slots, each already looked at once (addQueue marks a new queue pending). */
+function rigN(n: number): { rig: Rig; qs: RigQueue[] } {
+  const rig = makeRig([{ vmid: VMID, psids: [1], asid: 2 }]);
+  const qs = Array.from({ length: n }, () => addQueue(rig, VMID, 3));
+  expect(rig.consumer.pass()).toBe(0);
+  return { rig, qs };
+}
+
+describe('the pending bitmap', () => {
+  it('a pass consumes only queues whose bit is set: a PROD moved without its bit waits for the bit', () => {
+    const { rig, qs } = rigN(40);
+    expect(new Set(qs.map((q) => pendingWord(rig.i32, KTHREAD_CTL, q.qid))).size).toBe(2);
+    const [a, b] = [qs[3]!, qs[37]!];
+    // b's PROD moves but nobody marks it: a pass must not see it (it reads no unmarked queue).
+    b.ring.set(asid(7), 0);
+    Atomics.store(rig.i32, b.regs + Q_PROD, 1);
+    submit(rig, a, [asid(1), asid(2)]);
+    expect(rig.consumer.pass()).toBe(2);
+    expect(consPos(rig, b)).toBe(0);
+    expect(rig.consumer.hasWork()).toBe(false);
+    expect(pendingOf(rig, a)).toBe(false); // taken
+    markPending(rig.i32, KTHREAD_CTL, b.qid);
+    expect(rig.consumer.hasWork()).toBe(true);
+    expect(rig.consumer.pass()).toBe(1);
+    expect(consPos(rig, b)).toBe(1);
+    // A bit whose PROD was already consumed costs a look and nothing else.
+    markPending(rig.i32, KTHREAD_CTL, b.qid);
+    expect(rig.consumer.pass()).toBe(0);
+    expect(rig.i32[b.regs + Q_STAT_CMDS]).toBe(1);
+  });
+
+  it('a bit no queue of this thread owns is taken and dropped', () => {
+    const { rig, qs } = rigN(2);
+    const word = pendingWord(rig.i32, KTHREAD_CTL, qs[0]!.qid);
+    const foreign = qs[0]!.qid >= 31 ? 0 : 31; // a qid in the same word this rig never added
+    Atomics.or(rig.i32, word, pendingBit(foreign));
+    expect(rig.consumer.hasWork()).toBe(true);
+    expect(rig.consumer.pass()).toBe(0);
+    expect(Atomics.load(rig.i32, word)).toBe(0);
+  });
+
+  it('a queue stopped on an error resumes on its GERRORN ack alone, even though its bit was taken while it was stopped', () => {
+    const { rig, qs } = rigN(1);
+    const q = qs[0]!;
+    const bad = new Uint32Array(4);
+    buildCfgiSte(bad, 0, 1); // refused on a vCMDQ: CERROR_ILL
+    submit(rig, q, [asid(1), bad]);
+    expect(rig.consumer.pass()).toBe(2);
+    expect(Atomics.load(rig.i32, q.regs + Q_GERROR)).not.toBe(Atomics.load(rig.i32, q.regs + Q_GERRORN));
+    // The guest publishes more while stopped: the bit is taken, nothing runs.
+    submit(rig, q, [asid(3)]);
+    expect(rig.consumer.pass()).toBe(0);
+    expect(pendingOf(rig, q)).toBe(false);
+    expect(rig.consumer.hasWork()).toBe(false);
+    // Linux skip_err: the faulting slot becomes something legal, then GERRORN = GERROR, with no PROD write and no bit.
+    q.ring.set(asid(2), 4);
+    Atomics.store(rig.i32, q.regs + Q_GERRORN, Atomics.load(rig.i32, q.regs + Q_GERROR));
+    expect(rig.consumer.hasWork()).toBe(true);
+    expect(rig.consumer.pass()).toBe(2);
+    expect(consPos(rig, q)).toBe(3);
+    expect(rig.consumer.hasWork()).toBe(false);
+  });
+
+  it('a new consumer over queues whose PROD moved with no bit (a restart) looks at each once', () => {
+    const { rig, qs } = rigN(3);
+    submit(rig, qs[1]!, [asid(1)]);
+    Atomics.store(rig.i32, pendingWord(rig.i32, KTHREAD_CTL, qs[1]!.qid), 0); // the bit died with the old thread
+    const again = new Consumer(rig.i32, KTHREAD_CTL, rig.model, rig.w.features);
+    again.addVm(VMID, rig.consumer.vm(VMID));
+    for (const q of qs) again.addQueue(q.qid, VMID);
+    expect(again.pass()).toBe(1);
+    expect(consPos(rig, qs[1]!)).toBe(1);
+  });
+
+  it('a control block without a pending bitmap is refused at construction', () => {
+    const { rig } = rigN(1);
+    rig.i32[KTHREAD_CTL + CTL_PENDING] = 0;
+    expect(() => new Consumer(rig.i32, KTHREAD_CTL, rig.model, rig.w.features)).toThrow(/CTL_PENDING/);
+  });
+});
