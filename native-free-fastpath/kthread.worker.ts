@@ -1,5 +1,6 @@
-// The "kernel thread": one worker owning the SMMU model, serving every vCMDQ
-// and mailbox (native-free-fastpath/consumer.ts). It never returns to its
+// A "kernel thread": one worker owning an SMMU model, serving the vCMDQs and
+// mailboxes of the VMs the host placed on it (native-free-fastpath/consumer.ts;
+// a host with kernelThreads: N runs N of these, each on its own control block). It never returns to its
 // event loop while serving: control messages (add VM, add queue, attach
 // stream, add mailbox) are drained from the MessagePort with
 // receiveMessageOnPort when the host bumps CTL_CTRL, and answered on the port.
@@ -10,7 +11,7 @@ import { workerData, type MessagePort } from 'node:worker_threads';
 import { crashNow, drainControlPort } from '../src/control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
 import { makePollPolicy, type PollConfig } from '../src/poll-policy.ts';
-import { CTL_CRASH, CTL_STATE, KTHREAD_CTL, SERVER_STATE } from '../src/layout.ts';
+import { CTL_CRASH, CTL_STATE, SERVER_STATE } from '../src/layout.ts';
 import { SmmuModel, type SmmuModelOptions } from '../src/model/smmu.ts';
 import { VSmmu } from '../src/vsmmu.ts';
 import { Consumer, VmEntry, bypassExecute } from './consumer.ts';
@@ -23,6 +24,8 @@ export interface KthreadData {
   sab: SharedArrayBuffer;
   features: SmmuFeatures;
   port: MessagePort;
+  /** Word offset of this thread's control block (KTHREAD_CTL for thread 0). */
+  ctl: number;
   /** IOMMU_HWPT_INVALIDATE on a bad entry: 'strict' (default) or 'upstream-v6.18' (src/trap/iommufd.ts). */
   iommufd?: IommufdMode;
   /** The SMMU model's caching options (HostOptions.model). */
@@ -41,12 +44,12 @@ export type KthreadCtrl =
   | { id: number; op: 'attachStream'; psid: number; stePa: number }
   | { id: number; op: 'addMailbox'; mbid: number };
 
-const { sab, features: featIn, port, iommufd, model: modelOpts, bypass, poll } = workerData as KthreadData;
+const { sab, features: featIn, port, ctl, iommufd, model: modelOpts, bypass, poll } = workerData as KthreadData;
 const i32 = new Int32Array(sab);
 const features = makeFeatures(featIn);
 const model = new SmmuModel(sab, features, modelOpts);
 // The trap path (below) keeps the real model: the bypass measures the doorbell's transport only.
-const consumer = new Consumer(i32, KTHREAD_CTL, bypass === true ? bypassExecute(model) : model, features, makePollPolicy(poll));
+const consumer = new Consumer(i32, ctl, bypass === true ? bypassExecute(model) : model, features, makePollPolicy(poll));
 // Trap-path plug: IOMMUFD_INVALIDATE and NESTED_STE join the mailbox dispatch.
 const trap = new TrapKernelSide(sab, consumer, model, features, iommufd ?? 'strict');
 trap.register(consumer.mailboxes);
@@ -83,11 +86,11 @@ function drainControl(): void {
 try {
   drainControl();
   // RUNNING before the host hears "started": a stop() right after startHost() must find the thread running.
-  Atomics.compareExchange(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING); // publish: STATE RUNNING, before "started"
+  Atomics.compareExchange(i32, ctl + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING); // publish: STATE RUNNING, before "started"
   port.postMessage({ id: 0, ok: true });
   consumer.run({
     control: drainControl,
-    crash: () => crashNow(Atomics.load(i32, KTHREAD_CTL + CTL_CRASH)),
+    crash: () => crashNow(Atomics.load(i32, ctl + CTL_CRASH)),
   });
   consumer.markDead();
   port.close();

@@ -19,9 +19,9 @@ import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
   CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_CRASH_AFTER, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
-  CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MB_STATE, Q_BASE,
-  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VINTF, Q_VMID, SERVER_STATE, initMmio, mailboxWords, mmioBytes, notifyQueueWaiters, queueRegs,
-  type CrashHow,
+  CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MB_STATE, Q_BASE,
+  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VINTF, Q_VMID, SERVER_STATE, initMmio, mailboxWords, mmioLayout, notifyQueueWaiters, queueRegs,
+  type CrashHow, type MmioLayout,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
 import { checkPollOptions, type PollConfig, type PollOptions } from './poll-policy.ts';
@@ -60,6 +60,14 @@ export interface HostOptions {
    * memBytes must hold with room to spare.
    */
   maxQueues?: number;
+  /**
+   * Kernel-thread workers (default 1). VMs are spread over them (each new VM
+   * goes to the thread with the fewest), each thread with its own control
+   * block, doorbell, pending bitmap and SMMU model; all of a VM's queues,
+   * streams and DMA agents stay on its thread, so CMD_SYNC ordering per
+   * queue is unchanged.
+   */
+  kernelThreads?: number;
   /** Test hook (a slow or wedged SMMU): busy-wait this many µs per command the kernel thread consumes, still beating the heartbeat. */
   injectDelayUs?: number;
   /**
@@ -167,16 +175,9 @@ export class Host {
   readonly features: SmmuFeatures;
   /** Host-physical allocator above the MMIO region (stage-2 tables, STEs, VM RAM). */
   readonly phys: PhysLayout;
-  private thread: ServerThread;
-  /**
-   * Every setup message the kernel thread accepted, in order: what a new
-   * kernel thread replays to rebuild its VMs, streams, mailboxes and queues.
-   */
-  private readonly records: Record<string, unknown>[] = [];
-  /** Mailboxes the kernel thread serves (a restart frees the slots the dead one left claimed). */
-  private readonly kernelMailboxes: number[] = [];
+  /** The kernel threads (HostOptions.kernelThreads); each VM is served by one of them. */
+  private readonly kthreads: KernelThread[];
   private stopped = false;
-  private restarting: Promise<void> | null = null;
   /** Automatic restarts left (HostOptions.autoRestart). */
   private autoRestarts: number;
   private nextQid = 0;
@@ -193,6 +194,7 @@ export class Host {
     features: SmmuFeatures,
     /** HostOptions.maxQueues: register blocks in the MMIO region. */
     readonly maxQueues: number,
+    mmio: MmioLayout,
     autoRestart: number,
     cmdqv: boolean,
     private readonly kthreadOpts: { iommufd: IommufdMode; model: { combinedNested: boolean; walkCacheEntries: number }; bypass: boolean; poll: PollConfig },
@@ -201,24 +203,32 @@ export class Host {
     this.cmdqv = cmdqv;
     this.i32 = new Int32Array(sab);
     this.features = features;
-    this.phys = new PhysLayout(sab, mmioBytes(maxQueues));
+    this.phys = new PhysLayout(sab, mmio.bytes);
     this.autoRestarts = autoRestart;
-    this.thread = this.spawn();
+    const n = mmio.ctl.length;
+    this.kthreads = mmio.ctl.map((ctl, k) => new KernelThread(k, ctl, n === 1 ? 'kernel thread' : `kernel thread ${k}`));
+    for (const kt of this.kthreads) kt.thread = this.spawn(kt);
+  }
+
+  /** Kernel threads the host runs (HostOptions.kernelThreads). */
+  get kernelThreads(): number {
+    return this.kthreads.length;
   }
 
   /** A kernel thread over this host's memory. Its death wakes every queue waiter (one blocked on it sees the heartbeat instead). */
-  private spawn(): ServerThread {
+  private spawn(kt: KernelThread): ServerThread {
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(workerUrl('kthread.worker.js'), {
-      workerData: { sab: this.sab, features: this.features, port: port2, ...this.kthreadOpts },
+      workerData: { sab: this.sab, features: this.features, port: port2, ctl: kt.ctl, ...this.kthreadOpts },
       transferList: [port2],
     });
-    return new ServerThread('kernel thread', this.i32, KTHREAD_CTL, worker, port1, () => {
+    return new ServerThread(kt.name, this.i32, kt.ctl, worker, port1, () => {
+      // Waiters of the other threads' queues wake too, re-check and wait again: cheaper than tracking whose is whose.
       for (let qid = 0; qid < this.nextQid; qid++) notifyQueueWaiters(this.i32, qid);
-      if (!this.stopped && this.restarting === null && this.autoRestarts > 0) {
+      if (!this.stopped && kt.restarting === null && this.autoRestarts > 0) {
         this.autoRestarts--;
         // Handled here; the restart's own failure is seen through lastRestart or the next call.
-        this.restartKernelThread().catch(() => {});
+        this.restartKernelThread(kt.index).catch(() => {});
       }
     });
   }
@@ -228,8 +238,10 @@ export class Host {
     const opts = checkOptions('startHost: options', options, HOST_OPTIONS);
     const features = makeFeatures(checkFeatures(opts['features']));
     const maxQueues = checkInt('startHost: maxQueues', opts['maxQueues'] ?? DEFAULT_MAX_QUEUES, 1, 1 << 20, 'queues');
-    const mmio = mmioBytes(maxQueues);
-    const memBytes = checkInt('startHost: memBytes', opts['memBytes'] ?? 64 << 20, mmio + 65536, 2 ** 31, `bytes: the MMIO region of maxQueues ${maxQueues} takes ${mmio} and 64 KiB must be left`);
+    const kernelThreads = checkInt('startHost: kernelThreads', opts['kernelThreads'] ?? 1, 1, MAX_KERNEL_THREADS, 'kernel-thread workers');
+    const mmio = mmioLayout(maxQueues, kernelThreads);
+    const memBytes = checkInt('startHost: memBytes', opts['memBytes'] ?? 64 << 20, mmio.bytes + 65536, 2 ** 31,
+      `bytes: the MMIO region of maxQueues ${maxQueues} and kernelThreads ${kernelThreads} takes ${mmio.bytes} and 64 KiB must be left`);
     if (memBytes % 65536 !== 0) throw new ArgumentError('startHost: memBytes', `must be a multiple of 64 KiB, got ${memBytes}`);
     if (opts['spinUs'] !== undefined && opts['poll'] !== undefined) throw new ArgumentError('startHost: poll', 'cannot be combined with spinUs (a fixed budget): give one of them');
     const spinUs = opts['spinUs'] === undefined ? undefined : checkInt('startHost: spinUs', opts['spinUs'], 0, 1_000_000, 'µs');
@@ -242,13 +254,14 @@ export class Host {
     const slowdownNs = checkInt('startHost: slowdownNs', opts['slowdownNs'] ?? 0, 0, 1_000_000, 'ns per command');
     const sab = new SharedArrayBuffer(memBytes);
     const i32 = new Int32Array(sab);
-    initMmio(i32, maxQueues);
-    const ctl = KTHREAD_CTL;
-    i32[ctl + CTL_SPIN_US] = guestSpinUs;
-    i32[ctl + CTL_HEARTBEAT_MS] = heartbeatMs;
-    i32[ctl + CTL_STALE_MS] = staleMs;
-    i32[ctl + CTL_INJECT_DELAY_US] = injectDelayUs;
-    i32[ctl + CTL_SLOWDOWN_NS] = slowdownNs;
+    initMmio(i32, maxQueues, kernelThreads);
+    for (const ctl of mmio.ctl) {
+      i32[ctl + CTL_SPIN_US] = guestSpinUs;
+      i32[ctl + CTL_HEARTBEAT_MS] = heartbeatMs;
+      i32[ctl + CTL_STALE_MS] = staleMs;
+      i32[ctl + CTL_INJECT_DELAY_US] = injectDelayUs;
+      i32[ctl + CTL_SLOWDOWN_NS] = slowdownNs;
+    }
     const autoRestart = checkInt('startHost: autoRestart', opts['autoRestart'] ?? 0, 0, 1000, 'automatic kernel-thread restarts');
     const iommufd = opts['iommufd'] ?? 'strict';
     if (iommufd !== 'strict' && iommufd !== 'upstream-v6.18') throw new ArgumentError('startHost: iommufd', `must be 'strict' or 'upstream-v6.18', got ${show(iommufd)}`);
@@ -260,37 +273,56 @@ export class Host {
     if (typeof bypass !== 'boolean') throw new ArgumentError('startHost: model.bypass', `must be a boolean, got ${show(bypass)}`);
     const cmdqv = opts['cmdqv'] ?? false;
     if (typeof cmdqv !== 'boolean') throw new ArgumentError('startHost: cmdqv', `must be a boolean, got ${show(cmdqv)}`);
-    const host = new Host(sab, features, maxQueues, autoRestart, cmdqv, { iommufd, model: { combinedNested, walkCacheEntries }, bypass, poll });
-    await host.thread.expectReply(0);
+    const host = new Host(sab, features, maxQueues, mmio, autoRestart, cmdqv, { iommufd, model: { combinedNested, walkCacheEntries }, bypass, poll });
+    await Promise.all(host.kthreads.map((kt) => kt.thread.expectReply(0)));
     return host;
   }
 
-  /** Send a control message to the kernel thread and wait for its answer; an accepted one is recorded for a restart to replay. */
-  async control(msg: Record<string, unknown>): Promise<void> {
-    await this.thread.control(msg);
+  /**
+   * Send a control message to kernel thread `kthread` and wait for its
+   * answer; an accepted one is recorded for a restart of that thread to replay.
+   */
+  async control(msg: Record<string, unknown>, kthread = 0): Promise<void> {
+    const kt = this.kthread(kthread);
+    await kt.thread.control(msg);
     // Answers come in the order the messages were sent, so the records keep that order.
-    this.records.push(msg);
-    if (msg['op'] === 'addMailbox') this.kernelMailboxes.push(msg['mbid'] as number);
+    kt.records.push(msg);
+    if (msg['op'] === 'addMailbox') kt.mailboxes.push(msg['mbid'] as number);
+  }
+
+  /** @internal kernel thread `k`, checked (an ArgumentError naming `argument`). */
+  kthread(k: number, argument = 'kthread'): KernelThread {
+    checkInt(argument, k, 0, this.kthreads.length - 1, `a kernel-thread index, the host has ${this.kthreads.length}`);
+    return this.kthreads[k]!;
+  }
+
+  /** @internal the control block of kernel thread `k` (its handles' `ctl`). */
+  kthreadCtl(k: number): number {
+    return this.kthread(k).ctl;
   }
 
   /**
-   * Replace the kernel thread (after it died: an exception, an exit, a
-   * heartbeat gone stale; a thread still running is terminated first). The
-   * new one rebuilds every VM, stream, mailbox and queue from the host's
-   * records and resumes each queue from its published CONS; the SMMU's
-   * caches start empty, which is always safe. Waiters blocked on the old
-   * thread have had their error. Nothing published as consumed runs again;
-   * a command the old thread consumed but had not yet published as consumed
-   * (it died inside a pass) runs again, which is harmless for invalidations
-   * and syncs. A restart already under way is joined, not repeated.
+   * Replace kernel thread `kthread` (after it died: an exception, an exit,
+   * a heartbeat gone stale; a thread still running is terminated first), or,
+   * without an index, every kernel thread, each as if on its own. The new
+   * one rebuilds the VMs, streams, mailboxes and queues of that thread from
+   * the host's records and resumes each queue from its published CONS; its
+   * SMMU's caches start empty, which is always safe. The other threads and
+   * their VMs are not touched. Waiters blocked on the old thread have had
+   * their error. Nothing published as consumed runs again; a command the old
+   * thread consumed but had not yet published as consumed (it died inside a
+   * pass) runs again, which is harmless for invalidations and syncs. A
+   * restart of a thread already under way is joined, not repeated.
    */
-  restartKernelThread(): Promise<void> {
-    if (this.stopped) return Promise.reject(this.thread.dead ?? new ServerDeadError('kernel thread', 'the host was stopped'));
-    this.restarting ??= this.restart().finally(() => {
-      this.restarting = null;
-    });
-    this.lastRestart = this.restarting;
-    return this.restarting;
+  restartKernelThread(kthread?: number): Promise<void> {
+    if (kthread === undefined && this.kthreads.length > 1) {
+      const all = Promise.all(this.kthreads.map((kt) => this.restartOne(kt))).then(() => {});
+      this.lastRestart = all;
+      return all;
+    }
+    const kt = this.kthread(kthread ?? 0, 'restartKernelThread: kthread');
+    this.lastRestart = this.restartOne(kt);
+    return this.lastRestart;
   }
 
   /** The kernel thread's polling policy, as checked with its defaults filled in (ns). */
@@ -301,31 +333,41 @@ export class Host {
   /** The latest restart (automatic or not), or null: tests and callers await it. */
   lastRestart: Promise<void> | null = null;
 
-  private async restart(): Promise<void> {
-    await this.thread.terminate();
+  private restartOne(kt: KernelThread): Promise<void> {
+    if (this.stopped) return Promise.reject(kt.thread.dead ?? new ServerDeadError(kt.name, 'the host was stopped'));
+    kt.restarting ??= this.restart(kt).finally(() => {
+      kt.restarting = null;
+    });
+    return kt.restarting;
+  }
+
+  private async restart(kt: KernelThread): Promise<void> {
+    await kt.thread.terminate();
     const i32 = this.i32;
+    const ctl = kt.ctl;
     // The dead thread's words: the crash hook disarmed, nobody asleep, STARTING until the new one runs.
-    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH, 0); // unordered: no thread serves this block now
-    Atomics.store(i32, KTHREAD_CTL + CTL_CRASH_AFTER, 0); // unordered: as above
-    Atomics.store(i32, KTHREAD_CTL + CTL_SLEEPING, 0); // unordered: as above
+    Atomics.store(i32, ctl + CTL_CRASH, 0); // unordered: no thread serves this block now
+    Atomics.store(i32, ctl + CTL_CRASH_AFTER, 0); // unordered: as above
+    Atomics.store(i32, ctl + CTL_SLEEPING, 0); // unordered: as above
     // publish: EPOCH before STATE leaves DEAD, so a waiter that sees the new STATE also sees it slept through a death.
-    Atomics.add(i32, KTHREAD_CTL + CTL_EPOCH, 1);
-    Atomics.store(i32, KTHREAD_CTL + CTL_STATE, SERVER_STATE.STARTING); // publish: STATE, the waiters' liveness check (not DEAD any more)
+    Atomics.add(i32, ctl + CTL_EPOCH, 1);
+    Atomics.store(i32, ctl + CTL_STATE, SERVER_STATE.STARTING); // publish: STATE, the waiters' liveness check (not DEAD any more)
     // Slots the dead thread left claimed or answered are freed; a client still waiting on one sees no
     // RESPONSE and gets ServerDeadError (MailboxClient), its request may have run or not, as after a timeout.
-    for (const id of this.kernelMailboxes) {
+    for (const id of kt.mailboxes) {
       Atomics.store(i32, mailboxWords(id) + MB_STATE, MAILBOX_STATE.IDLE); // publish: mailbox IDLE release, as a client's finish
       Atomics.notify(i32, mailboxWords(id) + MB_STATE);
     }
-    this.thread = this.spawn();
-    await this.thread.expectReply(0);
+    kt.thread = this.spawn(kt);
+    await kt.thread.expectReply(0);
     // Sent together (answered in order): addVm before the streams and queues that name it.
-    await Promise.all(this.records.map((m) => this.thread.control(m)));
+    await Promise.all(kt.records.map((m) => kt.thread.control(m)));
   }
 
-  /** @internal throws the kernel thread's ServerDeadError when it is dead or the host stopped. */
-  checkAlive(): void {
-    this.thread.checkAlive();
+  /** @internal throws kernel thread `kthread`'s ServerDeadError when it is dead or the host stopped (default: any thread's). */
+  checkAlive(kthread?: number): void {
+    if (kthread !== undefined) this.kthread(kthread).thread.checkAlive();
+    else for (const kt of this.kthreads) kt.thread.checkAlive();
   }
 
   /**
@@ -345,7 +387,9 @@ export class Host {
     const streams = this.checkStreams(opts['streams']);
     const signal = checkSignal('createVm: signal', opts['signal']);
     signal?.throwIfAborted();
-    this.checkAlive();
+    // The thread with the fewest VMs (the lowest index on a tie): all of a VM's queues stay on it.
+    const kt = this.kthreads.reduce((a, b) => (b.vms < a.vms ? b : a));
+    kt.thread.checkAlive();
     const mark = this.phys.top;
     let ramBase: number;
     let stage2: Stage2;
@@ -357,21 +401,23 @@ export class Host {
       throw new ArgumentError('createVm: ramBytes', `${ramBytes} bytes (and their stage-2 tables) do not fit in the host memory left (${this.sab.byteLength - mark} bytes): raise startHost's memBytes`);
     }
     const end = this.phys.top;
-    const vm = new Vm(this, vmid, ramBase, ramBytes, stage2, streams);
+    const vm = new Vm(this, vmid, ramBase, ramBytes, stage2, streams, kt.index);
     // Reserved now, so a concurrent createVm cannot take the same VMID or pSIDs while this one waits.
     this.vms.set(vmid, vm);
+    kt.vms++;
     const release = (): void => {
       this.vms.delete(vmid);
+      kt.vms--;
       // Give the memory back if nothing was allocated after it (a failed or aborted call leaves nothing behind).
       if (this.phys.top === end) this.phys.rewind(mark);
     };
-    const added = this.control({ op: 'addVm', vmid, streams: streams.map((x) => [x.vsid, x.psid]), ramBase, ramBytes });
+    const added = this.control({ op: 'addVm', vmid, streams: streams.map((x) => [x.vsid, x.psid]), ramBase, ramBytes }, kt.index);
     try {
       await abortable(added, signal);
     } catch (e) {
       if (e === signal?.reason) {
         // Aborted while the kernel thread may be adding it: the VMID stays reserved until it answered, then is undone.
-        void added.then(() => this.control({ op: 'removeVm', vmid })).then(release, release);
+        void added.then(() => this.control({ op: 'removeVm', vmid }, kt.index)).then(release, release);
       } else release();
       throw e;
     }
@@ -428,19 +474,34 @@ export class Host {
   }
 
   /** A mailbox served by the kernel thread (DMA agents, the trap path's ioctl channel). */
-  async mailbox(signal?: AbortSignal): Promise<MailboxHandle> {
+  async mailbox(signal?: AbortSignal, kthread = 0): Promise<MailboxHandle> {
     signal?.throwIfAborted();
-    this.checkAlive();
+    const kt = this.kthread(kthread);
+    kt.thread.checkAlive();
     const id = this.allocMailboxId();
     // An abort leaves the mailbox registered but unused (mailbox ids are not reused).
-    await abortable(this.control({ op: 'addMailbox', mbid: id }), signal);
-    return { sab: this.sab, ctl: KTHREAD_CTL, id, server: 'kernel thread' };
+    await abortable(this.control({ op: 'addMailbox', mbid: id }, kthread), signal);
+    return { sab: this.sab, ctl: kt.ctl, id, server: kt.name };
   }
 
-  /** A DMA agent (a device asking the SMMU to translate), usable here or, via `agent.handle`, in any thread. */
-  async dma(options?: { signal?: AbortSignal }): Promise<DmaAgent> {
-    const opts = checkOptions('dma: options', options, ['signal']);
-    return new DmaAgent(await this.mailbox(checkSignal('dma: signal', opts['signal'])));
+  /**
+   * A DMA agent (a device asking the SMMU to translate), usable here or, via
+   * `agent.handle`, in any thread. With several kernel threads each has its
+   * own SMMU model (its VMs' streams and caches), so the agent names its
+   * VM: `vmid` picks the thread that serves it (optional with one thread).
+   */
+  async dma(options?: { signal?: AbortSignal; vmid?: number }): Promise<DmaAgent> {
+    const opts = checkOptions('dma: options', options, ['signal', 'vmid']);
+    const signal = checkSignal('dma: signal', opts['signal']);
+    let kthread = 0;
+    if (opts['vmid'] !== undefined) {
+      const vm = this.vms.get(checkInt('dma: vmid', opts['vmid'], 1, 2 ** 16 - 1, 'a VMID'));
+      if (vm === undefined) throw new ArgumentError('dma: vmid', `${String(opts['vmid'])} names no VM of this host`);
+      kthread = vm.kthread;
+    } else if (this.kthreads.length > 1) {
+      throw new ArgumentError('dma: vmid', `is needed on a host with ${this.kthreads.length} kernel threads: the agent translates through the SMMU model of its VM's thread`);
+    }
+    return new DmaAgent(await this.mailbox(signal, kthread));
   }
 
   /**
@@ -455,7 +516,8 @@ export class Host {
     this.stopped = true;
     const killed: string[] = [];
     for (let fn = this.stopHooks.pop(); fn !== undefined; fn = this.stopHooks.pop()) killed.push(...(await fn(graceMs)));
-    if (await this.thread.stop(graceMs)) killed.push('kernel thread');
+    const stops = await Promise.all(this.kthreads.map((kt) => kt.thread.stop(graceMs)));
+    this.kthreads.forEach((kt, k) => stops[k] && killed.push(kt.name));
     return { killed };
   }
 
@@ -465,38 +527,56 @@ export class Host {
   }
 
   /** Test hook: kill the kernel thread from outside (worker.terminate), as a crash would. */
-  terminateKernelThread(): Promise<void> {
-    return this.thread.terminate();
+  terminateKernelThread(kthread = 0): Promise<void> {
+    return this.kthread(kthread, 'terminateKernelThread: kthread').thread.terminate();
   }
 
   /**
    * Test hook: the kernel thread fails at its next pass: 'exit' without
    * marking itself dead, 'throw' an exception out of its loop, 'wedge' blocks forever.
    */
-  crashKernelThreadOnNextPass(how: CrashHow = 'exit'): void {
-    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, CRASH_CODE[how]); // publish: CRASH request (test hook), read at the next pass
+  crashKernelThreadOnNextPass(how: CrashHow = 'exit', kthread = 0): void {
+    Atomics.store(this.i32, this.kthread(kthread, 'crashKernelThreadOnNextPass: kthread').ctl + CTL_CRASH, CRASH_CODE[how]); // publish: CRASH request (test hook), read at the next pass
   }
 
   /**
-   * Test hook: the kernel thread fails inside a pass, right after executing
-   * the `commands`-th command it consumes from now on (any queue) and before
+   * Test hook: kernel thread `kthread` (default 0; a VM's is `vm.kthread`)
+   * fails inside a pass, right after executing the `commands`-th command it
+   * consumes from now on (any of its queues) and before
    * publishing CONS past it: the commands it consumed since its last
    * CMD_SYNC are executed but not published as consumed, so a restart runs
    * them again. When that command is a CMD_SYNC, everything up to it is
    * published (completeSync) and nothing runs again.
    */
-  crashKernelThreadAfter(commands: number, how: CrashHow = 'exit'): void {
+  crashKernelThreadAfter(commands: number, how: CrashHow = 'exit', kthread = 0): void {
     checkInt('crashKernelThreadAfter: commands', commands, 1, 2 ** 31 - 1, 'commands');
     if (typeof how !== 'string' || !Object.hasOwn(CRASH_CODE, how)) throw new ArgumentError('crashKernelThreadAfter: how', `must be 'exit', 'throw' or 'wedge', got ${show(how)}`);
+    const ctl = this.kthread(kthread, 'crashKernelThreadAfter: kthread').ctl;
     // publish: the countdown before the CRASH word that arms it, so the thread never sees CRASH without its countdown.
-    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH_AFTER, commands);
-    Atomics.store(this.i32, KTHREAD_CTL + CTL_CRASH, CRASH_CODE[how]); // publish: CRASH request (test hook)
+    Atomics.store(this.i32, ctl + CTL_CRASH_AFTER, commands);
+    Atomics.store(this.i32, ctl + CTL_CRASH, CRASH_CODE[how]); // publish: CRASH request (test hook)
   }
+}
+
+/** startHost's kernelThreads limit: each is a worker spinning on a core while busy. */
+const MAX_KERNEL_THREADS = 64;
+
+/** One kernel thread of a host: its control block, its worker, and what a replacement replays. */
+class KernelThread {
+  thread!: ServerThread;
+  /** Every setup message this thread accepted, in order: what a new thread replays to rebuild its VMs, streams, mailboxes and queues. */
+  readonly records: Record<string, unknown>[] = [];
+  /** Mailboxes it serves (a restart frees the slots the dead one left claimed). */
+  readonly mailboxes: number[] = [];
+  restarting: Promise<void> | null = null;
+  /** VMs placed on it (createVm picks the thread with the fewest). */
+  vms = 0;
+  constructor(readonly index: number, readonly ctl: number, readonly name: string) {}
 }
 
 /** Guests' default spin before blocking, µs: longer than one wake of a sleeping kernel thread (~15-25 µs here), so the guest catches its completion without a second wake. */
 const GUEST_SPIN_US = 50;
-const HOST_OPTIONS = ['features', 'spinUs', 'poll', 'guestSpinUs', 'memBytes', 'maxQueues', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model', 'cmdqv'] as const;
+const HOST_OPTIONS = ['features', 'spinUs', 'poll', 'guestSpinUs', 'memBytes', 'maxQueues', 'kernelThreads', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model', 'cmdqv'] as const;
 const MODEL_OPTIONS = ['combinedNested', 'walkCacheEntries', 'bypass'] as const;
 const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
 const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal', 'cmdset'] as const;
@@ -552,6 +632,8 @@ export class Vm {
     readonly ramBytes: number,
     readonly stage2: Stage2,
     readonly streams: readonly { vsid: number; psid: number }[],
+    /** The kernel thread serving this VM's queues, streams and DMA agents. */
+    readonly kthread = 0,
   ) {
     const quarter = ramBytes / 4;
     this.memory = new GuestMemory(host.sab, ramBase, ramBytes, { ipa: 3 * quarter, bytes: quarter });
@@ -589,7 +671,7 @@ export class Vm {
     const vsid = checkInt('attachDevice: vsid', opts['vsid'], 0, 2 ** 32 - 1, 'a 32-bit StreamID');
     if (!this.streams.some((x) => x.vsid === vsid)) throw new ArgumentError('attachDevice: vsid', `0x${vsid.toString(16)} is not a device of VM ${this.vmid}`);
     const psid = this.psidOf(vsid);
-    this.host.checkAlive();
+    this.host.checkAlive(this.kthread);
     if (this.attached.has(vsid)) throw new ArgumentError('attachDevice: vsid', `0x${vsid.toString(16)} is already attached`);
     if ((opts['vste'] === undefined) === (opts['cd'] === undefined)) throw new ArgumentError('attachDevice: vste', 'give either a vste or a cd');
     if (opts['vste'] !== undefined && !(opts['vste'] instanceof Uint32Array && opts['vste'].length === 16)) {
@@ -623,7 +705,7 @@ export class Vm {
     }
     this.attached.add(vsid);
     try {
-      await this.host.control({ op: 'attachStream', psid, stePa });
+      await this.host.control({ op: 'attachStream', psid, stePa }, this.kthread);
     } catch (e) {
       this.attached.delete(vsid);
       throw e;
@@ -680,7 +762,7 @@ export class Vm {
     const signal = checkSignal('openQueue: signal', opts['signal']);
     signal?.throwIfAborted();
     if (this.host.queuesLeft < paths.length) throw this.host.queuesExhausted(paths.length);
-    this.host.checkAlive();
+    this.host.checkAlive(this.kthread);
     const cmdset = opts['cmdset'] ?? 'wide';
     if (cmdset !== 'wide' && cmdset !== 'tegra241') throw new ArgumentError('openQueue: cmdset', `must be 'wide' or 'tegra241', got ${show(cmdset)}`);
     for (const p of paths as string[]) queueOpeners.get(p)?.check?.(this, { log2size, cmdset: opts['cmdset'] as QueueOptions['cmdset'] });
@@ -727,9 +809,9 @@ export class Vm {
     const { qid, regs, log2size, baseIpa } = this.allocQueueRegs(opts);
     this.host.i32[regs + Q_VINTF] = vintf; // read by the kernel thread's addQueue, after the message below
     Atomics.store(this.host.i32, regs + Q_CONFIG, CONFIG_EN); // publish: CONFIG.EN, before the addQueue message that has it read
-    await this.host.control({ op: 'addQueue', qid, vmid: this.vmid });
+    await this.host.control({ op: 'addQueue', qid, vmid: this.vmid }, this.kthread);
     return {
-      path, sab: this.host.sab, ctl: KTHREAD_CTL, qid, regs, log2size,
+      path, sab: this.host.sab, ctl: this.host.kthreadCtl(this.kthread), qid, regs, log2size,
       basePa: this.ramBase + baseIpa, baseIpa, vmid: this.vmid, features: this.host.features,
     };
   }

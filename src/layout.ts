@@ -225,7 +225,7 @@ export const CTL_WORDS = 64;
 
 export const SERVER_STATE = { STARTING: 0, RUNNING: 1, STOPPING: 2, DEAD: 3 } as const;
 
-/** The kernel thread's control block. */
+/** Kernel thread 0's control block (the others' follow the register blocks: mmioLayout). */
 export const KTHREAD_CTL = 0;
 /** A second control block for the trap path's VMM thread. */
 export const VMM_CTL = KTHREAD_CTL + CTL_WORDS;
@@ -328,10 +328,12 @@ export const ERR_KIND = {
 
 // ── The MMIO region, in address order ──
 // Fixed part first (the two control blocks above, then the mailboxes and
-// their payloads), so every offset a reader may hold (a handle's `ctl`, a
-// mailbox id, `queueRegs(qid)`) is a constant of this module. The queue
-// register blocks come last and are as many as the host's `maxQueues`
-// (startHost): only the region's end moves with it (`mmioBytes`).
+// their payloads), so the offsets of a default host (KTHREAD_CTL, a mailbox
+// id, `queueRegs(qid)`) are constants of this module. Then the queue register
+// blocks, as many as the host's `maxQueues` (startHost), then what follows
+// them (mmioLayout): the control blocks of kernel threads 1..N-1 and one
+// pending bitmap per kernel thread. A reader finds its thread's control block
+// in its handle (`ctl`) and its bitmap in the control block (CTL_PENDING).
 
 // ── Mailboxes ──
 /** Line 0: STATE (MAILBOX_STATE); the only word both sides spin on. */
@@ -382,7 +384,8 @@ export function queueRegs(qid: number): number {
 /** startHost's default `maxQueues`: the README's 64 VMs x 16 queues (one per vCPU). */
 export const DEFAULT_MAX_QUEUES = 1024;
 
-// ── Pending bitmaps: one per kernel thread, after the register blocks ──
+// ── After the register blocks: kernel threads 1..N-1's control blocks, then
+// one pending bitmap per kernel thread ──
 // Bit (qid & 31) of word (qid >>> 5) is queue qid's "PROD moved" mark
 // (protocol above). Each bitmap is whole cache lines of its own: producers
 // RMW it, its kernel thread polls and takes it.
@@ -392,33 +395,39 @@ export function pendingBitmapWords(maxQueues: number): number {
   return Math.ceil(maxQueues / (32 * LINE_WORDS)) * LINE_WORDS;
 }
 
-/** Where a host's variable regions lie; startHost computes it from maxQueues. */
+/** Where a host's variable regions lie; startHost computes it from maxQueues and kernelThreads. */
 export interface MmioLayout {
   readonly maxQueues: number;
+  /** Word offset of each kernel thread's control block (thread 0's is KTHREAD_CTL). */
+  readonly ctl: readonly number[];
   /** Word offset of each kernel thread's pending bitmap. */
   readonly pending: readonly number[];
   /** Bytes of the MMIO region; host-private memory and VM RAM start here (64 KiB aligned). */
   readonly bytes: number;
 }
 
-export function mmioLayout(maxQueues: number): MmioLayout {
-  const bitmap = queueRegs(maxQueues);
-  const end = bitmap + pendingBitmapWords(maxQueues);
-  return { maxQueues, pending: [bitmap], bytes: Math.ceil((end * 4) / 65536) * 65536 };
+export function mmioLayout(maxQueues: number, kernelThreads = 1): MmioLayout {
+  const ctlBase = queueRegs(maxQueues);
+  const ctl = Array.from({ length: kernelThreads }, (_, t) => (t === 0 ? KTHREAD_CTL : ctlBase + (t - 1) * CTL_WORDS));
+  const bitmaps = ctlBase + (kernelThreads - 1) * CTL_WORDS;
+  const words = pendingBitmapWords(maxQueues);
+  const pending = ctl.map((_, t) => bitmaps + t * words);
+  const end = bitmaps + kernelThreads * words;
+  return { maxQueues, ctl, pending, bytes: Math.ceil((end * 4) / 65536) * 65536 };
 }
 
-/** Bytes of the MMIO region of a host with `maxQueues` queues. */
-export function mmioBytes(maxQueues: number): number {
-  return mmioLayout(maxQueues).bytes;
+/** Bytes of the MMIO region of a host with `maxQueues` queues and `kernelThreads` kernel threads. */
+export function mmioBytes(maxQueues: number, kernelThreads = 1): number {
+  return mmioLayout(maxQueues, kernelThreads).bytes;
 }
 
 /** The MMIO bytes of a host with the default options (startHost without maxQueues). */
 export const MMIO_BYTES = mmioBytes(DEFAULT_MAX_QUEUES);
 
-/** Point each kernel thread's control block at its pending bitmap (before the thread starts); returns the layout. */
-export function initMmio(i32: Int32Array, maxQueues = DEFAULT_MAX_QUEUES): MmioLayout {
-  const m = mmioLayout(maxQueues);
-  i32[KTHREAD_CTL + CTL_PENDING] = m.pending[0]!;
+/** Point each kernel thread's control block at its pending bitmap (before the threads start); returns the layout. */
+export function initMmio(i32: Int32Array, maxQueues = DEFAULT_MAX_QUEUES, kernelThreads = 1): MmioLayout {
+  const m = mmioLayout(maxQueues, kernelThreads);
+  m.ctl.forEach((ctl, t) => (i32[ctl + CTL_PENDING] = m.pending[t]!));
   return m;
 }
 

@@ -59,7 +59,7 @@ export class InlineExit {
     const i32 = new Int32Array(h.sab);
     this.bql = new Bql(i32, x.bql);
     // No heartbeat to keep: this thread is the vCPU, and nobody waits on it.
-    this.vmm = new Vmm(i32, h.features, x.ioctl, -1);
+    this.vmm = new Vmm(i32, h.features, [x.ioctl], -1);
     this.vmm.addVm(h.vmid, x.ramBase, x.ramBytes, x.vsids, x.strtab);
     this.vmm.addQueue(h.qid, h.vmid, EXIT, i32.subarray(x.counts, x.counts + TRAP_COUNT_WORDS));
   }

@@ -4,12 +4,12 @@
 // one ioctl mailbox on the kernel thread, used under the BQL. The queue's
 // entries and registers are a vCMDQ's, so GuestQueue drives it unchanged;
 // `vm.openQueue({ path: 'trap-inline' })` once this module is imported
-// (src/index.ts does). The queue's liveness is the kernel thread's: it is the
-// only server a trapped write waits on.
+// (src/index.ts does). The queue's liveness is its VM's kernel thread's: it is
+// the only server a trapped write waits on.
 
 import type { QueueHandle } from '../guest.ts';
 import { registerQueuePath, type Vm } from '../host.ts';
-import { CONFIG_EN, KTHREAD_CTL, LINE_WORDS } from '../layout.ts';
+import { CONFIG_EN, LINE_WORDS } from '../layout.ts';
 import type { MailboxHandle } from '../mailbox.ts';
 import type { InlineTrapExtra } from './exit.ts';
 import { TrapTransport } from './transport.ts';
@@ -33,7 +33,8 @@ function vmmOf(vm: Vm): Promise<InlineVmm> {
   if (p === undefined) {
     // Host-private memory: the VMM's own, out of the guest's reach.
     const words = vm.host.phys.alloc(VMM_WORDS * 4, 64) >>> 2;
-    p = vm.host.mailbox().then((ioctl) => ({ words, ioctl }));
+    // On the VM's kernel thread: its ioctls reach the SMMU model that serves its queues.
+    p = vm.host.mailbox(undefined, vm.kthread).then((ioctl) => ({ words, ioctl }));
     // A failed mailbox is not remembered: the next open tries again.
     p.catch(() => vmms.delete(vm));
     vmms.set(vm, p);
@@ -54,7 +55,7 @@ registerQueuePath('trap-inline', async (vm, opts) => {
     },
   };
   const handle: QueueHandle = {
-    path: 'trap-inline', sab: host.sab, ctl: KTHREAD_CTL, qid, regs, log2size,
+    path: 'trap-inline', sab: host.sab, ctl: host.kthreadCtl(vm.kthread), qid, regs, log2size,
     basePa: vm.ramBase + baseIpa, baseIpa, vmid: vm.vmid, features: host.features, extra,
   };
   // The guest enables its queue: a trapped CONFIG write, like every register write on this path.

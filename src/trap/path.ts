@@ -44,10 +44,12 @@ export class TrapPath {
     i32[VMM_CTL + CTL_SPIN_US] = 0;
     i32[VMM_CTL + CTL_HEARTBEAT_MS] = i32[KTHREAD_CTL + CTL_HEARTBEAT_MS]!;
     i32[VMM_CTL + CTL_STALE_MS] = i32[KTHREAD_CTL + CTL_STALE_MS]!;
-    const ioctl: MailboxHandle = await host.mailbox();
+    // One ioctl channel per kernel thread: a VM's ioctls reach the SMMU model of the thread that serves it.
+    const ioctls: MailboxHandle[] = [];
+    for (let k = 0; k < host.kernelThreads; k++) ioctls.push(await host.mailbox(undefined, k));
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(workerUrl('vmm.worker.js'), {
-      workerData: { sab: host.sab, features: host.features, port: port2, ioctl },
+      workerData: { sab: host.sab, features: host.features, port: port2, ioctls },
       transferList: [port2],
     });
     const path = new TrapPath(host, worker, port1);
@@ -64,7 +66,7 @@ export class TrapPath {
   async openQueue(vm: Vm, opts: QueueOptions): Promise<QueueHandle> {
     this.thread.checkAlive();
     if (!this.vms.has(vm.vmid)) {
-      await this.control({ op: 'addVm', vmid: vm.vmid, ramBase: vm.ramBase, ramBytes: vm.ramBytes, vsids: vm.streams.map((s) => s.vsid) });
+      await this.control({ op: 'addVm', vmid: vm.vmid, ramBase: vm.ramBase, ramBytes: vm.ramBytes, vsids: vm.streams.map((s) => s.vsid), kthread: vm.kthread });
       this.vms.add(vm.vmid);
     }
     const { qid, regs: r, log2size, baseIpa } = vm.allocQueueRegs(opts);

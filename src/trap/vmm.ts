@@ -114,30 +114,39 @@ function sharedStrtab(vm: Omit<VmmVm, 'strtabIpa'>, i32: Int32Array, word: numbe
 
 /** Control messages host -> VMM thread (answered {id, ok, error?}). */
 export type VmmCtrl =
-  | { id: number; op: 'addVm'; vmid: number; ramBase: number; ramBytes: number; vsids: number[] }
+  | { id: number; op: 'addVm'; vmid: number; ramBase: number; ramBytes: number; vsids: number[]; kthread: number }
   | { id: number; op: 'addQueue'; qid: number; vmid: number; mbid: number };
 
 export class Vmm {
   private readonly vms = new Map<number, { vm: VmmVm; kernel: IoctlKernel }>();
   /** Trap mailbox (word offset) -> the queue it exits for, and its VM. */
   private readonly traps = new Map<number, { q: TrapCmdq; vm: VmmVm }>();
-  private readonly ioctl: MailboxClient;
+  /** One ioctl channel per kernel thread. */
+  private readonly ioctls: MailboxClient[];
 
   /**
-   * `beat`: word offset of the HEARTBEAT the VMM bumps while it waits for an
-   * ioctl (its VMM thread's; -1 for none when the caller is a vCPU thread).
+   * `ioctlMailboxes`: one per kernel thread, a VM's ioctls go to the thread
+   * that serves it. `beat`: word offset of the HEARTBEAT the VMM bumps while
+   * it waits for an ioctl (its VMM thread's; -1 for none when the caller is a
+   * vCPU thread).
    */
-  constructor(private readonly i32: Int32Array, private readonly feat: SmmuFeatures, ioctlMailbox: MailboxHandle, beat = VMM_CTL + CTL_HEARTBEAT) {
+  constructor(private readonly i32: Int32Array, private readonly feat: SmmuFeatures, ioctlMailboxes: readonly MailboxHandle[], beat = VMM_CTL + CTL_HEARTBEAT) {
     // While an ioctl is in the kernel the VMM is alive: its heartbeat goes on, so vCPUs waiting on it do not give up.
-    this.ioctl = new MailboxClient(ioctlMailbox, beat);
+    this.ioctls = ioctlMailboxes.map((h) => new MailboxClient(h, beat));
   }
 
-  /** `strtabWord`: keep the VM's STRTAB_BASE in this shared word (-1: in this object, one VMM thread). */
-  addVm(vmid: number, ramBase: number, ramBytes: number, vsids: readonly number[], strtabWord = -1): void {
+  /**
+   * VM `vmid`, whose vSMMU lives on kernel thread `kthread` (its ioctls go
+   * there). `strtabWord`: keep the VM's STRTAB_BASE in this shared word (-1:
+   * in this object, one VMM thread).
+   */
+  addVm(vmid: number, ramBase: number, ramBytes: number, vsids: readonly number[], strtabWord = -1, kthread = 0): void {
     if (this.vms.has(vmid)) throw new Error(`VMM: VMID ${vmid} already added`);
+    const ioctl = this.ioctls[kthread];
+    if (ioctl === undefined) throw new Error(`VMM: no ioctl channel to kernel thread ${kthread}`);
     const base = { vmid, ramBase, ramBytes, vsids: [...vsids] };
     const vm: VmmVm = strtabWord < 0 ? { ...base, strtabIpa: 0 } : sharedStrtab(base, this.i32, strtabWord);
-    this.vms.set(vmid, { vm, kernel: new IoctlKernel(this.ioctl, vm) });
+    this.vms.set(vmid, { vm, kernel: new IoctlKernel(ioctl, vm) });
   }
 
   /** Queue `qid` of VM `vmid`, whose vCPU exits through `exit` (a mailbox's word offset); `counts` as TrapCmdq's. */

@@ -22,13 +22,13 @@ export interface VmmData {
   sab: SharedArrayBuffer;
   features: SmmuFeatures;
   port: MessagePort;
-  /** The kernel-thread mailbox this VMM makes its ioctls on. */
-  ioctl: MailboxHandle;
+  /** The mailbox this VMM makes its ioctls on, one per kernel thread: a VM's go to the thread that serves it. */
+  ioctls: MailboxHandle[];
 }
 
-const { sab, features: featIn, port, ioctl } = workerData as VmmData;
+const { sab, features: featIn, port, ioctls } = workerData as VmmData;
 const i32 = new Int32Array(sab);
-const vmm = new Vmm(i32, makeFeatures(featIn), ioctl);
+const vmm = new Vmm(i32, makeFeatures(featIn), ioctls);
 const server = new MailboxServer(i32);
 for (const op of Object.values(TRAP_OP)) {
   server.register(op, (m, base) => {
@@ -39,7 +39,7 @@ for (const op of Object.values(TRAP_OP)) {
 
 function control(msg: VmmCtrl): void {
   switch (msg.op) {
-    case 'addVm': return vmm.addVm(msg.vmid, msg.ramBase, msg.ramBytes, msg.vsids);
+    case 'addVm': return vmm.addVm(msg.vmid, msg.ramBase, msg.ramBytes, msg.vsids, -1, msg.kthread);
     case 'addQueue':
       vmm.addQueue(msg.qid, msg.vmid, mailboxWords(msg.mbid));
       return server.add(msg.mbid);
