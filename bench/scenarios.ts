@@ -13,6 +13,7 @@ import { anatomy } from './scenario-anatomy.ts';
 import { gapsweep } from './scenario-gapsweep.ts';
 import { runUnmap } from './unmap.ts';
 import { simcheck } from './scenario-simcheck.ts';
+import { scale } from './scenario-scale.ts';
 
 export type { ScenarioContext, ScenarioDef, ScenarioRun } from './scenario-kit.ts';
 
@@ -224,7 +225,7 @@ const unmap: ScenarioDef = {
   run: runUnmap,
 };
 
-export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep, anatomy, simcheck, mp];
+export const SCENARIO_REGISTRY: readonly ScenarioDef[] = [baseline, roundtrip, unmap, throughput, svastorm, gapsweep, anatomy, simcheck, mp, scale];
 
 export function scenarioByName(name: string): ScenarioDef | undefined {
   return SCENARIO_REGISTRY.find((s) => s.name === name);

@@ -1,6 +1,6 @@
 // Names and result rows shared by the harness, its output and the gate.
 
-export const SCENARIOS = ['baseline', 'roundtrip', 'unmap', 'throughput', 'svastorm', 'gapsweep', 'anatomy', 'simcheck', 'mp'] as const;
+export const SCENARIOS = ['baseline', 'roundtrip', 'unmap', 'throughput', 'svastorm', 'gapsweep', 'anatomy', 'simcheck', 'mp', 'scale'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 /**

@@ -62,4 +62,28 @@ describe('maxQueues', () => {
       expect(host.queuesLeft).toBe(DEFAULT_MAX_QUEUES - 100);
     });
   });
+
+  it('64 VMs x 16 queues (the README\'s soak): the default 64 MiB do not hold 64 VMs, 144 MiB do, and every command runs exactly once', async () => {
+    // Each VM's RAM is placed at 2 MiB alignment with its stage-2 tables: a 1 MiB VM takes 2 MiB of host memory.
+    await withHost({}, async (host) => {
+      let made = 0;
+      const e = await (async () => {
+        for (; made < 64; made++) await host.createVm({ vmid: made + 1, ramBytes: 1 << 20, streams: [] });
+      })().then(() => undefined, (x: unknown) => x);
+      expect((e as ArgumentError).argument).toBe('createVm: ramBytes');
+      expect(made).toBeLessThan(64);
+    });
+    await withHost({ memBytes: 144 << 20, spinUs: 20 }, async (host) => {
+      const qs = [];
+      for (let v = 0; v < 64; v++) {
+        const vm = await host.createVm({ vmid: v + 1, ramBytes: 1 << 20, streams: [] });
+        qs.push(...await Promise.all(Array.from({ length: 16 }, () => vm.openQueue({ log2size: 4 }))));
+      }
+      expect(host.queuesLeft).toBe(0);
+      const none = new Uint32Array(0);
+      for (let round = 0; round < 3; round++) for (const q of qs) q.submitWords(none, 0, 'sev');
+      expect(qs.map((q) => q.state().syncs)).toEqual(qs.map(() => 3));
+      expect(qs.every((q) => q.state().cmds === 3 && q.state().errors === 0)).toBe(true);
+    });
+  });
 });
