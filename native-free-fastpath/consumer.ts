@@ -111,6 +111,8 @@ export class Consumer {
   private byQid: (QueueEntry | null)[] = [];
   /** The pending words holding this thread's queues' bits, ascending: all a pass polls for queue work. */
   private pendWords = new Int32Array(0);
+  /** Per pending word, the bits of this consumer's queues: it takes only those (another consumer may share the word). */
+  private pendMasks = new Int32Array(0);
   /** Word offset of this thread's pending bitmap (CTL_PENDING). */
   private readonly bitmap: number;
   /** Queues stopped on an error (GERROR.CMDQ_ERR active): no bit announces their GERRORN ack, so each pass reads it. */
@@ -201,6 +203,7 @@ export class Consumer {
       while (this.byQid.length % 32 !== 0) this.byQid.push(null);
       this.byQid[qid] = q;
       if (!this.pendWords.includes(q.pendWord)) this.pendWords = Int32Array.from([...this.pendWords, q.pendWord]).sort();
+      this.pendMasks = Int32Array.from(this.pendWords, (w) => this.byQid.reduce((m, x) => (x !== null && x.pendWord === w ? m | x.pendBit : m), 0));
     }
     Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED); // publish: STATUS.ENABLED (the queue is served)
     // A new (or restarted) thread looks at each queue once: PROD may have moved before it was served.
@@ -214,7 +217,8 @@ export class Consumer {
     if (Atomics.load(i32, ctl + CTL_CTRL) !== this.ctrlSeen || Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING
       || this.crashNow()) return true;
     const words = this.pendWords;
-    for (let k = 0; k < words.length; k++) if (Atomics.load(i32, words[k]!) !== 0) return true;
+    const masks = this.pendMasks;
+    for (let k = 0; k < words.length; k++) if ((Atomics.load(i32, words[k]!) & masks[k]!) !== 0) return true;
     const s = this.stopped;
     for (let k = 0; k < s.length; k++) if (!this.stoppedOnError(s[k]!)) return true;
     // An enabled hw queue keeps the thread polling, whether or not PROD moved.
@@ -329,11 +333,13 @@ export class Consumer {
     let work = this.mailboxes.poll();
     if (this.stopped.length !== 0) work += this.resumeAcked(delayUs);
     const words = this.pendWords;
+    const masks = this.pendMasks;
     for (let k = 0; k < words.length; k++) {
       const w = words[k]!;
       // Polled with a load: an idle word stays in this thread's cache; only a set one is taken (an RMW).
-      if (Atomics.load(i32, w) === 0) continue;
-      let bits = Atomics.exchange(i32, w, 0); // acquire: PENDING bits taken, before the PROD loads of the queues they name (layout.ts)
+      const mask = masks[k]!;
+      if ((Atomics.load(i32, w) & mask) === 0) continue;
+      let bits = Atomics.and(i32, w, ~mask) & mask; // acquire: PENDING bits taken (this consumer's only), before the PROD loads of the queues they name (layout.ts)
       const first = (w - this.bitmap) << 5;
       while (bits !== 0) {
         const b = 31 - Math.clz32(bits & -bits);

@@ -50,9 +50,9 @@
 //  - Whoever publishes PROD (the producer that won its turn, Q_DRV_PUB in
 //    guest.ts) then sets the queue's bit: `Atomics.or(word, bit)` (publish:
 //    PENDING, after PROD), then kicks.
-//  - The kernel thread polls its words with Atomics.load and takes a non-zero
-//    one with `Atomics.exchange(word, 0)` (take: before it reads any PROD it
-//    announces), then consumes only the queues whose bits it took, each up to
+//  - The kernel thread polls its words with Atomics.load and takes the bits
+//    of its own queues with `Atomics.and(word, ~mine)` (take: before it reads
+//    any PROD they announce; bits of another consumer sharing the word stay), then consumes only the queues whose bits it took, each up to
 //    the PROD it loads after the take.
 //  Why a published PROD is always consumed: take a PROD store S and the OR
 //  after it. If the OR precedes a take T, then S precedes T, which precedes

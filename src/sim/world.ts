@@ -14,7 +14,7 @@ import { makeFeatures, type SmmuFeatures } from '../features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import { tlbInvRange } from '../invalidate.ts';
 import {
-  CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, mmioBytes, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
+  CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, initMmio, markPending, mmioBytes, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
   Q_PROD, SERVER_STATE, queueRegs,
 } from '../layout.ts';
 import { ACCESS, FAULT, SmmuModel, TRANSLATE_OUT_LEN } from '../model/smmu.ts';
@@ -93,6 +93,7 @@ export class SimRing {
   /** PROD as a vCMDQ guest publishes it (layout.ts: publish: PROD release). */
   publish(): void {
     Atomics.store(this.i32, this.regs + Q_PROD, this.prod); // publish: PROD release (the slots before it are written)
+    markPending(this.i32, KTHREAD_CTL, this.qid); // the pending bit after PROD, as the doorbell transport (layout.ts)
   }
 
   /** CONS position as the consumer published it (wrap|index, ERR stripped). */
@@ -126,6 +127,7 @@ export class SimWorld {
     this.features = makeFeatures();
     this.mem = new SharedArrayBuffer(SIM_MMIO_BYTES + 2 * RAM_BYTES + SIM_MAX_QUEUES * (16 << SIM_LOG2SIZE) + 4 * MiB);
     this.i32 = new Int32Array(this.mem);
+    initMmio(this.i32, SIM_MAX_QUEUES);
     this.layout = new PhysLayout(this.mem, SIM_MMIO_BYTES);
     this.model = new SmmuModel(this.mem, this.features);
     const ramBase = this.layout.alloc(RAM_BYTES, 2 * MiB);
