@@ -110,12 +110,12 @@
 //           q.0 (PROD, the publish), pend (the OR of its bit, after PROD);
 //    no clock read unless its wait outlasts SPIN_CLOCK_EVERY polls.
 //  Kernel thread (a pass, its spin):
-//    reads  pend (polled; taken with an exchange when non-zero),
+//    reads  pend (polled; its own bits taken with an Atomics.and when set),
 //           ctl.0 (CTRL, CRASH; WAKE is written only by a kick of a sleeper),
 //           ctl.1 (STATE), ctl.2 (config, plain reads), q.0 (CONFIG,
 //           GERRORN, PROD, and WAITERS after each publish), the slot line(s)
 //           (one plain copy per command), each mailbox's STATE line;
-//    writes pend (the exchange that takes the bits), q.1 (CONS: once per pass, at its CMD_SYNC or at the end; GERROR
+//    writes pend (the Atomics.and that takes the bits), q.1 (CONS: once per pass, at its CMD_SYNC or at the end; GERROR
 //           and ERR_REASON only on an error), q.3 (command statistics, plain,
 //           per command), ctl.3 (HEARTBEAT per pass, pass statistics);
 //    per command, nothing shared but its slot (the line-budget test checks
