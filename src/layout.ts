@@ -52,8 +52,9 @@
 //    PENDING, after PROD), then kicks.
 //  - The kernel thread polls its words with Atomics.load and takes the bits
 //    of its own queues with `Atomics.and(word, ~mine)` (take: before it reads
-//    any PROD they announce; bits of another consumer sharing the word stay), then consumes only the queues whose bits it took, each up to
-//    the PROD it loads after the take.
+//    any PROD they announce; bits of another consumer sharing the word
+//    stay), then consumes only the queues whose bits it took, each up to the
+//    PROD it loads after the take.
 //  Why a published PROD is always consumed: take a PROD store S and the OR
 //  after it. If the OR precedes a take T, then S precedes T, which precedes
 //  that pass's PROD load: the pass sees S (or a later PROD). Otherwise the OR
@@ -64,10 +65,24 @@
 //    reads their GERRORN each pass (a bit taken while stopped is dropped: the
 //    ack resumes the queue); a pass cut short (host stopping) sets its bit
 //    again; a thread that starts (or restarts) sets the bit of every queue it
-//    is given once, so it looks at each; CONFIG.EN is set by the host
-//    before the thread is given the queue, and whatever enabled a queue later
-//    would mark it as a PROD writer does. Mailboxes and control words are
+//    is given once, so it looks at each. Mailboxes and control words are
 //    polled as before.
+//  - CONFIG.EN: a pass drops the bit of a disabled queue (its PROD may have
+//    moved), so whoever enables a queue marks it as a PROD writer does:
+//    `Atomics.store(CONFIG)` then the OR (DoorbellTransport.writeConfig; the
+//    host enables a new queue before the thread is given it, which marks it).
+//    The argument above holds with CONFIG in place of PROD: the pass that
+//    takes the bit loads CONFIG after the take.
+//  - Hardware VCMDQs (Q_VINTF, the 'hw' path, src/hw.ts) have no bit: the
+//    guest's PROD store is its whole publish, as on Tegra241 where the SMMU
+//    polls the VCMDQ page and no doorbell exists. The thread keeps them on a
+//    list of their own and loads each one's PROD every pass, so a PROD store
+//    is seen by the first pass whose load follows it, and it never sleeps
+//    while one is enabled (hwPolling), so the sleep argument below never has
+//    to cover them. Chosen over a bit set by the hw transport: the hw guest's
+//    publish stays exactly the hardware's (one store, no RMW), and a bitmap
+//    would save nothing on a queue that keeps the thread polling anyway; the
+//    price is one PROD load per hw queue per pass (a VINTF's few LVCMDQs).
 //
 // Kernel-thread wake-up (io_uring IORING_SQ_NEED_WAKEUP shape). Producers are
 // guests (PROD then its PENDING bit, GERRORN), mailbox clients (mailbox
@@ -80,14 +95,15 @@
 //      Atomics.store(SLEEPING, 1)
 //      seen = Atomics.load(WAKE)
 //      re-check the pending words, stopped queues' GERRORN, mailboxes, CTRL   // (A)
+//      (never reached while a hw queue is enabled: the thread polls on)
 //      if nothing: Atomics.wait(WAKE, seen, heartbeatMs)
 //      Atomics.store(SLEEPING, 0)                      // only the sleeper clears its own flag
 // Why no wake-up is lost: take a producer's publish P and the consumer's
 // re-check load R of the same word (A); for a PROD, P is the PENDING OR and R
 // the load of its bitmap word (the re-check only looks, it does not take).
-// If P precedes R in the total order, R sees the work. Otherwise R precedes P, so SLEEPING=1 (before R) precedes
-// the producer's load of SLEEPING (after P): the producer sees 1 and adds to
-// WAKE. Its add either precedes Atomics.wait, which then returns "not-equal"
+// If P precedes R in the total order, R sees the work. Otherwise R precedes
+// P, so SLEEPING=1 (before R) precedes the producer's load of SLEEPING (after
+// P): the producer sees 1 and adds to WAKE. Its add either precedes Atomics.wait, which then returns "not-equal"
 // because WAKE != seen (seen was read before R, so before the add), or
 // follows it, and the notify wakes the waiter. A notifier never clears
 // SLEEPING: a late clear could eat the flag of the NEXT sleep (the lost-wakeup
@@ -115,20 +131,21 @@
 //           ctl.1 (STATE), ctl.2 (config, plain reads), q.0 (CONFIG,
 //           GERRORN, PROD, and WAITERS after each publish), the slot line(s)
 //           (one plain copy per command), each mailbox's STATE line;
-//    writes pend (the Atomics.and that takes the bits), q.1 (CONS: once per pass, at its CMD_SYNC or at the end; GERROR
-//           and ERR_REASON only on an error), q.3 (command statistics, plain,
-//           per command), ctl.3 (HEARTBEAT per pass, pass statistics);
+//    writes pend (the Atomics.and that takes the bits), q.1 (CONS: once per
+//           pass, at its CMD_SYNC or at the end; GERROR and ERR_REASON only
+//           on an error), q.3 (command statistics, plain, per command),
+//           ctl.3 (HEARTBEAT per pass, pass statistics);
 //    per command, nothing shared but its slot (the line-budget test checks
 //           that 1 and 60 commands make the same Atomics accesses).
 // So four lines cross per round trip: the slot line, q.0 and pend to the
 // kernel thread, q.1 back; pend also comes back with the guest's next OR.
 // pend is the one line more than a pass that polls PROD itself (the price
 // of the bitmap); in exchange an idle queue costs a pass no line at all (an
-// idle pending word stays in the poller's cache). Every other line a side reads is written by nobody per
-// round trip (ctl.0, ctl.1, ctl.2), or only by that side itself (q.4, and
-// q.0 for the guest), and the lines written per pass or per command are read
-// only by slow paths (ctl.3 by a wait slice's liveness check, q.3 by
-// state()). The floor is therefore the 4-line ping-pong plus the work:
+// idle pending word stays in the poller's cache). Every other line a side
+// reads is written by nobody per round trip (ctl.0, ctl.1, ctl.2), or only by
+// that side itself (q.4, and q.0 for the guest), and the lines written per
+// pass or per command are read only by slow paths (ctl.3 by a wait slice's
+// liveness check, q.3 by state()). The floor is therefore the 4-line ping-pong plus the work:
 // bench/scenario-anatomy.ts measures both and the residual beside them.
 //
 // Liveness: the kernel thread bumps HEARTBEAT at least once per heartbeatMs

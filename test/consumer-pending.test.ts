@@ -5,11 +5,13 @@
 // Driven in-thread; test/doorbell-hammer.test.ts races the same on threads.
 import { describe, expect, it } from 'vitest';
 import { Consumer } from '../native-free-fastpath/consumer.ts';
-import { buildCfgiSte, buildTlbiNhAsid } from '../src/codec.ts';
+import { buildCfgiSte, buildCmdSync, buildTlbiNhAsid } from '../src/codec.ts';
+import { CS } from '../src/fields.ts';
 import {
-  CTL_PENDING, KTHREAD_CTL, Q_GERROR, Q_GERRORN, Q_PROD, Q_STAT_CMDS,
+  CONFIG_EN, CTL_PENDING, KTHREAD_CTL, Q_CONFIG, Q_GERROR, Q_GERRORN, Q_PROD, Q_STAT_CMDS, Q_STAT_SLOT_READS,
   markPending, pendingBit, pendingWord,
 } from '../src/layout.ts';
+import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
 import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
 
 const VMID = 5;
@@ -93,6 +95,48 @@ describe('the pending bitmap', () => {
     for (const q of qs) again.addQueue(q.qid, VMID);
     expect(again.pass()).toBe(1);
     expect(consPos(rig, qs[1]!)).toBe(1);
+  });
+
+  it('a hardware VCMDQ has no bit: its PROD, written as hardware sees it (no bit, no doorbell), is consumed by the next pass among 60 idle doorbell queues', () => {
+    const { rig, qs } = rigN(60);
+    const vintf = rig.w.layout.alloc(VINTF_WORDS * 4, 64) >>> 2;
+    writeVintf(rig.i32, vintf, VMID, [{ vsid: 0, psid: 1 }]);
+    const hw = addQueue(rig, VMID, 3, vintf);
+    // A new hw queue is not marked: the SMMU polls it anyway.
+    expect(pendingOf(rig, hw)).toBe(false);
+    const sync = new Uint32Array(4);
+    buildCmdSync(sync, CS.NONE, 0, 0, 0);
+    hw.ring.set(asid(4), 0);
+    hw.ring.set(sync, 4);
+    Atomics.store(rig.i32, hw.regs + Q_PROD, 2); // what HwTransport.publishProd does
+    expect(rig.consumer.hasWork()).toBe(true);
+    expect(rig.consumer.pass()).toBe(2);
+    expect(consPos(rig, hw)).toBe(2);
+    // The idle doorbell queues were not read: no slot copied, and their bits stay clear.
+    expect(qs.map((q) => rig.i32[q.regs + Q_STAT_SLOT_READS])).toEqual(qs.map(() => 0));
+    // A doorbell queue beside it is still served by its bit alone.
+    submit(rig, qs[59]!, [asid(5)]);
+    expect(rig.consumer.pass()).toBe(1);
+    expect(consPos(rig, qs[59]!)).toBe(1);
+    // While the hw queue is enabled the thread polls (never sleeps); disabled, it may sleep.
+    expect(rig.consumer.hasWork()).toBe(true);
+    Atomics.store(rig.i32, hw.regs + Q_CONFIG, 0);
+    expect(rig.consumer.hasWork()).toBe(false);
+  });
+
+  it('a queue disabled while its PROD moved: the pass drops its bit; re-enabling marks it again and the commands run', () => {
+    const { rig, qs } = rigN(2);
+    const q = qs[1]!;
+    Atomics.store(rig.i32, q.regs + Q_CONFIG, 0);
+    submit(rig, q, [asid(1), asid(2)]);
+    expect(rig.consumer.pass()).toBe(0);
+    expect(pendingOf(rig, q)).toBe(false);
+    expect(rig.consumer.hasWork()).toBe(false);
+    // What DoorbellTransport.writeConfig does: CONFIG, then the bit (the pass reads CONFIG after taking it).
+    Atomics.store(rig.i32, q.regs + Q_CONFIG, CONFIG_EN);
+    markPending(rig.i32, KTHREAD_CTL, q.qid);
+    expect(rig.consumer.pass()).toBe(2);
+    expect(consPos(rig, q)).toBe(2);
   });
 
   it('a control block without a pending bitmap is refused at construction', () => {
