@@ -137,6 +137,8 @@ export class Consumer {
   readonly policy: PollPolicy;
   /** The last clock read of a poll (performance.now() ms): when it saw work, the arrival time the policy is told. */
   private polledAt = 0;
+  /** Index in `queues` of the queue that last had no idle hint: guestsIdle() looks there first. */
+  private idleCursor = 0;
 
   constructor(
     private readonly i32: Int32Array,
@@ -249,17 +251,26 @@ export class Consumer {
    * Do all enabled queues hold their producer's "I will block" hint, and
    * none has published since (Q_IDLE_HINT)? The hint is loaded before PROD,
    * so a publish after the hint always shows as a PROD that moved past it.
+   * The scan starts at the queue that failed it last time: while that one is
+   * still busy, an idle transition costs one look, not one per queue (1024 by
+   * default). Only an answer of true reads every queue, and the thread then
+   * sleeps, which costs more than the scan.
    */
   private guestsIdle(): boolean {
     const i32 = this.i32;
     const qs = this.queues;
+    const n = qs.length;
     let hinted = false;
-    for (let k = 0; k < qs.length; k++) {
+    let k = this.idleCursor < n ? this.idleCursor : 0;
+    for (let seen = 0; seen < n; seen++, k = k + 1 === n ? 0 : k + 1) {
       const q = qs[k]!;
       const r = q.regs;
       if ((Atomics.load(i32, r + Q_CONFIG) & CONFIG_EN) === 0) continue;
       const hint = Atomics.load(i32, r + Q_IDLE_HINT);
-      if ((hint & IDLE_HINT_SET) === 0 || ((hint ^ Atomics.load(i32, r + Q_PROD)) & q.posMask) !== 0) return false;
+      if ((hint & IDLE_HINT_SET) === 0 || ((hint ^ Atomics.load(i32, r + Q_PROD)) & q.posMask) !== 0) {
+        this.idleCursor = k;
+        return false;
+      }
       hinted = true;
     }
     return hinted;

@@ -152,6 +152,41 @@ describe("the guest's idle hint (Q_IDLE_HINT)", () => {
     })).toEqual([true]);
   });
 
+  it('at many queues, an idle transition starts where the last one found a queue without a hint: one look while that queue stays busy', () => {
+    let rig!: Rig;
+    let hintLoads = 0;
+    const perIdle: number[] = [];
+    const p = new RecordingPolicy(true, (n) => {
+      perIdle.push(hintLoads);
+      hintLoads = 0;
+      if (n === 1) STOP(rig);
+      return 0;
+    });
+    const made = rigWith(p, 60);
+    rig = made.rig;
+    made.qs.forEach((q, k) => k !== 30 && announce(rig, q));
+    rig.i32[KTHREAD_CTL + CTL_HEARTBEAT_MS] = 1; // the first sleep ends by its timeout: a second idle transition
+    const hintWords = new Set(made.qs.map((q) => q.regs + Q_IDLE_HINT));
+    const load = Atomics.load;
+    Atomics.load = ((ta: Int32Array, w: number) => {
+      if (ta === rig.i32 && hintWords.has(w)) hintLoads++;
+      return load(ta, w);
+    }) as typeof Atomics.load;
+    try {
+      runOnce(rig);
+    } finally {
+      Atomics.load = load;
+    }
+    expect(p.hints).toEqual([false, false]);
+    // The first scan reads queues 0..30, the second only queue 30 (still without a hint).
+    expect(perIdle).toEqual([31, 1]);
+    // The answer is still about every queue: 30 announces, and another queue that has published since its hint is found.
+    expect(hintSeen((r, qs) => {
+      qs.forEach((q) => announce(r, q));
+      submit(r, qs[5]!, [cmd()]);
+    }, 60)).toEqual([false]);
+  });
+
   it('is not read for a policy that ignores it (fixed, halt-poll)', () => {
     expect(hintSeen((rig, [q]) => announce(rig, q!), 1, false)).toEqual([false]);
   });
