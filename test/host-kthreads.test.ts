@@ -98,12 +98,38 @@ describe('kernelThreads', () => {
     await expect(qb.submitAsync([tlbi(0)], { timeoutMs: 1000 })).rejects.toBeInstanceOf(ServerDeadError);
   });
 
-  it('the trap path\'s ioctls reach the thread of their VM', async () => {
+  it('a hw queue is served by its VM\'s thread, and the mid-pass crash hook names the thread: thread 1 dies after its 2nd command, thread 0 goes on, restartKernelThread(1) re-runs exactly the unpublished ones', async () => {
+    await withHost({ kernelThreads: 2, cmdqv: true, heartbeatMs: 10, staleMs: 2000 }, async (host) => {
+      const a = await makeVm(host, 1, 0x10);
+      const b = await makeVm(host, 2, 0x11);
+      const qa = await a.vm.openQueue({ log2size: 4 });
+      const qb = await b.vm.openQueue({ path: 'hw', log2size: 4 });
+      expect([qa.handle.ctl, qb.handle.ctl]).toEqual([KTHREAD_CTL, host.kthreadCtl(1)]);
+      const none = { cs: 'none', timeoutMs: 5000 } as const;
+      await qb.submitAsync([tlbi(0)], none);
+      expect(qb.state().cmds).toBe(2);
+      expect(() => host.crashKernelThreadAfter(1, 'exit', 2)).toThrow(/crashKernelThreadAfter: kthread/);
+      host.crashKernelThreadAfter(2, 'exit', 1);
+      // Thread 0 is not armed: its queue runs on.
+      await qa.submitAsync([tlbi(0)], { timeoutMs: 5000 });
+      expect(await qb.submitAsync([tlbi(1), tlbi(2), tlbi(3)], none).then(() => 'ok', (e: unknown) => e)).toBeInstanceOf(ServerDeadError);
+      // TLBIs 1 and 2 executed, none published as consumed (no CMD_SYNC passed).
+      expect(qb.state()).toMatchObject({ cons: 2, cmds: 4 });
+      await qa.submitAsync([tlbi(1)], { timeoutMs: 5000 });
+      await host.restartKernelThread(1);
+      qb.drain(5000);
+      // The restart resumed at CONS: the two unpublished TLBIs ran again, then the rest, once.
+      expect(qb.state()).toMatchObject({ cons: 6, cmds: 8, syncs: 2, errors: 0 });
+      expect(qa.state()).toMatchObject({ cmds: 4, errors: 0 });
+    });
+  });
+
+  for (const path of ['trap', 'trap-inline'] as const) it(`the ${path} path's ioctls reach the thread of their VM`, async () => {
     await withHost({ kernelThreads: 2 }, async (host) => {
       await makeVm(host, 1, 0x10);
       const b = await makeVm(host, 2, 0x11);
       expect(b.vm.kthread).toBe(1);
-      const q = await b.vm.openQueue({ path: 'trap', log2size: 4 });
+      const q = await b.vm.openQueue({ path, log2size: 4 });
       mapPage(b, IOVA, 5);
       const dma = await host.dma({ vmid: 2 });
       expect(pageOfPa(b, dma.translate(b.psid, -1, IOVA, ACCESS.READ).pa)).toBe(5);
