@@ -6,8 +6,9 @@
 //
 // The same loop is the SMMU hardware of the 'hw' path (src/hw.ts): a queue
 // with a VINTF (Q_VINTF) is a Tegra241 VCMDQ, rewritten by its VINTF's
-// configuration instead of the VM's vSMMU, and while one is enabled the loop
-// never sleeps (hardware polls; the guest never rings a doorbell). It is this
+// configuration instead of the VM's vSMMU; it has no pending bit, every pass
+// reads its PROD, and while one is enabled the loop never sleeps (hardware
+// polls; the guest never rings a doorbell). It is this
 // thread because it owns the SMMU model: the caches a TLBI must reach live in
 // its heap, and a device's translations are served here too.
 //
@@ -204,8 +205,11 @@ export class Consumer {
       while (this.byQid.length <= qid) this.byQid.push(null);
       while (this.byQid.length % 32 !== 0) this.byQid.push(null);
       this.byQid[qid] = q;
-      if (!this.pendWords.includes(q.pendWord)) this.pendWords = Int32Array.from([...this.pendWords, q.pendWord]).sort();
-      this.pendMasks = Int32Array.from(this.pendWords, (w) => this.byQid.reduce((m, x) => (x !== null && x.pendWord === w ? m | x.pendBit : m), 0));
+      // Word -> this consumer's bits in it, one more bit; rebuilt per queue added (setup, not per pass), in words' order.
+      const mine = new Map(Array.from(this.pendWords, (w, k) => [w, this.pendMasks[k]!]));
+      mine.set(q.pendWord, (mine.get(q.pendWord) ?? 0) | q.pendBit);
+      this.pendWords = Int32Array.from(mine.keys()).sort();
+      this.pendMasks = Int32Array.from(this.pendWords, (w) => mine.get(w)!);
     }
     Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED); // publish: STATUS.ENABLED (the queue is served)
     // A new (or restarted) thread looks at each queue once: PROD may have moved before it was served.
