@@ -2,6 +2,20 @@
 // Each mutant is one small deliberate bug in a file below; a mutant the
 // in-thread tests (test/vitest.mutation.config.ts) do not fail "survives".
 // Two shared cores: one test runner, one type checker, run under nice.
+import { targets } from './test/mutation-targets.mjs';
+
+// MUTATION_TARGET=NAME (test/mutation.mjs sets it) mutates one target of
+// test/mutation-targets.mjs against the test files that guard it, with its own
+// sandbox and reports; unset, every target's files are mutated against every
+// target's tests (hours on two shared cores: use `npm run mutation`, which runs
+// the targets one by one).
+const name = process.env.MUTATION_TARGET || undefined;
+const target = name === undefined ? undefined : targets[name];
+if (name !== undefined && target === undefined) {
+  throw new Error(`MUTATION_TARGET=${name}: not one of ${Object.keys(targets).join(', ')} (test/mutation-targets.mjs)`);
+}
+const tag = name ?? 'all';
+
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   testRunner: 'vitest',
@@ -12,36 +26,19 @@ export default {
   typescriptChecker: { prioritizePerformanceOverAccuracy: true },
   coverageAnalysis: 'perTest',
   concurrency: 1,
-  mutate: [
-    'src/queue.ts',
-    'src/codec.ts',
-    'src/fields.ts',
-    'src/vsmmu.ts',
-    'src/invalidate.ts',
-    // The model's translation (translate .. walk, STE/CD loading) and invalidation (execute ..) paths.
-    'src/model/smmu.ts:355-1051',
-    'src/model/tagstore.ts',
-    'src/trap/firstpass.ts',
-    'src/trap/iommufd.ts',
-    'native-free-fastpath/consumer.ts',
-    // The guest driver's batching (submitWords .. invalidateRangeAsync; plan .. publish; consumed) without
-    // awaitTurn, which only another producer thread reaches.
-    'src/guest.ts:420-496',
-    'src/guest.ts:598-692',
-    'src/guest.ts:720-730',
-  ],
+  mutate: target === undefined ? Object.values(targets).flatMap((t) => t.mutate) : target.mutate,
   // Text for humans (error messages) is not protocol; mutating it only adds noise.
   ignoreStatic: true,
   reporters: ['clear-text', 'progress', 'html', 'json'],
-  htmlReporter: { fileName: 'reports/mutation/index.html' },
-  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
-  incrementalFile: 'reports/mutation/stryker-incremental.json',
-  tempDirName: '.stryker-tmp',
-  // Per-file runs side by side (--tempDirName .stryker-tmp-NAME) must not copy each other's sandboxes.
+  htmlReporter: { fileName: `reports/mutation/${tag}.html` },
+  jsonReporter: { fileName: `reports/mutation/${tag}.json` },
+  incrementalFile: `reports/mutation/${tag}-incremental.json`,
+  tempDirName: `.stryker-tmp-${tag}`,
+  // Another target's sandbox (left by a killed run) is not part of the project.
   ignorePatterns: ['/.stryker-tmp-*'],
   cleanTempDir: 'always',
   thresholds: { high: 90, low: 80, break: null },
   timeoutMS: 20_000,
-  // The initial run of the whole in-thread suite takes minutes on a loaded machine (5 min is Stryker's default).
+  // The initial run of a target's tests on a loaded machine can take minutes (5 min is Stryker's default).
   dryRunTimeoutMinutes: 30,
 };

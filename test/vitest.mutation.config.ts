@@ -1,37 +1,32 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
+import { allTests, targets } from './mutation-targets.mjs';
 
-// The suite StrykerJS runs against each mutant (stryker.config.mjs): only the
-// fast tests that stay in this thread, so a mutation run fits two shared
-// cores. Worker-thread tests (doorbell-*, trap-* with a host, mailbox, host-faults)
-// would multiply every mutant's cost by a thread start and cannot see Stryker's
-// per-test coverage inside a worker anyway; the consumer, the vSMMU, the
-// trap first pass and the guest driver are driven in-thread by the tests listed here.
-// model-property is left out too: one of its properties takes a minute, and
-// model-invalidation, isolation and range-oracle cover the same paths.
+// The suite StrykerJS runs against each mutant (stryker.config.mjs): only
+// tests that stay in this thread. Worker-thread tests (doorbell-*, trap-* with
+// a host, mailbox, host-faults) would multiply every mutant's cost by a thread
+// start and cannot show Stryker's per-test coverage inside a worker anyway; the
+// consumer, the vSMMU, the trap first pass and the guest driver are driven
+// in-thread by the tests listed in test/mutation-targets.mjs.
 //
-// Listed cheapest first (seconds per file on two shared cores, 2026-11-28),
-// and run in this order: Stryker stops a mutant's run at its first failing
-// test, so a mutant the unit tests kill never waits for the property tests.
-const include = [
-  'test/fields.test.ts',
-  'test/trap-pure.test.ts',
-  'test/queue.test.ts',
-  'test/vsmmu.test.ts',
-  'test/codec.test.ts',
-  'test/model.test.ts',
-  'test/isolation.test.ts',
-  'test/consumer-errors.test.ts',
-  'test/guest-inthread.test.ts',
-  'test/consumer-order.test.ts',
-  'test/invalidate.test.ts',
-  'test/model-invalidation.test.ts',
-  'test/invalidate-range.test.ts',
-  'test/range-oracle.test.ts',
-];
+// MUTATION_TARGET=NAME (set by test/mutation.mjs) narrows the files to the
+// ones that guard that target; unset, every target's files run.
+// model-property is left out: one of its properties takes a minute, and
+// model-invalidation, model-differential, isolation and range-oracle cover the
+// same paths.
+//
+// Files run in the order listed (a target lists its cheapest, most direct
+// tests first): Stryker stops a mutant's run at its first failing test, so a
+// mutant the unit tests kill never waits for the property tests.
+const name = process.env['MUTATION_TARGET'];
+const target = name === undefined || name === '' ? undefined : targets[name];
+if (name !== undefined && name !== '' && target === undefined) {
+  throw new Error(`MUTATION_TARGET=${name}: not one of ${Object.keys(targets).join(', ')} (test/mutation-targets.mjs)`);
+}
+const include = target === undefined ? allTests : target.tests;
 
-class CheapFirst extends BaseSequencer {
+class ListedOrder extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
     const rank = (s: TestSpecification): number => include.findIndex((p) => s.moduleId.endsWith(p));
     return [...files].sort((a, b) => rank(a) - rank(b));
@@ -41,8 +36,8 @@ class CheapFirst extends BaseSequencer {
 export default defineConfig({
   root: fileURLToPath(new URL('..', import.meta.url)),
   test: {
-    include,
-    sequence: { sequencer: CheapFirst },
+    include: [...include],
+    sequence: { sequencer: ListedOrder },
     fileParallelism: false,
     testTimeout: 60_000,
   },
