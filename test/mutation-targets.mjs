@@ -47,6 +47,7 @@ export const targets = {
     // translate .. walk, STE/CD loading, and execute (the invalidations) of smmu.ts; all of tagstore.ts.
     mutate: ['src/model/smmu.ts:353-1051', 'src/model/tagstore.ts'],
     tests: [
+      'test/tagstore.test.ts',
       'test/model.test.ts',
       'test/model-invalidation.test.ts',
       'test/isolation.test.ts',
