@@ -392,7 +392,7 @@ export function illReason(code: number, u: Uint32Array): string {
     case ILL_REASON.CAPABILITY: return `${op} needs ${CAPABILITY_TEXT[spec.needs!]}`;
     case ILL_REASON.RES0: {
       const w = (code >>> 8) & 1;
-      const bits = (BigInt(u[2 * w + 1]! & RES0[s * 4 + 2 * w + 1]!) << 32n) | BigInt(u[2 * w]! & RES0[s * 4 + 2 * w]!);
+      const bits = (BigInt((u[2 * w + 1]! & RES0[s * 4 + 2 * w + 1]!) >>> 0) << 32n) | BigInt((u[2 * w]! & RES0[s * 4 + 2 * w]!) >>> 0);
       return `RES0 bits 0x${bits.toString(16)} set in w${w} of ${op}`;
     }
     case ILL_REASON.SSEC: return `SSec=1 on the Non-secure queue (${op})`;

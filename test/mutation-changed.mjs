@@ -59,6 +59,6 @@ lock();
 let status = 0;
 for (const { name, changed } of runs) {
   console.log(`mutation:changed since ${base.slice(0, 12)}: ${name}: ${changed.join(' ')}`);
-  status = runTarget(name, ['--incremental', '--mutate', changed.join(',')]) || status;
+  status = (await runTarget(name, ['--incremental', '--mutate', changed.join(',')])) || status;
 }
 process.exit(status);

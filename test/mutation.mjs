@@ -8,7 +8,7 @@
 // Two shared cores: `npm run mutation` runs this under `nice -n 15`, Stryker
 // uses one test runner (concurrency 1), and a lock file in the system's temp
 // directory refuses a second mutation run on the machine while one is going.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,17 +66,34 @@ export function scores(report) {
   return rows;
 }
 
-/** Run one target (extra Stryker arguments appended); returns Stryker's exit status. */
-export function runTarget(name, extra = []) {
+/** Run one target (extra Stryker arguments appended); resolves to Stryker's exit status. */
+export async function runTarget(name, extra = []) {
   const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
   const dirty = execFileSync('git', ['status', '--porcelain', '--', ...targets[name].mutate.map((m) => m.replace(/:.*/, ''))], { encoding: 'utf8' }) !== '';
   const t0 = Date.now();
   const began = new Date().toISOString().slice(0, 16).replace('T', ' ');
   console.log(`mutation: ${name} (${targets[name].note}) from ${began} UTC on ${commit}${dirty ? ' + working tree' : ''}; tests: ${targets[name].tests.join(' ')}`);
-  const r = spawnSync('npx', ['stryker', 'run', 'stryker.config.mjs', ...extra], {
+  rmSync(`reports/mutation/${name}.json`, { force: true }); // a failed run must not print the last run's scores
+  // Its own process group, so that stopping this script (SIGINT, SIGTERM) stops Stryker and its test runner too:
+  // an orphaned run would go on burning a core beside the next one.
+  const child = spawn('npx', ['stryker', 'run', 'stryker.config.mjs', ...extra], {
     stdio: 'inherit',
+    detached: true,
     env: { ...process.env, MUTATION_TARGET: name },
   });
+  const stop = (sig) => {
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      // already gone
+    }
+    process.exit(1);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const status = await new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
   const secs = Math.round((Date.now() - t0) / 1000);
   try {
     for (const row of scores(JSON.parse(readFileSync(`reports/mutation/${name}.json`, 'utf8')))) {
@@ -87,7 +104,7 @@ export function runTarget(name, extra = []) {
   } catch (e) {
     console.log(`mutation: ${name}: no report (${e.message})`);
   }
-  return r.status ?? 1;
+  return status;
 }
 
 /** Parse `[TARGET ...] [-- STRYKER_ARGS]`. */
@@ -110,6 +127,6 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const { names, extra } = parseArgs(process.argv.slice(2));
   lock();
   let status = 0;
-  for (const n of names) status = runTarget(n, extra) || status;
+  for (const n of names) status = (await runTarget(n, extra)) || status;
   process.exit(status);
 }
