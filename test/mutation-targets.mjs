@@ -72,6 +72,7 @@ export const targets = {
     tests: [
       'test/consumer-errors.test.ts',
       'test/consumer-order.test.ts',
+      'test/consumer-pending.test.ts',
       'test/consumer-poll.test.ts',
       'test/hw-vintf.test.ts',
       'test/line-budget.test.ts',
@@ -82,7 +83,7 @@ export const targets = {
   guest: {
     // submitWords .. invalidateRangeAsync; plan .. publish; consumed, unwrapCons. Not awaitTurn: only another
     // producer thread reaches it (guest-multi-producer covers it on real threads).
-    mutate: ['src/guest.ts:427-494', 'src/guest.ts:608-702', 'src/guest.ts:729-741'],
+    mutate: ['src/guest.ts:437-504', 'src/guest.ts:618-712', 'src/guest.ts:740-750'],
     tests: ['test/guest-inthread.test.ts', 'test/line-budget.test.ts', 'test/guest-error-blame.test.ts', 'test/encode-object.test.ts'],
     note: "the guest driver's batching and range code",
   },
