@@ -173,6 +173,43 @@ describe('TagStore against a reference map (src/model/tagstore.ts)', () => {
     );
   });
 
+  it('removals in any order keep every other key findable: backward-shift deletion across the table\'s wrap', () => {
+    // Many distinct keys at half load of a 16-slot table (capacity 8): probe chains collide and wrap past the last
+    // slot, and each removal must leave every remaining key on its probe chain.
+    let x = 0x1234_5678;
+    const rnd = (n: number): number => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0), (x >>> 8) % n);
+    for (let round = 0; round < 400; round++) {
+      const store = new TagStore(8, 1);
+      const keys: Key[] = [];
+      while (keys.length < 8) {
+        const k: Key = { k1: rnd(4), tag: rnd(4) - 1, sizeLog2: 12 + rnd(3), base: 0 };
+        k.base = rnd(64) * 2 ** k.sizeLog2;
+        if (!keys.some((o) => keyOf(o) === keyOf(k))) keys.push(k);
+      }
+      const index = keys.map((k) => store.insert(k.k1, k.tag, k.sizeLog2, k.base, 0));
+      for (let left = keys.length; left > 0; left--) {
+        const i = rnd(left);
+        store.remove(index[i]!);
+        keys.splice(i, 1);
+        index.splice(i, 1);
+        keys.forEach((k, j) => expect(store.find(k.k1, k.tag, k.sizeLog2, k.base), `round ${round}`).toBe(index[j]));
+      }
+    }
+  });
+
+  it('keys that differ in one part only are different entries', () => {
+    const store = new TagStore(64, 1);
+    const keys: Key[] = [];
+    for (const k1 of [0, 1]) for (const tag of [0, 1]) for (const sizeLog2 of [12, 13]) for (const pn of [0, 1, 2, 4]) keys.push({ k1, tag, sizeLog2, base: pn * 8192 });
+    const index = keys.map((k) => store.insert(k.k1, k.tag, k.sizeLog2, k.base, 0));
+    expect(new Set(index).size).toBe(keys.length);
+    keys.forEach((k, j) => expect(store.find(k.k1, k.tag, k.sizeLog2, k.base)).toBe(index[j]));
+    expect(store.find(2, 0, 12, 0)).toBe(-1);
+    expect(store.find(0, 2, 12, 0)).toBe(-1);
+    expect(store.find(0, 0, 14, 0)).toBe(-1);
+    expect(store.find(0, 0, 12, 3 * 8192)).toBe(-1);
+  });
+
   it('a span removal is exact at both ends: an entry ending at start or beginning at end stays', () => {
     const store = new TagStore(8, 1);
     const a = store.insert(0, 1, 12, 0x1000, 0); // [0x1000, 0x2000)
