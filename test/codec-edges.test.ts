@@ -161,6 +161,14 @@ describe('decode rules at their edges', () => {
     expect(illReason(code1, w1)).toBe('RES0 bits 0x1000000004 set in w1 of TLBI_NH_ALL');
   });
 
+  it('RES0 bits of w1 are those of the op itself, not of its neighbour in the table (CMD_SYNC: w1 [1:0] only)', () => {
+    const u = words({ op: 'CMD_SYNC', cs: CS.SEV, msiaddr: 0x1234_5678_9abc_def0n & ~3n });
+    u[2] = (u[2]! | 0x3) >>> 0;
+    const code = decodeWords(u, new Uint32Array(FIELD_COUNT), DEFAULT_FEATURES);
+    expect(code).toBe(ILL_REASON.RES0 | (1 << 8));
+    expect(illReason(code, u)).toBe('RES0 bits 0x3 set in w1 of CMD_SYNC');
+  });
+
   it('the Reserved range text names the 16K TTL=1 rule only for TG=2 with TTL=1', () => {
     const feats = { RIL: true, DS: false };
     const text = (tg: number, ttl: number): string => {
@@ -214,6 +222,9 @@ describe('refusals of the object and bigint faces name what is wrong', () => {
 
   it('encodeCommandInto checks its buffer, offset and object first', () => {
     const u = new Uint32Array(8);
+    expect(() => encodeCommandInto({ op: 'CMD_SYNC' }, [0, 0, 0, 0] as unknown as Uint32Array)).toThrow('u must be a Uint32Array');
+    expect(() => encodeCommand({ op: 'TLBI_NH_ASID', asid: 5n } as unknown as Command)).toThrow(new TypeError('TLBI_NH_ASID.asid must be an integer, got 5n'));
+    expect(() => encodeCommand({ op: 'TLBI_NH_ASID', asid: '5' } as unknown as Command)).toThrow(new TypeError('TLBI_NH_ASID.asid must be an integer, got "5"'));
     expect(() => encodeCommandInto({ op: 'CMD_SYNC' }, u, 5)).toThrow(/must be an integer in 0\.\.4 \(4 words from it in u\), got 5/);
     encodeCommandInto({ op: 'CMD_SYNC', cs: 1 }, u, 4);
     expect(u[4]).toBe(OP.CMD_SYNC | (1 << 12));
