@@ -2,7 +2,7 @@
 // they are rewritten so a guest can only name its own VMID and StreamIDs.
 // Pure: commands are rewritten in place in a caller's Uint32Array(4).
 
-import { encodeWords, getField, setField } from './codec.ts';
+import { encodeWords, fieldAccessor, getField } from './codec.ts';
 import { CS, F, FIELD_COUNT, OP } from './fields.ts';
 
 /** Why a guest command was refused: low byte = kind, bits [15:8] = the opcode. 0 means converted. */
@@ -20,6 +20,10 @@ export const VSMMU_REJECT = {
 } as const;
 
 const nsnh = new Uint32Array(FIELD_COUNT);
+/** The fields the rewrite touches, each in one place in the commands that carry it (codec.ts fieldAccessor). */
+const VMID = fieldAccessor(F.VMID, [OP.TLBI_NH_ALL, OP.TLBI_NH_ASID, OP.TLBI_NH_VA, OP.TLBI_NH_VAA]);
+const SID = fieldAccessor(F.SID, [OP.ATC_INV, OP.CFGI_CD, OP.CFGI_CD_ALL]);
+const SYNC_CS = fieldAccessor(F.CS, [OP.CMD_SYNC]);
 const scratch = new Uint32Array(4);
 
 /** What a vCMDQ command set admits of one opcode. */
@@ -93,7 +97,7 @@ export class VSmmu {
       case OP.TLBI_NH_ASID:
       case OP.TLBI_NH_VA:
       case OP.TLBI_NH_VAA:
-        setField(u, F.VMID, this.vmid);
+        VMID.set(u, this.vmid);
         return 0;
       case OP.TLBI_NSNH_ALL:
         // The kernel builds a fresh NH_ALL: w0 = opcode | VMID, w1 = 0.
@@ -120,18 +124,18 @@ export class VSmmu {
     switch (set.admit[opcode]) {
       case ADMIT.INVALIDATION: return this.convertIommufd(u);
       case ADMIT.SYNC: {
-        const cs = getField(u, F.CS);
+        const cs = SYNC_CS.get(u);
         return cs === CS.NONE || cs === CS.SEV || cs === CS.IRQ ? 0 : VSMMU_REJECT.SYNC_CS | (opcode << 8);
       }
-      case ADMIT.SYNC_CS_NONE: return getField(u, F.CS) === CS.NONE ? 0 : VSMMU_REJECT.TEGRA241_SYNC_CS | (opcode << 8);
+      case ADMIT.SYNC_CS_NONE: return SYNC_CS.get(u) === CS.NONE ? 0 : VSMMU_REJECT.TEGRA241_SYNC_CS | (opcode << 8);
       default: return set.rejectOpcode | (opcode << 8);
     }
   }
 
   private mapSid(u: Uint32Array): number {
-    const psid = this.vsidToPsid.get(getField(u, F.SID));
+    const psid = this.vsidToPsid.get(SID.get(u));
     if (psid === undefined) return VSMMU_REJECT.UNKNOWN_VSID | ((u[0]! & 0xff) << 8);
-    setField(u, F.SID, psid);
+    SID.set(u, psid);
     return 0;
   }
 }

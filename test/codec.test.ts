@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   ILL_REASON, buildAtcInv, buildCfgiCd, buildCfgiSte, buildCmdSync, buildTlbiNhAll, buildTlbiNhAsid, buildTlbiNhVa,
-  commandFromFields, decodeCommand, decodeWords, encodeCommand, encodeWords, getField, illReason, readSlot, setField,
+  commandFromFields, decodeCommand, decodeWords, encodeCommand, encodeWords, fieldAccessor, getField, illReason, readSlot, setField,
   writeSlot, type Command,
 } from '../src/codec.ts';
 import { CommandError } from '../src/errors.ts';
@@ -237,6 +237,33 @@ describe('hot face', () => {
     expect([u[0], u[2], u[3]]).toEqual([before[0], before[2], before[3]]);
     expect(setField(u, F.SID, 1)).toBe(false);
     expect(getField(u, F.SID)).toBe(0);
+  });
+  it('fieldAccessor reads and writes what getField/setField do, for every op that shares the place, and nothing else', () => {
+    // VMID of the NH TLBIs, SID of ATC_INV/CFGI_CD*, CS of CMD_SYNC (the vSMMU's rewrites), an in-place address too.
+    const cases: [number, number[]][] = [
+      [F.VMID, [OP.TLBI_NH_ALL, OP.TLBI_NH_ASID, OP.TLBI_NH_VA, OP.TLBI_NH_VAA]],
+      [F.SID, [OP.ATC_INV, OP.CFGI_CD, OP.CFGI_CD_ALL]],
+      [F.CS, [OP.CMD_SYNC]],
+      [F.ADDR_LO, [OP.TLBI_NH_VA, OP.TLBI_NH_VAA]],
+    ];
+    fc.assert(fc.property(fc.constantFrom(...cases), fc.array(fc.integer({ min: 0, max: 0xffffffff }), { minLength: 5, maxLength: 5 }), ([slot, opcodes], [w0, w1, w2, w3, v]) => {
+      const acc = fieldAccessor(slot, opcodes);
+      for (const opcode of opcodes) {
+        const u = new Uint32Array([(w0! & ~0xff) | opcode, w1!, w2!, w3!]);
+        const want = u.slice();
+        expect(acc.get(u)).toBe(getField(u, slot));
+        setField(want, slot, v!);
+        acc.set(u, v!);
+        expect([...u]).toEqual([...want]);
+      }
+    }));
+  });
+  it('fieldAccessor refuses, at construction, an op without the field or a field in two places', () => {
+    expect(() => fieldAccessor(F.VMID, [OP.TLBI_NH_VA, OP.ATC_INV])).toThrow(/has no field/);
+    expect(() => fieldAccessor(F.VMID, [0xff])).toThrow(/has no field/);
+    // RESP is w1[13:12] in PRI_RESP, w0[13:12] in RESUME.
+    expect(() => fieldAccessor(F.RESP, [OP.PRI_RESP, OP.RESUME])).toThrow(/not in one place/);
+    expect(() => fieldAccessor(F.SID, [])).toThrow(/not in one place/);
   });
   it('illReason rejects a code it does not know', () => {
     expect(() => illReason(0xee, new Uint32Array([0x46, 0, 0, 0]))).toThrow(RangeError);
