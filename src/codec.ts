@@ -47,8 +47,6 @@ export const ATC_INV_SIZE_ALL = 52;
 // ---------------------------------------------------------------------------
 // Tables derived from COMMANDS.
 
-const NEEDS_ORDER: readonly Needs[] = ['S1P', 'S2P', 'HYP', 'ATS', 'MPAM', 'STALL', 'PRI'];
-
 const N_SPECS = COMMANDS.length;
 /** opcode -> index into COMMANDS, -1 for opcodes that are no command of the Non-secure queue. */
 const OPC_SPEC = new Int8Array(256).fill(-1);
@@ -63,10 +61,6 @@ const partInPlace: number[] = [];
 const RES0 = new Uint32Array(N_SPECS * 4);
 /** Per spec, per F slot: the part holding it, or -1 when the op has no such field. */
 const SLOT_PART = new Int16Array(N_SPECS * FIELD_COUNT).fill(-1);
-/** Per spec: 1 + index in NEEDS_ORDER of the capability it needs, 0 for none. */
-const NEEDS_CODE = new Uint8Array(N_SPECS);
-/** Per spec: 1 when the op carries the TG/TTL/NUM/SCALE range fields. */
-const HAS_RANGE = new Uint8Array(N_SPECS);
 
 /** The u32 (0..3) a BitSpan lies in; spans never straddle two. */
 function spanU32(span: BitSpan): number {
@@ -114,14 +108,12 @@ COMMANDS.forEach((spec, s) => {
       partInPlace.push(field.inPlace ? 1 : 0);
       covered[k] = (covered[k]! | inPlaceMask) >>> 0;
     }
-    if (field.name === 'tg') HAS_RANGE[s] = 1;
   }
   for (const span of spec.ignored ?? []) {
     const k = spanU32(span);
     covered[k] = (covered[k]! | spanMask(span)) >>> 0;
   }
   for (let k = 0; k < 4; k++) RES0[s * 4 + k] = ~covered[k]! >>> 0;
-  NEEDS_CODE[s] = spec.needs === undefined ? 0 : NEEDS_ORDER.indexOf(spec.needs) + 1;
 });
 PART_START[N_SPECS] = partU32.length;
 const PART_U32 = Uint8Array.from(partU32);
@@ -151,49 +143,13 @@ export function writeSlot(q: Int32Array | Uint32Array, slot: number, u: Uint32Ar
   q[b + 3] = u[3]!;
 }
 
-/**
- * Per command, a straight-line extractor generated from the table at load
- * time (the decodetree approach QEMU takes for instruction decoders): one
- * masked shift per field and an explicit zero for every slot the op lacks.
- * A loop interpreting the part tables costs ~3x more per command on the
- * consumer's hot path; the generated code reads the same tables, so there is
- * still one description of the fields. Returns the RES0 check too, so a
- * command is rejected before any slot is trusted.
- */
-type Extractor = (u: Uint32Array, out: Uint32Array) => number;
-const EXTRACT: readonly Extractor[] = COMMANDS.map((_, s) => {
-  const body: string[] = [];
-  const r = RES0.subarray(4 * s, 4 * s + 4);
-  body.push(`if (((u[0] & ${r[0]}) | (u[1] & ${r[1]})) !== 0) return ${ILL_REASON.RES0};`);
-  body.push(`if (((u[2] & ${r[2]}) | (u[3] & ${r[3]})) !== 0) return ${ILL_REASON.RES0 | (1 << 8)};`);
-  const written = new Set<number>([F.OP]);
-  for (let p = PART_START[s]!; p < PART_START[s + 1]!; p++) {
-    const x = `u[${PART_U32[p]}]`;
-    const v = PART_IN_PLACE[p] ? `${x} & ${PART_MASK[p]}` : `(${x} >>> ${PART_SHIFT[p]}) & ${PART_MASK[p]}`;
-    body.push(`out[${PART_SLOT[p]}] = ${v};`);
-    written.add(PART_SLOT[p]!);
-  }
-  for (let slot = 0; slot < FIELD_COUNT; slot++) if (!written.has(slot)) body.push(`out[${slot}] = 0;`);
-  body.push('return 0;');
-  return new Function('u', 'out', body.join('\n')) as Extractor;
-});
-
-function hasCapability(feat: SmmuFeatures, needs: number): boolean {
-  switch (needs) {
-    case 0: return true;
-    case 1: return feat.S1P;
-    case 2: return feat.S2P;
-    case 3: return feat.HYP;
-    case 4: return feat.ATS;
-    case 5: return feat.MPAM;
-    case 6: return feat.STALL_MODEL !== 1;
-    default: return feat.PRI;
-  }
-}
+/** Per capability a command may need, the test of SmmuFeatures `feat` that admits it (generated into the decoders). */
+const CAPABILITY_TEST: Record<Needs, string> = {
+  S1P: 'feat.S1P', S2P: 'feat.S2P', HYP: 'feat.HYP', ATS: 'feat.ATS', MPAM: 'feat.MPAM', STALL: 'feat.STALL_MODEL !== 1', PRI: 'feat.PRI',
+};
 
 /** The TG/TTL/NUM/SCALE rules of spec 4.4.1.1, on decoded fields. */
-function checkRange(f: Uint32Array, feat: SmmuFeatures): number {
-  const tg = f[F.TG]!, ttl = f[F.TTL]!, num = f[F.NUM]!, scale = f[F.SCALE]!;
+function checkRange(tg: number, ttl: number, num: number, scale: number, feat: SmmuFeatures): number {
   if (!feat.RIL) return (tg | ttl | num | scale) !== 0 ? ILL_REASON.RANGE_NO_RIL : 0;
   if (tg === 0) {
     // Spec 4.4.1.1: with TG=0 the SCALE, NUM and TTL fields are RES0; like
@@ -207,6 +163,45 @@ function checkRange(f: Uint32Array, feat: SmmuFeatures): number {
 }
 
 /**
+ * Per command, a straight-line decoder generated from the table at load time
+ * (the decodetree approach QEMU takes for instruction decoders), checks in
+ * the order decodeWords documents: the capability the op needs, RES0, one
+ * masked shift per field (kept in a local too, so the checks after it read
+ * no memory) and an explicit zero for every slot the op lacks, SSec, the
+ * range rules. A loop interpreting the part tables costs ~3x more per
+ * command on the consumer's hot path; the generated code reads the same
+ * tables, so there is still one description of the fields. All-zero range
+ * fields are legal whatever the features (checkRange), so only a command
+ * that uses them pays for the call.
+ */
+type Decoder = (u: Uint32Array, out: Uint32Array, feat: SmmuFeatures) => number;
+const DECODE: readonly Decoder[] = COMMANDS.map((spec, s) => {
+  const body: string[] = [];
+  if (spec.needs !== undefined) body.push(`if (!(${CAPABILITY_TEST[spec.needs]})) return ${ILL_REASON.CAPABILITY};`);
+  const r = RES0.subarray(4 * s, 4 * s + 4);
+  body.push(`if (((u[0] & ${r[0]}) | (u[1] & ${r[1]})) !== 0) return ${ILL_REASON.RES0};`);
+  body.push(`if (((u[2] & ${r[2]}) | (u[3] & ${r[3]})) !== 0) return ${ILL_REASON.RES0 | (1 << 8)};`);
+  const written = new Set<number>([F.OP]);
+  for (let p = PART_START[s]!; p < PART_START[s + 1]!; p++) {
+    const x = `u[${PART_U32[p]}]`;
+    const v = PART_IN_PLACE[p] ? `${x} & ${PART_MASK[p]}` : `(${x} >>> ${PART_SHIFT[p]}) & ${PART_MASK[p]}`;
+    body.push(`const v${PART_SLOT[p]} = ${v};`, `out[${PART_SLOT[p]}] = v${PART_SLOT[p]};`);
+    written.add(PART_SLOT[p]!);
+  }
+  for (let slot = 0; slot < FIELD_COUNT; slot++) if (!written.has(slot)) body.push(`out[${slot}] = 0;`);
+  if (written.has(F.SSEC)) body.push(`if (v${F.SSEC} !== 0) return ${ILL_REASON.SSEC};`);
+  if (written.has(F.TG)) {
+    const [tg, ttl, num, scale] = [F.TG, F.TTL, F.NUM, F.SCALE].map((slot) => `v${slot}`);
+    body.push(`if ((${tg} | ${ttl} | ${num} | ${scale}) !== 0) { const r = checkRange(${tg}, ${ttl}, ${num}, ${scale}, feat); if (r !== 0) return r; }`);
+  }
+  body.push('return 0;');
+  return new Function('checkRange', `return function decode_${spec.op}(u, out, feat) {\n${body.join('\n')}\n};`)(checkRange) as Decoder;
+});
+
+/** Every capability: illReason decodes a refused command's fields whatever the SMMU lacked. */
+const ALL_CAPABILITIES = makeFeatures({ MPAM: true, DS: true });
+
+/**
  * Decode and validate the private copy `u` (4 u32) into the F record `out`.
  * Returns 0 when the command is legal on this SMMU's Non-secure queue, else
  * an ILL_REASON code (out is then partially filled and must not be used).
@@ -216,14 +211,8 @@ export function decodeWords(u: Uint32Array, out: Uint32Array, feat: SmmuFeatures
   out[F.OP] = opcode;
   const s = OPC_SPEC[opcode]!;
   if (s < 0) return ILL_REASON.OPCODE;
-  if (!hasCapability(feat, NEEDS_CODE[s]!)) return ILL_REASON.CAPABILITY;
-  const res0 = EXTRACT[s]!(u, out);
-  if (res0 !== 0) return res0;
-  if (out[F.SSEC] !== 0) return ILL_REASON.SSEC;
-  if (HAS_RANGE[s]) {
-    const range = checkRange(out, feat);
-    if (range !== 0) return range;
-  }
+  const ill = DECODE[s]!(u, out, feat);
+  if (ill !== 0) return ill;
   switch (opcode) {
     case OP.CMD_SYNC:
       if (out[F.CS] === 3) return ILL_REASON.CS_RESERVED;
@@ -297,7 +286,7 @@ function sharedPart(slot: number, opcodes: readonly number[]): { k: number; shif
 /**
  * getField and setField of one field, for commands of the given opcodes
  * only, with the table walk done once (here) instead of per call: straight-
- * line code generated as the extractor is. The vSMMU rewrites a field of
+ * line code generated as the decoders are. The vSMMU rewrites a field of
  * every guest command on the consumer's hot path, where setField's per-call
  * lookups (spec, part, u32, shift, mask) were about a quarter of the
  * per-command cost. The caller guarantees the opcode; the accessor does not
@@ -420,7 +409,7 @@ export function illReason(code: number, u: Uint32Array): string {
   const spec = COMMANDS[s]!;
   const op = spec.op;
   const f = new Uint32Array(FIELD_COUNT);
-  EXTRACT[s]!(u, f); // fills the fields unless RES0 bits are set, whose text needs none
+  DECODE[s]!(u, f, ALL_CAPABILITIES); // fills the fields unless RES0 bits are set, whose text needs none
   const rangeText = `TG=${f[F.TG]} TTL=${f[F.TTL]} NUM=${f[F.NUM]} SCALE=${f[F.SCALE]}`;
   switch (kind) {
     case ILL_REASON.CAPABILITY: return `${op} needs ${CAPABILITY_TEXT[spec.needs!]}`;
@@ -479,7 +468,7 @@ const U64_MAX = (1n << 64n) - 1n;
 type ObjectEncoder = (cmd: Command, u: Uint32Array, at: number, ds: boolean) => number;
 /**
  * Per command, a straight-line encoder generated from the same part tables
- * as EXTRACT: one named property read per field (an inline cache per op,
+ * as DECODE: one named property read per field (an inline cache per op,
  * where a loop over names would be a megamorphic keyed load), the checks
  * encodeCommand documents in field order (the first bad field is the one
  * reported), the value or'ed into its u32, then one for-in pass for keys
