@@ -37,6 +37,12 @@ import { readVintf } from '../src/vintf.ts';
 import { calibrateWork, work } from './slowdown.ts';
 import { SPIN_CLOCK_EVERY } from '../src/waiter.ts';
 
+/** Add a pass's slot reads and commands to the queue at `r`'s statistics (before the CONS publish that completes them). */
+function countTaken(i32: Int32Array, r: number, reads: number, cmds: number): void {
+  i32[r + Q_STAT_SLOT_READS]! += reads;
+  i32[r + Q_STAT_CMDS]! += cmds;
+}
+
 /** What the consumer needs of the SMMU model. */
 export interface ConsumerModel {
   execute(f: Uint32Array): number;
@@ -410,6 +416,14 @@ export class Consumer {
     const cmdset = q.cmdset;
     const idxMask = (1 << log2) - 1;
     let done = 0;
+    // Slots read and commands taken since the last publish: added to
+    // Q_STAT_SLOT_READS / Q_STAT_CMDS right before each CONS publish
+    // (countTaken), so a guest that sees CONS or GERROR move also sees its
+    // commands counted, without two stores to shared memory per command.
+    // `reads` counts calls of readSlot and nothing else: STAT_SLOT_READS ==
+    // STAT_CMDS is the proof, for tests, that each slot is read once.
+    let reads = 0;
+    let taken = 0;
     // CONS as last published: a pass that ends on a CMD_SYNC has published
     // it already (completeSync), and a second store of the same value would
     // only pull CONS's line away from the guest polling it once more.
@@ -418,15 +432,14 @@ export class Consumer {
     while (cons !== prod) {
       if (slowIters !== 0) this.slowdownSink ^= work(slowIters);
       readSlot(q.entries, cons & idxMask, u); // the one read of this slot; only `u` is looked at below
-      i32[r + Q_STAT_SLOT_READS]!++;
-      // Statistics are counted before the publish that completes the command,
-      // so a guest that sees CONS or GERROR move also sees them counted.
-      i32[r + Q_STAT_CMDS]!++;
+      reads++;
+      taken++;
       done++;
       const rejected = vsmmu.convertVcmdq(u, cmdset);
       const ill = decodeWords(u, f, this.features);
       if (ill !== 0 || rejected !== 0) {
         q.cons = cons;
+        countTaken(i32, r, reads, taken);
         this.fail(q, cons, CERROR.ILL, ill !== 0 ? ERR_KIND.DECODE : ERR_KIND.VSMMU, ill !== 0 ? ill : rejected);
         i32[r + Q_STAT_PASSES]!++;
         return done;
@@ -444,6 +457,9 @@ export class Consumer {
           // Everything before the sync has executed (this loop is in order):
           // signal, then let CONS pass it.
           cons = queueIncProd(cons, 1, log2);
+          countTaken(i32, r, reads, taken);
+          reads = 0;
+          taken = 0;
           this.completeSync(q, cons);
           published = cons;
           continue;
@@ -453,18 +469,26 @@ export class Consumer {
       }
       if (cerror !== 0) {
         q.cons = cons;
+        countTaken(i32, r, reads, taken);
         this.fail(q, cons, cerror, ERR_KIND.MODEL, cerror);
         i32[r + Q_STAT_PASSES]!++;
         return done;
       }
       cons = queueIncProd(cons, 1, log2);
-      if (delayUs !== 0 && !this.busyWaitUs(delayUs)) {
-        // Cut short (the host is stopping): the rest stays announced.
-        Atomics.or(i32, q.pendWord, q.pendBit); // publish: PENDING (its own bit)
-        break;
+      if (delayUs !== 0) {
+        // The slow-SMMU test hook: what this pass took is counted before each stall, as it was taken (tests watch it).
+        countTaken(i32, r, reads, taken);
+        reads = 0;
+        taken = 0;
+        if (!this.busyWaitUs(delayUs)) {
+          // Cut short (the host is stopping): the rest stays announced.
+          Atomics.or(i32, q.pendWord, q.pendBit); // publish: PENDING (its own bit)
+          break;
+        }
       }
     }
     q.cons = cons;
+    countTaken(i32, r, reads, taken);
     i32[r + Q_STAT_PASSES]!++;
     // The mid-pass crash hook: everything up to here executed, the commands since the last CMD_SYNC are not yet published as consumed.
     if (crashAtEnd) this.hooks?.crash();

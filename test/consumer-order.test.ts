@@ -172,6 +172,35 @@ class ScribblingVSmmu extends VSmmu {
   }
 }
 
+describe('statistics are added per pass, yet counted before each publish that completes them', () => {
+  it('whatever CONS or MSI a guest can see at any moment of a pass, the commands before it are counted as taken and as slot reads', () => {
+    const rig = makeRig([{ vmid: VMID, psids: [1] }]);
+    const q = addQueue(rig, VMID, 4);
+    const plan: Planned[] = [
+      { kind: 'va', cs: 0 }, { kind: 'asid', cs: 0 }, { kind: 'va', cs: 0 }, { kind: 'sync', cs: CS.IRQ },
+      { kind: 'vaa', cs: 0 }, { kind: 'va', cs: 0 }, { kind: 'sync', cs: CS.NONE }, { kind: 'all', cs: 0 },
+    ];
+    let syncs = 0;
+    const words = plan.map((p, seq) => guestWords(p, seq, rig, p.kind === 'sync' ? syncs++ : 0));
+    // At each execute (mid-pass): the published CONS, the first sync's MSI word, and both counters.
+    const seen: { cons: number; msi: number; cmds: number; reads: number }[] = [];
+    rig.model.refuse = () => {
+      seen.push({ cons: consPos(rig, q), msi: rig.i32[rig.msiPa >>> 2]!, cmds: rig.i32[q.regs + Q_STAT_CMDS]!, reads: rig.i32[q.regs + Q_STAT_SLOT_READS]! });
+      return 0;
+    };
+    submit(rig, q, words);
+    expect(rig.consumer.pass()).toBe(plan.length);
+    // The TLBIs after each sync ran with CONS (and the MSI) already past it, in this same pass.
+    expect(seen.map((s) => s.cons)).toEqual([0, 0, 0, 4, 4, 7]);
+    expect(seen.map((s) => s.msi)).toEqual([0, 0, 0, 1, 1, 1]);
+    for (const s of seen) {
+      expect(s.cmds).toBeGreaterThanOrEqual(s.cons);
+      expect(s.reads).toBe(s.cmds);
+    }
+    expect([rig.i32[q.regs + Q_STAT_CMDS], rig.i32[q.regs + Q_STAT_SLOT_READS], rig.i32[q.regs + Q_STAT_SYNCS]]).toEqual([8, 8, 2]);
+  });
+});
+
 describe('read-once: the executed command is the first copy of the slot', () => {
   it('a guest rewriting the slot after the copy changes nothing the model executes', () => {
     let scribbler: ScribblingVSmmu | null = null;
