@@ -190,6 +190,22 @@ describe('walk cache (SmmuModelOptions.walkCacheEntries)', () => {
     expect(r.pa).toBe(r.fresh);
   });
 
+  test('a Leaf=0 TLBI drops the cached table descriptors even when no IOTLB entry of its VMID is left to drop', () => {
+    const w = makeWorld({}, { walkCacheEntries: 256 });
+    const vm = makeVm(w, { vmid: 4, psids: [1], asid: 9 });
+    vm.pt.map(VA, vm.dataIpa, 0x2000, RW);
+    expect(w.model.translateIova(1, -1, VA, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(vm.dataIpa) });
+    // The leaf goes (Leaf=1); the walk cache keeps the tables, and the VMID's IOTLB bucket is empty.
+    run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA, leaf: 1 }));
+    expect(w.model.stats.iotlbInvalidated).toBeGreaterThan(0);
+    vm.pt.unmap(VA - (VA % (2 * MiB)), 2 * MiB);
+    vm.pt.map(VA, vm.dataIpa + 0x4000, 0x2000, RW);
+    const dropped = w.model.stats.walkCacheInvalidated;
+    run(w.model, cmd('TLBI_NH_VA', { asid: 9, vmid: 4, addr: VA + 0x1000, leaf: 0 }));
+    expect(w.model.stats.walkCacheInvalidated).toBeGreaterThan(dropped);
+    expect(w.model.translateIova(1, -1, VA + 0x1000, ACCESS.READ)).toMatchObject({ pa: vm.gm.paOf(vm.dataIpa + 0x5000) });
+  });
+
   test('without a walk cache every walk reads the tables, so even Leaf=1 sees the new table', () => {
     const r = afterTableChange(0, 1);
     expect(r.pa).toBe(r.fresh);

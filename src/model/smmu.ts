@@ -936,17 +936,23 @@ export class SmmuModel {
    */
   private rangeInvalidate(vmid: number, tag: number, f: Uint32Array): number {
     const feat = this.features;
+    const tg = feat.RIL ? f[F.TG]! : 0;
+    if (tg !== 0 && f[F.NUM] === 0 && f[F.SCALE] === 0 && f[F.TTL] === 0) return CERROR.ILL;
+    const s2 = tag === TAG_S2;
+    const cached = this.tlb.bucketCount[s2 ? VMIDS + vmid : vmid]!;
+    // Leaf=1 promises only leaf entries changed: cached table descriptors stay (spec 4.4.2).
+    const walks = f[F.LEAF] === 0 && this.wc !== null;
+    // Nothing cached that it could drop (so while no device of the VMID translates): no address arithmetic at all.
+    if (cached === 0 && !walks) return 0;
     const addr = join64(f[F.ADDR_LO]! & ~0xfff, f[F.ADDR_HI]!);
     let start = addr;
     let end = addr + 1;
     let gs = 0;
     let ttl = 0;
-    const tg = feat.RIL ? f[F.TG]! : 0;
     if (tg !== 0) {
       ttl = f[F.TTL]!;
       const num = f[F.NUM]!;
       let scale = f[F.SCALE]!;
-      if (num === 0 && scale === 0 && ttl === 0) return CERROR.ILL;
       scale = feat.DS ? Math.min(scale, 39) : scale & 31;
       gs = tg === 1 ? 12 : tg === 2 ? 14 : 16;
       // 16K with TTL = 1 is Reserved without DS and treated as 0.
@@ -954,17 +960,12 @@ export class SmmuModel {
       start = addr - (addr % POW2[gs]!);
       end = addr + (num + 1) * POW2[scale + gs]!;
     }
-    const s2 = tag === TAG_S2;
-    const bucket = s2 ? VMIDS + vmid : vmid;
-    let n: number;
-    if (tag !== NONE && this.probeCost(start, end, s2 ? 1 : 2) <= this.tlb.bucketCount[bucket]!) {
-      n = this.probe(vmid, tag, gs, ttl, start, end);
-    } else {
-      n = this.scan(vmid, tag, s2, gs, ttl, true, start, end);
+    if (cached !== 0) {
+      this.stats.iotlbInvalidated += tag !== NONE && this.probeCost(start, end, s2 ? 1 : 2) <= cached
+        ? this.probe(vmid, tag, gs, ttl, start, end)
+        : this.scan(vmid, tag, s2, gs, ttl, true, start, end);
     }
-    this.stats.iotlbInvalidated += n;
-    // Leaf=1 promises only leaf entries changed: cached table descriptors stay (spec 4.4.2).
-    if (f[F.LEAF] === 0) this.walkInvalidate(s2 ? VMIDS + vmid : vmid, s2 ? NONE : tag, start, end);
+    if (walks) this.walkInvalidate(s2 ? VMIDS + vmid : vmid, s2 ? NONE : tag, start, end);
     return 0;
   }
 
