@@ -820,8 +820,36 @@ export class SmmuModel {
    */
   execute(f: Uint32Array): number {
     this.stats.commands++;
-    const feat = this.features;
     const op = f[F.OP]!;
+    // The stage-1 TLBIs a guest's queue is made of, first and in a body small enough to inline where execute is called.
+    if (op >= OP.TLBI_NH_ALL && op <= OP.TLBI_NH_VAA) return this.tlbiNh(op, f);
+    return this.executeOther(op, f);
+  }
+
+  /** TLBI_NH_ALL, _ASID, _VA, _VAA. */
+  private tlbiNh(op: number, f: Uint32Array): number {
+    const feat = this.features;
+    if (!feat.S1P) return CERROR.ILL;
+    const vmid = feat.S2P ? f[F.VMID]! : 0;
+    const asid = f[F.ASID]!;
+    // With 8-bit VMIDs/ASIDs a non-zero upper byte need not hit anything.
+    if (vmid > this.vmidMask || (op === OP.TLBI_NH_ASID || op === OP.TLBI_NH_VA) && asid > this.asidMask) return 0;
+    if (op === OP.TLBI_NH_ALL) {
+      this.stats.iotlbInvalidated += this.tlb.removeBucket(vmid);
+      if (this.wc !== null) this.stats.walkCacheInvalidated += this.wc.removeBucket(vmid);
+      return 0;
+    }
+    if (op === OP.TLBI_NH_ASID) {
+      this.stats.iotlbInvalidated += this.scan(vmid, asid, false, 0, 0, false, 0, Infinity);
+      this.walkInvalidate(vmid, asid, 0, Infinity);
+      return 0;
+    }
+    return this.rangeInvalidate(vmid, op === OP.TLBI_NH_VA ? asid : NONE, f);
+  }
+
+  /** Every other command (execute's body). */
+  private executeOther(op: number, f: Uint32Array): number {
+    const feat = this.features;
     switch (op) {
       case OP.CMD_SYNC:
         this.stats.syncs++;
@@ -866,27 +894,6 @@ export class SmmuModel {
       }
       case OP.CFGI_VMS_PIDM:
         return feat.MPAM ? 0 : CERROR.ILL;
-      case OP.TLBI_NH_ALL:
-      case OP.TLBI_NH_ASID:
-      case OP.TLBI_NH_VA:
-      case OP.TLBI_NH_VAA: {
-        if (!feat.S1P) return CERROR.ILL;
-        const vmid = feat.S2P ? f[F.VMID]! : 0;
-        const asid = f[F.ASID]!;
-        // With 8-bit VMIDs/ASIDs a non-zero upper byte need not hit anything.
-        if (vmid > this.vmidMask || (op === OP.TLBI_NH_ASID || op === OP.TLBI_NH_VA) && asid > this.asidMask) return 0;
-        if (op === OP.TLBI_NH_ALL) {
-          this.stats.iotlbInvalidated += this.tlb.removeBucket(vmid);
-          if (this.wc !== null) this.stats.walkCacheInvalidated += this.wc.removeBucket(vmid);
-          return 0;
-        }
-        if (op === OP.TLBI_NH_ASID) {
-          this.stats.iotlbInvalidated += this.scan(vmid, asid, false, 0, 0, false, 0, Infinity);
-          this.walkInvalidate(vmid, asid, 0, Infinity);
-          return 0;
-        }
-        return this.rangeInvalidate(vmid, op === OP.TLBI_NH_VA ? asid : NONE, f);
-      }
       case OP.TLBI_EL2_ALL:
       case OP.TLBI_EL2_ASID:
       case OP.TLBI_EL2_VA:
@@ -935,15 +942,21 @@ export class SmmuModel {
    * TTL != 0. Cost is bounded by the VMID's bucket, never by the range size.
    */
   private rangeInvalidate(vmid: number, tag: number, f: Uint32Array): number {
-    const feat = this.features;
-    const tg = feat.RIL ? f[F.TG]! : 0;
+    const tg = this.features.RIL ? f[F.TG]! : 0;
     if (tg !== 0 && f[F.NUM] === 0 && f[F.SCALE] === 0 && f[F.TTL] === 0) return CERROR.ILL;
     const s2 = tag === TAG_S2;
     const cached = this.tlb.bucketCount[s2 ? VMIDS + vmid : vmid]!;
     // Leaf=1 promises only leaf entries changed: cached table descriptors stay (spec 4.4.2).
     const walks = f[F.LEAF] === 0 && this.wc !== null;
     // Nothing cached that it could drop (so while no device of the VMID translates): no address arithmetic at all.
-    if (cached === 0 && !walks) return 0;
+    if (cached !== 0 || walks) this.dropRange(vmid, tag, tg, cached, walks, f);
+    return 0;
+  }
+
+  /** rangeInvalidate's work once something may be cached: the span, then probes or a scan, then the walk cache. */
+  private dropRange(vmid: number, tag: number, tg: number, cached: number, walks: boolean, f: Uint32Array): void {
+    const feat = this.features;
+    const s2 = tag === TAG_S2;
     const addr = join64(f[F.ADDR_LO]! & ~0xfff, f[F.ADDR_HI]!);
     let start = addr;
     let end = addr + 1;
@@ -966,7 +979,6 @@ export class SmmuModel {
         : this.scan(vmid, tag, s2, gs, ttl, true, start, end);
     }
     if (walks) this.walkInvalidate(s2 ? VMIDS + vmid : vmid, s2 ? NONE : tag, start, end);
-    return 0;
   }
 
   /** Drop walk-cache entries of `bucket` (tag NONE: any ASID) whose span meets [start, end). */
