@@ -52,7 +52,7 @@ export const targets = {
   },
   'model-inv': {
     // execute .. atcInvalidate: every invalidation command.
-    mutate: ['src/model/smmu.ts:814-1051'],
+    mutate: ['src/model/smmu.ts:814-1065'],
     tests: ['test/model-invalidation.test.ts', 'test/model.test.ts', 'test/isolation.test.ts', 'test/invalidate-range.test.ts', 'test/range-oracle.test.ts'],
     note: "the model's invalidation path",
   },

@@ -1043,7 +1043,8 @@ export class SmmuModel {
     const size = f[F.SIZE]!;
     if (size > 52) return CERROR.ILL;
     const slot = this.slotOfSid.get(f[F.SID]!);
-    if (slot === undefined) return 0;
+    // An unknown stream, or a device with nothing in its ATC: nothing to drop, and no span arithmetic.
+    if (slot === undefined || this.atc.bucketCount[slot] === 0) return 0;
     const span = POW2[12 + size]!;
     const addr = join64(f[F.ADDR_LO]! & ~0xfff, f[F.ADDR_HI]!);
     const start = size === 52 ? 0 : addr - (addr % span);
