@@ -24,8 +24,8 @@ import type { SmmuFeatures } from '../src/features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_PENDING,
-  CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
-  IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PROD,
+  CTL_PENDING_WORDS,   CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
+  IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PEND, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
   STATUS_ENABLED, notifyQueueWaiters, pendingBit, pendingWord, queueRegs, sleepUnlessWork,
 } from '../src/layout.ts';
@@ -80,7 +80,7 @@ class QueueEntry {
   gerror = 0;
   /** wrap|index bits of PROD; the rest of the register is RES0 and ignored (QEMU masks it the same way). */
   readonly posMask: number;
-  /** The queue's word and bit in its kernel thread's pending bitmap. */
+  /** The queue's word and bit in its kernel thread's pending bitmap (its slot, Q_PEND). */
   readonly pendWord: number;
   readonly pendBit: number;
   constructor(
@@ -95,10 +95,11 @@ class QueueEntry {
     /** The rewrite its commands get: the VM's vSMMU, or a hardware VCMDQ's VINTF configuration. */
     readonly vsmmu: VSmmu,
     pendWord: number,
+    pendBit: number,
   ) {
     this.posMask = queuePosMask(log2size);
     this.pendWord = pendWord;
-    this.pendBit = pendingBit(qid);
+    this.pendBit = pendBit;
   }
 }
 
@@ -114,14 +115,15 @@ export class Consumer {
   private queues: QueueEntry[] = [];
   /** Hardware VCMDQs (Q_VINTF set): while one is enabled the thread polls and never sleeps. */
   private hwQueues: QueueEntry[] = [];
-  /** Queue by qid (null: not this thread's), filled to whole pending words so a taken bit always indexes inside it. */
-  private byQid: (QueueEntry | null)[] = [];
+  /** Queue by pending slot (null: no queue of this thread), filled to whole pending words so a taken bit always indexes inside it. */
+  private bySlot: (QueueEntry | null)[] = [];
   /** The pending words holding this thread's queues' bits, ascending: all a pass polls for queue work. */
   private pendWords = new Int32Array(0);
-  /** Per pending word, the bits of this consumer's queues: it takes only those (another consumer may share the word). */
+  /** Per pending word, the bits of this consumer's queues: it takes only those (a guest may set others in its own words). */
   private pendMasks = new Int32Array(0);
-  /** Word offset of this thread's pending bitmap (CTL_PENDING). */
+  /** Word offset of this thread's pending bitmap (CTL_PENDING), and its slots (32 per word, CTL_PENDING_WORDS). */
   private readonly bitmap: number;
+  private readonly slots: number;
   /** Queues stopped on an error (GERROR.CMDQ_ERR active): no bit announces their GERRORN ack, so each pass reads it. */
   private readonly stopped: QueueEntry[] = [];
   private readonly vms = new Map<number, VmEntry>();
@@ -157,7 +159,11 @@ export class Consumer {
   ) {
     this.policy = policy ?? new FixedPoll(1000 * i32[ctl + CTL_SPIN_US]!);
     this.bitmap = i32[ctl + CTL_PENDING]!;
-    if (!(this.bitmap > 0 && this.bitmap < i32.length)) throw new RangeError(`control block ${ctl} has no pending bitmap (CTL_PENDING ${this.bitmap}): layout.initMmio sets it`);
+    const words = i32[ctl + CTL_PENDING_WORDS]!;
+    if (!(this.bitmap > 0 && words > 0 && this.bitmap + words <= i32.length)) {
+      throw new RangeError(`control block ${ctl} has no pending bitmap (CTL_PENDING ${this.bitmap}, CTL_PENDING_WORDS ${words}): layout.initMmio sets them`);
+    }
+    this.slots = words * 32;
     // The crash test hook is read after a request is seen, as after PROD in consume(): a test's request meets a dead thread.
     this.mailboxes = new MailboxServer(i32, () => {
       if (Atomics.load(i32, ctl + CTL_CRASH) !== 0) this.hooks?.crash();
@@ -200,7 +206,12 @@ export class Consumer {
     if (cmdset === undefined) throw new RangeError(`queue ${qid}: Q_CMDSET ${this.i32[r + Q_CMDSET]} names no command set`);
     const vm = this.vm(vmid);
     const vintf = this.i32[r + Q_VINTF]!;
-    const q = new QueueEntry(qid, r, log2, entries, vm, cmdset, vintf === 0 ? vm.vsmmu : readVintf(this.i32, vintf), pendingWord(this.i32, this.ctl, qid));
+    const slot = this.i32[r + Q_PEND]!;
+    if (vintf === 0 && !(slot >= 0 && slot < this.slots && this.bySlot[slot] == null)) {
+      throw new RangeError(`queue ${qid}: Q_PEND ${slot} is not a free slot of this thread's pending bitmap (${this.slots} slots)`);
+    }
+    const q = new QueueEntry(qid, r, log2, entries, vm, cmdset, vintf === 0 ? vm.vsmmu : readVintf(this.i32, vintf),
+      pendingWord(this.i32, this.ctl, slot), pendingBit(slot));
     q.cons = Atomics.load(this.i32, r + Q_CONS) & q.posMask;
     q.gerror = Atomics.load(this.i32, r + Q_GERROR);
     this.queues = [...this.queues, q];
@@ -208,9 +219,9 @@ export class Consumer {
     // A hardware VCMDQ is polled every pass, as the SMMU polls it; it has no pending bit (layout.ts).
     if (vintf !== 0) this.hwQueues = [...this.hwQueues, q];
     else {
-      while (this.byQid.length <= qid) this.byQid.push(null);
-      while (this.byQid.length % 32 !== 0) this.byQid.push(null);
-      this.byQid[qid] = q;
+      while (this.bySlot.length <= slot) this.bySlot.push(null);
+      while (this.bySlot.length % 32 !== 0) this.bySlot.push(null);
+      this.bySlot[slot] = q;
       // Word -> this consumer's bits in it, one more bit; rebuilt per queue added (setup, not per pass), in words' order.
       const mine = new Map(Array.from(this.pendWords, (w, k) => [w, this.pendMasks[k]!]));
       mine.set(q.pendWord, (mine.get(q.pendWord) ?? 0) | q.pendBit);
@@ -365,8 +376,8 @@ export class Consumer {
       while (bits !== 0) {
         const b = 31 - Math.clz32(bits & -bits);
         bits &= bits - 1;
-        const q = this.byQid[first + b];
-        // null: a bit no queue of this thread owns (a guest may write any); dropped.
+        const q = this.bySlot[first + b];
+        // null: a bit no queue of this thread owns (a guest may write any in its own words); dropped.
         if (q != null && this.wantsService(q)) work += this.consume(q, delayUs);
       }
     }

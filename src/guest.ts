@@ -22,7 +22,7 @@ import { CS } from './fields.ts';
 import { tlbInvRangeAsid } from './invalidate.ts';
 import {
   CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_PENDING, CTL_SPIN_US, GERROR_CMDQ_ERR, IDLE_HINT_SET, Q_CONFIG, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
-  Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
+  Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_PEND, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
   Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick, pendingBit, pendingWord,
 } from './layout.ts';
 import { queueFree, queueIdx, queuePosMask } from './queue.ts';
@@ -114,13 +114,14 @@ export class QueueError extends CommandError {
 }
 
 class DoorbellTransport implements QueueTransport {
-  /** The queue's word and bit in its kernel thread's pending bitmap. */
+  /** The queue's word and bit in its kernel thread's pending bitmap: its slot (Q_PEND), read once here. */
   private readonly pendWord: number;
   private readonly pendBit: number;
   constructor(private readonly i32: Int32Array, private readonly h: QueueHandle) {
     if (!(i32[h.ctl + CTL_PENDING]! > 0)) throw new TypeError(`queue ${h.qid}: the control block at ${h.ctl} has no pending bitmap (CTL_PENDING; layout.initMmio)`);
-    this.pendWord = pendingWord(i32, h.ctl, h.qid);
-    this.pendBit = pendingBit(h.qid);
+    const slot = i32[h.regs + Q_PEND]!;
+    this.pendWord = pendingWord(i32, h.ctl, slot);
+    this.pendBit = pendingBit(slot);
   }
   publishProd(prod: number): void {
     Atomics.store(this.i32, this.h.regs + Q_PROD, prod); // publish: PROD release

@@ -20,7 +20,7 @@ import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
   CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_CRASH_AFTER, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
   CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MB_STATE, Q_BASE,
-  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_VINTF, Q_VMID, SERVER_STATE, initMmio, mailboxWords, mmioLayout, notifyQueueWaiters, queueRegs,
+  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_PEND, Q_VINTF, Q_VMID, SERVER_STATE, PendingSlots, initMmio, mailboxWords, mmioLayout, notifyQueueWaiters, queueRegs,
   type CrashHow, type MmioLayout,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
@@ -206,7 +206,7 @@ export class Host {
     this.phys = new PhysLayout(sab, mmio.bytes);
     this.autoRestarts = autoRestart;
     const n = mmio.ctl.length;
-    this.kthreads = mmio.ctl.map((ctl, k) => new KernelThread(k, ctl, n === 1 ? 'kernel thread' : `kernel thread ${k}`));
+    this.kthreads = mmio.ctl.map((ctl, k) => new KernelThread(k, ctl, n === 1 ? 'kernel thread' : `kernel thread ${k}`, new PendingSlots(mmio.pendingWords)));
     for (const kt of this.kthreads) kt.thread = this.spawn(kt);
   }
 
@@ -448,6 +448,18 @@ export class Host {
     return this.maxQueues - this.nextQid;
   }
 
+  /**
+   * @internal the pending slot (Q_PEND) of a new doorbell queue of VM `vmid`
+   * on kernel thread `k`: in words no other VM's queues use. A bitmap has a
+   * word per queue the host may have, so this runs out only after the
+   * queues do; the refusal still names maxQueues.
+   */
+  allocPendingSlot(k: number, vmid: number): number {
+    const slot = this.kthread(k).slots.take(vmid);
+    if (slot < 0) throw this.queuesExhausted(1);
+    return slot;
+  }
+
   /** @internal a register block for a new queue (openQueue checks queuesLeft first; this is the backstop). */
   allocQueue(): number {
     if (this.nextQid >= this.maxQueues) throw this.queuesExhausted(1);
@@ -571,7 +583,13 @@ class KernelThread {
   restarting: Promise<void> | null = null;
   /** VMs placed on it (createVm picks the thread with the fewest). */
   vms = 0;
-  constructor(readonly index: number, readonly ctl: number, readonly name: string) {}
+  constructor(
+    readonly index: number,
+    readonly ctl: number,
+    readonly name: string,
+    /** Its pending bitmap's slots, handed out whole words per VM (layout.ts PendingSlots). */
+    readonly slots: PendingSlots,
+  ) {}
 }
 
 /** Guests' default spin before blocking, µs: longer than one wake of a sleeping kernel thread (~15-25 µs here), so the guest catches its completion without a second wake. */
@@ -808,6 +826,8 @@ export class Vm {
   async createQueue(opts: QueueOptions = {}, path = 'doorbell', vintf = 0): Promise<QueueHandle> {
     const { qid, regs, log2size, baseIpa } = this.allocQueueRegs(opts);
     this.host.i32[regs + Q_VINTF] = vintf; // read by the kernel thread's addQueue, after the message below
+    // A hardware VCMDQ has no pending bit (layout.ts); read by the transport and addQueue, both after the message below.
+    if (vintf === 0) this.host.i32[regs + Q_PEND] = this.host.allocPendingSlot(this.kthread, this.vmid);
     Atomics.store(this.host.i32, regs + Q_CONFIG, CONFIG_EN); // publish: CONFIG.EN, before the addQueue message that has it read
     await this.host.control({ op: 'addQueue', qid, vmid: this.vmid }, this.kthread);
     return {

@@ -46,20 +46,32 @@
 //
 // Pending bitmap (virtio's event index / Tegra241 CMDQV's per-VINTF bitmaps
 // in spirit): a pass never reads an idle queue's registers. Each kernel
-// thread has a bitmap, one bit per qid (pendingWord/pendingBit below):
+// thread has a bitmap; each of its doorbell queues owns one bit, its pending
+// slot (Q_PEND; pendingWord/pendingBit below). Slots are not qids: the host
+// hands out whole words per VM (PendingSlots), so no word holds two VMs'
+// bits. A guest may store anything to its own words (clear them, set bits no
+// queue owns): it delays only its own VM's queues, never another VM's
+// (Tegra241 CMDQV keeps its status bitmaps per VINTF, i.e. per VM, for the
+// same reason). Guests RMW only their own words; the kernel thread takes
+// bits of every VM it serves.
 //  - Whoever publishes PROD (the producer that won its turn, Q_DRV_PUB in
 //    guest.ts) then sets the queue's bit: `Atomics.or(word, bit)` (publish:
 //    PENDING, after PROD), then kicks.
-//  - The kernel thread polls its words with Atomics.load and takes the bits
-//    of its own queues with `Atomics.and(word, ~mine)` (take: before it reads
-//    any PROD they announce; bits of another consumer sharing the word
-//    stay), then consumes only the queues whose bits it took, each up to the
-//    PROD it loads after the take.
+//  - The kernel thread polls the words its queues' slots lie in with
+//    Atomics.load and takes its queues' bits with `Atomics.and(word, ~mine)`
+//    (take: before it reads any PROD they announce; a bit no queue owns
+//    stays, unread), maps each taken bit to its queue through a table by
+//    slot, and consumes only those queues, each up to the PROD it loads
+//    after the take.
 //  Why a published PROD is always consumed: take a PROD store S and the OR
 //  after it. If the OR precedes a take T, then S precedes T, which precedes
 //  that pass's PROD load: the pass sees S (or a later PROD). Otherwise the OR
 //  follows every take before it, so the bit stays set for the next take. A
 //  bit whose PROD an earlier pass already consumed costs one look, no more.
+//  The argument needs that nothing but a take clears the bit. A guest's plain
+//  store to its own word can break that for its own VM's queues only (their
+//  announcement waits for their next publish or CONFIG write); no other
+//  VM's bit is in that word, so no other VM's waiter is delayed.
 //  - What is not announced by a bit: a queue stopped on an error waits for
 //    GERRORN, not PROD, so the thread keeps its own list of stopped queues and
 //    reads their GERRORN each pass (a bit taken while stopped is dropped: the
@@ -114,7 +126,11 @@
 // single producer, kernel thread spinning). Counted, access by access, in
 // test/line-budget.test.ts; "ctl.N" is line N of the control block, "q.N"
 // line N of the queue's register block, "pend" the line of the kernel
-// thread's pending bitmap that holds the queue's bit.
+// thread's pending bitmap that holds the queue's slot (its VM's word; up to
+// LINE_WORDS VMs' words share a line, so another VM's publish can pull it
+// away, as the qid-numbered words of 32 queues did). The slot (q.2's Q_PEND)
+// is read once, when the transport is built and when the thread adds the
+// queue, never per round trip.
 //  Guest (submitWords, kick, its wait):
 //    reads  ctl.2 (EPOCH in Liveness.begin, SPIN_US: written at setup only),
 //           q.4 (RESV, PUB, TURN_WAITERS: its own driver line),
@@ -238,6 +254,8 @@ export const CTL_EPOCH = 37;
  * 0 for a server without one, the VMM), written once by the host (initMmio).
  */
 export const CTL_PENDING = 38;
+/** Line 2: Int32 words in that bitmap (pendingBitmapWords), written with it: a slot must lie below 32 times it. */
+export const CTL_PENDING_WORDS = 39;
 export const CTL_WORDS = 64;
 
 export const SERVER_STATE = { STARTING: 0, RUNNING: 1, STOPPING: 2, DEAD: 3 } as const;
@@ -297,6 +315,18 @@ export const Q_CMDSET = 36;
  * 0 for a SW vCMDQ or a trapped queue, whose rewrite is the VM's vSMMU.
  */
 export const Q_VINTF = 37;
+/**
+ * Line 2: the queue's pending slot: its bit is bit (slot & 31) of word
+ * (slot >>> 5) of its kernel thread's bitmap (pendingWord, pendingBit), in a
+ * word only its VM's queues use (PendingSlots). The one place both sides
+ * learn it: written by the host before it enables the queue, tells the
+ * thread of it (addQueue) or gives out its handle, never rewritten, so no
+ * reader sees it stale; the guest's transport reads it once when built, the
+ * consumer once per addQueue (a restart's replay too; like BASE, it trusts
+ * this host-written line and checks the slot lies in its bitmap). 0 and
+ * unused on a hardware VCMDQ or a trapped queue, which have no bit.
+ */
+export const Q_PEND = 38;
 /**
  * Line 3 (kernel-thread-written): statistics, bumped per command. Their own
  * line: on CONS's line every bump would steal the line from a producer
@@ -403,13 +433,14 @@ export const DEFAULT_MAX_QUEUES = 1024;
 
 // ── After the register blocks: kernel threads 1..N-1's control blocks, then
 // one pending bitmap per kernel thread ──
-// Bit (qid & 31) of word (qid >>> 5) is queue qid's "PROD moved" mark
-// (protocol above). Each bitmap is whole cache lines of its own: producers
-// RMW it, its kernel thread polls and takes it.
+// A queue's slot (Q_PEND) is its "PROD moved" mark (protocol above). Each
+// bitmap is whole cache lines of its own: producers RMW it, its kernel
+// thread polls and takes it. Sized for the worst case of whole words per
+// VM: every VM with one queue, all on one thread, is one word per queue.
 
-/** Int32 words of one pending bitmap of a host with `maxQueues` queues. */
+/** Int32 words of one pending bitmap of a host with `maxQueues` queues: one per queue, whole lines. */
 export function pendingBitmapWords(maxQueues: number): number {
-  return Math.ceil(maxQueues / (32 * LINE_WORDS)) * LINE_WORDS;
+  return Math.ceil(maxQueues / LINE_WORDS) * LINE_WORDS;
 }
 
 /** Where a host's variable regions lie; startHost computes it from maxQueues and kernelThreads. */
@@ -419,6 +450,8 @@ export interface MmioLayout {
   readonly ctl: readonly number[];
   /** Word offset of each kernel thread's pending bitmap. */
   readonly pending: readonly number[];
+  /** Int32 words in each of those bitmaps (pendingBitmapWords). */
+  readonly pendingWords: number;
   /** Bytes of the MMIO region; host-private memory and VM RAM start here (64 KiB aligned). */
   readonly bytes: number;
 }
@@ -430,7 +463,7 @@ export function mmioLayout(maxQueues: number, kernelThreads = 1): MmioLayout {
   const words = pendingBitmapWords(maxQueues);
   const pending = ctl.map((_, t) => bitmaps + t * words);
   const end = bitmaps + kernelThreads * words;
-  return { maxQueues, ctl, pending, bytes: Math.ceil((end * 4) / 65536) * 65536 };
+  return { maxQueues, ctl, pending, pendingWords: words, bytes: Math.ceil((end * 4) / 65536) * 65536 };
 }
 
 /** Bytes of the MMIO region of a host with `maxQueues` queues and `kernelThreads` kernel threads. */
@@ -444,23 +477,55 @@ export const MMIO_BYTES = mmioBytes(DEFAULT_MAX_QUEUES);
 /** Point each kernel thread's control block at its pending bitmap (before the threads start); returns the layout. */
 export function initMmio(i32: Int32Array, maxQueues = DEFAULT_MAX_QUEUES, kernelThreads = 1): MmioLayout {
   const m = mmioLayout(maxQueues, kernelThreads);
-  m.ctl.forEach((ctl, t) => (i32[ctl + CTL_PENDING] = m.pending[t]!));
+  m.ctl.forEach((ctl, t) => {
+    i32[ctl + CTL_PENDING] = m.pending[t]!;
+    i32[ctl + CTL_PENDING_WORDS] = m.pendingWords;
+  });
   return m;
 }
 
-/** Word offset of queue `qid`'s bit in the pending bitmap of the kernel thread at `ctl`. */
-export function pendingWord(i32: Int32Array, ctl: number, qid: number): number {
-  return i32[ctl + CTL_PENDING]! + (qid >>> 5);
+/**
+ * One kernel thread's pending slots, as the host hands them out (setup only):
+ * a VM's first queue takes a fresh word, its later queues fill that word,
+ * then take another fresh one. No word ever holds two VMs' bits.
+ */
+export class PendingSlots {
+  /** Words handed out so far: the next fresh word's index. */
+  private fresh = 0;
+  /** Each VM's newest slot. */
+  private readonly newest = new Map<number, number>();
+  constructor(readonly words: number) {}
+  /** The slot of a new queue of VM `vmid`, or -1 when no fresh word is left. */
+  take(vmid: number): number {
+    const prev = this.newest.get(vmid);
+    let slot: number;
+    if (prev !== undefined && (prev & 31) !== 31) slot = prev + 1;
+    else if (this.fresh < this.words) slot = this.fresh++ << 5;
+    else return -1;
+    this.newest.set(vmid, slot);
+    return slot;
+  }
 }
 
-/** Queue `qid`'s bit in its pending word. */
-export function pendingBit(qid: number): number {
-  return 1 << (qid & 31);
+/** Queue `qid`'s pending slot (Q_PEND, host-written). */
+export function pendingSlot(i32: Int32Array, qid: number): number {
+  return i32[queueRegs(qid) + Q_PEND]!;
 }
 
-/** After publishing PROD of queue `qid`: mark it pending for the kernel thread at `ctl` (then kick). */
+/** Word offset of pending slot `slot` in the bitmap of the kernel thread at `ctl`. */
+export function pendingWord(i32: Int32Array, ctl: number, slot: number): number {
+  return i32[ctl + CTL_PENDING]! + (slot >>> 5);
+}
+
+/** Pending slot `slot`'s bit in its word. */
+export function pendingBit(slot: number): number {
+  return 1 << (slot & 31);
+}
+
+/** After publishing PROD of queue `qid`: mark its slot pending for the kernel thread at `ctl` (then kick). */
 export function markPending(i32: Int32Array, ctl: number, qid: number): void {
-  Atomics.or(i32, pendingWord(i32, ctl, qid), pendingBit(qid)); // publish: PENDING bit, after PROD
+  const slot = pendingSlot(i32, qid);
+  Atomics.or(i32, pendingWord(i32, ctl, slot), pendingBit(slot)); // publish: PENDING bit, after PROD
 }
 
 // ── The wake-up protocol, in one place for every producer and every server ──

@@ -11,8 +11,8 @@ import { CS, F, OP } from '../src/fields.ts';
 import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_INJECT_DELAY_US, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR,
   GERROR_MSI_CMDQ_ABT, KTHREAD_CTL, KTHREAD_OP, MAILBOX_STATE, MB_ARG0, MB_OP, MB_PAYLOAD, MB_RES0, MB_STATE, Q_BASE, Q_CONFIG,
-  Q_CMDSET, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
-  Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_WAITERS, SERVER_STATE, STATUS_ENABLED, mailboxWords, markPending, pendingWord, queueRegs,
+  Q_CMDSET, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_LOG2SIZE, Q_PEND, Q_PROD, Q_STAT_CMDS, Q_STAT_ERRORS, Q_STAT_PASSES,
+  Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_WAITERS, SERVER_STATE, STATUS_ENABLED, mailboxWords, markPending, pendingSlot, pendingWord, queueRegs,
 } from '../src/layout.ts';
 import { ACCESS, PROT } from '../src/model/index.ts';
 import { VCMDQ_CMDSETS, VCMDQ_TEGRA241, VSMMU_REJECT, VSmmu } from '../src/vsmmu.ts';
@@ -170,7 +170,7 @@ describe('CMD_SYNC signalling', () => {
     expect(rig.consumer.pass()).toBe(3);
     // Only the queue's own registers changed (and its pending bit, taken).
     const changed: number[] = [];
-    const pend = pendingWord(rig.i32, KTHREAD_CTL, q.qid);
+    const pend = pendingWord(rig.i32, KTHREAD_CTL, pendingSlot(rig.i32, q.qid));
     for (let k = 0; k < before.length; k++) if (rig.i32[k] !== before[k] && (k < q.regs || k >= q.regs + 64) && k !== pend) changed.push(k);
     expect(changed).toEqual([]);
 
@@ -416,6 +416,7 @@ describe('setup, restart and test hooks', () => {
     const r = queueRegs(44);
     rig.i32[r + Q_LOG2SIZE] = 2;
     rig.i32[r + Q_BASE] = rig.w.layout.alloc(64, 64);
+    rig.i32[r + Q_PEND] = rig.slots.take(VMID);
     rig.i32[r + Q_GERROR] = GERROR_CMDQ_ERR;
     rig.i32[r + Q_CONS] = 1 | (CERROR.ILL << CONS_ERR_SHIFT);
     rig.consumer.addQueue(44, VMID);

@@ -9,7 +9,7 @@ import { buildCfgiSte, buildCmdSync, buildTlbiNhAsid } from '../src/codec.ts';
 import { CS } from '../src/fields.ts';
 import {
   CONFIG_EN, CTL_PENDING, KTHREAD_CTL, Q_CONFIG, Q_GERROR, Q_GERRORN, Q_PROD, Q_STAT_CMDS, Q_STAT_SLOT_READS,
-  markPending, pendingBit, pendingWord,
+  markPending, pendingBit, pendingSlot, pendingWord,
 } from '../src/layout.ts';
 import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
 import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
@@ -20,8 +20,9 @@ const asid = (a: number): Uint32Array => {
   buildTlbiNhAsid(u, a, 0);
   return u;
 };
-const pendingOf = (rig: Rig, q: RigQueue): boolean =>
-  (Atomics.load(rig.i32, pendingWord(rig.i32, KTHREAD_CTL, q.qid)) & pendingBit(q.qid)) !== 0;
+/** Queue `q`'s pending word (its slot's, Q_PEND). */
+const wordOf = (rig: Rig, q: RigQueue): number => pendingWord(rig.i32, KTHREAD_CTL, pendingSlot(rig.i32, q.qid));
+const pendingOf = (rig: Rig, q: RigQueue): boolean => (Atomics.load(rig.i32, wordOf(rig, q)) & pendingBit(pendingSlot(rig.i32, q.qid))) !== 0;
 
 /** A rig with `n` queues of 8 slots, each already looked at once (addQueue marks a new queue pending). */
 function rigN(n: number): { rig: Rig; qs: RigQueue[] } {
@@ -34,7 +35,7 @@ function rigN(n: number): { rig: Rig; qs: RigQueue[] } {
 describe('the pending bitmap', () => {
   it('a pass consumes only queues whose bit is set: a PROD moved without its bit waits for the bit', () => {
     const { rig, qs } = rigN(40);
-    expect(new Set(qs.map((q) => pendingWord(rig.i32, KTHREAD_CTL, q.qid))).size).toBe(2);
+    expect(new Set(qs.map((q) => wordOf(rig, q))).size).toBe(2);
     const [a, b] = [qs[3]!, qs[37]!];
     // b's PROD moves but nobody marks it: a pass must not see it (it reads no unmarked queue).
     b.ring.set(asid(7), 0);
@@ -54,14 +55,14 @@ describe('the pending bitmap', () => {
     expect(rig.i32[b.regs + Q_STAT_CMDS]).toBe(1);
   });
 
-  it('a bit no queue of this consumer owns is neither work nor taken (another consumer may share the word)', () => {
+  it('a bit no queue owns, set by the guest in its own word, is neither work nor taken', () => {
     const { rig, qs } = rigN(2);
-    const word = pendingWord(rig.i32, KTHREAD_CTL, qs[0]!.qid);
-    const foreign = qs[0]!.qid >= 31 ? 0 : 31; // a qid in the same word this rig never added
-    Atomics.or(rig.i32, word, pendingBit(foreign));
+    const word = wordOf(rig, qs[0]!);
+    const stray = 31; // the VM's word has slots 0 and 1 in use; bit 31 is nobody's
+    Atomics.or(rig.i32, word, pendingBit(stray));
     expect(rig.consumer.hasWork()).toBe(false);
     expect(rig.consumer.pass()).toBe(0);
-    expect(Atomics.load(rig.i32, word)).toBe(pendingBit(foreign));
+    expect(Atomics.load(rig.i32, word)).toBe(pendingBit(stray));
   });
 
   it('a queue stopped on an error resumes on its GERRORN ack alone, even though its bit was taken while it was stopped', () => {
@@ -89,7 +90,7 @@ describe('the pending bitmap', () => {
   it('a new consumer over queues whose PROD moved with no bit (a restart) looks at each once', () => {
     const { rig, qs } = rigN(3);
     submit(rig, qs[1]!, [asid(1)]);
-    Atomics.store(rig.i32, pendingWord(rig.i32, KTHREAD_CTL, qs[1]!.qid), 0); // the bit died with the old thread
+    Atomics.store(rig.i32, wordOf(rig, qs[1]!), 0); // the bit died with the old thread
     const again = new Consumer(rig.i32, KTHREAD_CTL, rig.model, rig.w.features);
     again.addVm(VMID, rig.consumer.vm(VMID));
     for (const q of qs) again.addQueue(q.qid, VMID);

@@ -9,8 +9,8 @@ import type { SmmuFeatures } from '../src/features.ts';
 import { F } from '../src/fields.ts';
 import { GuestQueue, type QueueTransport } from '../src/guest.ts';
 import {
-  CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_GERRORN, Q_LOG2SIZE, Q_PROD, Q_VINTF,
-  initMmio, markPending, queueRegs,
+  CONFIG_EN, CTL_STATE, KTHREAD_CTL, SERVER_STATE, MMIO_BYTES, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_GERRORN, Q_LOG2SIZE, Q_PEND, Q_PROD, Q_VINTF,
+  PendingSlots, initMmio, markPending, queueRegs,
 } from '../src/layout.ts';
 import type { SmmuModel } from '../src/model/smmu.ts';
 import type { PollPolicy } from '../src/poll-policy.ts';
@@ -66,6 +66,8 @@ export interface Rig {
   msiPa: number;
   msiIpa: number;
   vms: Vm[];
+  /** The thread's pending slots, handed out per VM as host.ts does. */
+  slots: PendingSlots;
 }
 
 export const MSI_WORDS = 64;
@@ -85,7 +87,7 @@ export function makeRig(vms: { vmid: number; psids: number[]; asid?: number }[],
   const vsmmu = opts.vsmmu ?? ((vmid, streams) => new VSmmu(vmid, streams));
   const w = makeWorld(opts.features ?? {}, {}, (2 + 10 * vms.length) * MiB, MMIO_BYTES);
   const i32 = new Int32Array(w.mem);
-  initMmio(i32);
+  const slots = new PendingSlots(initMmio(i32).pendingWords);
   const made = vms.map((o) => makeVm(w, { ...o, ramBytes: 8 * MiB }));
   const msiIpa = 6 * MiB; // above the table pool (IPA [0, ramBytes/4)) and below the data pages (ramBytes/2 on)
   const msiPa = made[0]!.gm.paOf(msiIpa);
@@ -99,7 +101,7 @@ export function makeRig(vms: { vmid: number; psids: number[]; asid?: number }[],
     const stage2 = opts.stage2 ?? ((lo, hi) => (hi === 0 && lo >>> 0 < ramBytes ? vm.gm.paOf(lo >>> 0) : -1));
     consumer.addVm(vm.vmid, new VmEntry(vsmmu(vm.vmid, streams), stage2));
   }
-  return { w, i32, consumer, model, msiPa, msiIpa, vms: made };
+  return { w, i32, consumer, model, msiPa, msiIpa, vms: made, slots };
 }
 
 let nextQid = 0;
@@ -118,6 +120,7 @@ export function addQueue(rig: Rig, vmid: number, log2: number, vintf = 0): RigQu
   rig.i32[regs + Q_BASE] = base;
   rig.i32[regs + Q_VINTF] = vintf;
   rig.i32[regs + Q_CMDSET] = vintf === 0 ? 0 : VCMDQ_CMDSETS.indexOf(VCMDQ_TEGRA241);
+  rig.i32[regs + Q_PEND] = vintf === 0 ? rig.slots.take(vmid) : 0;
   rig.consumer.addQueue(qid, vmid);
   Atomics.store(rig.i32, regs + Q_CONFIG, CONFIG_EN);
   const q = { qid, regs, log2, ring: new Uint32Array(rig.w.mem, base, 4 << log2), prod: 0 };
@@ -172,6 +175,7 @@ export function attachGuest(rig: Rig, vmid: number, log2: number): GuestRig {
   const basePa = vm.gm.paOf(baseIpa);
   rig.i32[regs + Q_LOG2SIZE] = log2;
   rig.i32[regs + Q_BASE] = basePa;
+  rig.i32[regs + Q_PEND] = rig.slots.take(vmid);
   rig.consumer.addQueue(qid, vmid);
   Atomics.store(rig.i32, regs + Q_CONFIG, CONFIG_EN);
   const q: RigQueue = { qid, regs, log2, ring: new Uint32Array(rig.w.mem, basePa, 4 << log2), prod: 0 };

@@ -5,7 +5,7 @@
 // one, so a lost wake-up shows up as a SyncTimeoutError, not as latency.
 import { describe, expect, it } from 'vitest';
 import { GuestQueue, type QueueHandle } from '../src/guest.ts';
-import { CTL_STAT_SLEEPS, KTHREAD_CTL } from '../src/layout.ts';
+import { CTL_STAT_SLEEPS, KTHREAD_CTL, pendingSlot, pendingWord } from '../src/layout.ts';
 import type { HostOptions } from '../src/host.ts';
 import { POLL_EXTREMES, evalWorker, makeVm, outcome, withHost } from './doorbell-helpers.ts';
 
@@ -75,7 +75,7 @@ describe('lost-wakeup hammer', () => {
         const t = await makeVm(host, 1, 0x10);
         const handles: QueueHandle[] = [];
         for (let k = 0; k < 40; k++) handles.push((await t.vm.openQueue({ log2size: 4 })).handle);
-        expect(new Set(handles.map((h) => h.qid >>> 5)).size).toBe(2);
+        expect(new Set(handles.map((h) => wordOf(host.i32, h))).size).toBe(2);
         const iterations = 3000;
         const workers = [0, 1].map((k) => evalWorker(SPREAD, { queues: handles, iterations, seed: 31 + k, maxGapUs: 2 * spinUs + 10 }));
         const outs = await Promise.all(workers.map(outcome));
@@ -93,7 +93,50 @@ describe('lost-wakeup hammer', () => {
       });
     });
   }
+
+  // VM isolation (layout.ts, Q_PEND): VM A's guest thread stores 0 into every
+  // pending word A owns, nonstop, while VM B's guest thread sends CMD_SYNCs on
+  // a queue opened between A's (with bit = qid it would sit in A's word). A
+  // bit of B's cleared by A shows up as B's SyncTimeoutError (2 s per call).
+  it('a guest of VM A clearing its pending words nonstop cannot delay VM B: B\'s 3000 CMD_SYNCs all complete', async () => {
+    await withHost({ spinUs: 20, heartbeatMs: 5000, staleMs: 60_000 }, async (host) => {
+      const a = await makeVm(host, 1, 0x10);
+      const b = await makeVm(host, 2, 0x11);
+      const qa = [await a.vm.openQueue({ log2size: 4 })];
+      const qb = await b.vm.openQueue({ log2size: 4 });
+      qa.push(await a.vm.openQueue({ log2size: 4 }));
+      const owned = [...new Set(qa.map((q) => wordOf(host.i32, q.handle)))];
+      expect(owned).not.toContain(wordOf(host.i32, qb.handle));
+      const stop = new Int32Array(new SharedArrayBuffer(4));
+      const storm = evalWorker(STORM, { sab: host.sab, words: owned, stop: stop.buffer, maxRounds: 2 ** 40 });
+      const guest = evalWorker(GUEST, { queue: qb.handle, iterations: 3000, seed: 7, maxGapUs: 50 });
+      const out = await outcome(guest);
+      Atomics.store(stop, 0, 1);
+      const stormed = await outcome(storm);
+      await Promise.all([storm, guest].map((w) => w.terminate()));
+      expect(out.error).toBeUndefined();
+      expect(out.result).toBe(3000);
+      expect(stormed.result as number).toBeGreaterThan(0);
+    });
+  });
 });
+
+/** Queue `h`'s pending word (its slot, Q_PEND, in its kernel thread's bitmap). */
+function wordOf(i32: Int32Array, h: QueueHandle): number {
+  return pendingWord(i32, h.ctl, pendingSlot(i32, h.qid));
+}
+
+/** A hostile (or buggy) vCPU: plain stores of 0 to `words` of host memory until told to stop; returns the rounds made. */
+const STORM = `
+  const i32 = new Int32Array(data.sab);
+  const stop = new Int32Array(data.stop);
+  let rounds = 0;
+  while (Atomics.load(stop, 0) === 0 && rounds < data.maxRounds) {
+    for (const w of data.words) i32[w] = 0;
+    rounds++;
+  }
+  return rounds;
+`;
 
 /** A guest thread submitting each CMD_SYNC to a queue picked at random; returns how many it sent to each. */
 const SPREAD = `

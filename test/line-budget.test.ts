@@ -12,7 +12,7 @@ import { buildCmdSync, buildTlbiNhVa } from '../src/codec.ts';
 import { CS } from '../src/fields.ts';
 import { GuestQueue, type CsMode, type QueueHandle } from '../src/guest.ts';
 import {
-  CTL_SPIN_US, CTL_WORDS, KTHREAD_CTL, LINE_WORDS, Q_CONS, Q_PROD, Q_WORDS, pendingWord,
+  CTL_SPIN_US, CTL_WORDS, KTHREAD_CTL, LINE_WORDS, Q_CONS, Q_PROD, Q_WORDS, pendingSlot, pendingWord,
 } from '../src/layout.ts';
 import { addQueue, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
 
@@ -61,7 +61,7 @@ function record(i32: Int32Array, fn: () => void, onLoad: (word: number) => void 
 
 /** A name for each shared line the accesses land on: the control block's and the queue's lines by number, the ring as one, the queue's pending-bitmap line. */
 function lineOf(word: number, q: RigQueue, ringWord: number, ringWords: number): string {
-  const pend = pendingWord(pendI32!, KTHREAD_CTL, q.qid);
+  const pend = pendingWord(pendI32!, KTHREAD_CTL, pendingSlot(pendI32!, q.qid));
   if (Math.floor(word / LINE_WORDS) === Math.floor(pend / LINE_WORDS)) return 'pend';
   if (word >= KTHREAD_CTL && word < KTHREAD_CTL + CTL_WORDS) return `ctl.${Math.floor((word - KTHREAD_CTL) / LINE_WORDS)}`;
   if (word >= q.regs && word < q.regs + Q_WORDS) return `q.${Math.floor((word - q.regs) / LINE_WORDS)}`;

@@ -14,8 +14,8 @@ import { makeFeatures, type SmmuFeatures } from '../features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import { tlbInvRange } from '../invalidate.ts';
 import {
-  CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, initMmio, markPending, mmioBytes, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
-  Q_PROD, SERVER_STATE, queueRegs,
+  CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, initMmio, markPending, mmioBytes, PendingSlots, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
+  Q_PEND, Q_PROD, SERVER_STATE, queueRegs,
 } from '../layout.ts';
 import { ACCESS, FAULT, SmmuModel, TRANSLATE_OUT_LEN } from '../model/smmu.ts';
 import { GuestMemory, PhysLayout } from '../model/mem.ts';
@@ -121,13 +121,15 @@ export class SimWorld {
   private readonly gm: GuestMemory;
   private readonly vmEntry: VmEntry;
   private nextQid = 0;
+  /** The kernel thread's pending slots, as the host hands them out (one VM: its words filled in turn). */
+  private readonly slots: PendingSlots;
   private readonly out = new Float64Array(TRANSLATE_OUT_LEN);
 
   constructor() {
     this.features = makeFeatures();
     this.mem = new SharedArrayBuffer(SIM_MMIO_BYTES + 2 * RAM_BYTES + SIM_MAX_QUEUES * (16 << SIM_LOG2SIZE) + 4 * MiB);
     this.i32 = new Int32Array(this.mem);
-    initMmio(this.i32, SIM_MAX_QUEUES);
+    this.slots = new PendingSlots(initMmio(this.i32, SIM_MAX_QUEUES).pendingWords);
     this.layout = new PhysLayout(this.mem, SIM_MMIO_BYTES);
     this.model = new SmmuModel(this.mem, this.features);
     const ramBase = this.layout.alloc(RAM_BYTES, 2 * MiB);
@@ -173,6 +175,7 @@ export class SimWorld {
    */
   openConsumedQueue(kind: 'vcmdq' | 'hw'): { ring: SimRing; consumer: Consumer } {
     const ring = this.allocRing(kind === 'hw' ? VCMDQ_CMDSETS.indexOf(VCMDQ_TEGRA241) : 0);
+    this.i32[ring.regs + Q_PEND] = this.slots.take(SIM_VMID); // before addQueue reads it, as the host writes it
     const consumer = new Consumer(this.i32, KTHREAD_CTL, this.model, this.features);
     consumer.addVm(SIM_VMID, this.vmEntry);
     consumer.addQueue(ring.qid, SIM_VMID);
