@@ -24,7 +24,7 @@ import type { SmmuFeatures } from '../src/features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_PENDING,
-  CTL_PENDING_WORDS,   CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
+  CTL_PENDING_WORDS, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PEND, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
   STATUS_ENABLED, notifyQueueWaiters, pendingBit, pendingWord, queueRegs, sleepUnlessWork,
@@ -80,9 +80,6 @@ class QueueEntry {
   gerror = 0;
   /** wrap|index bits of PROD; the rest of the register is RES0 and ignored (QEMU masks it the same way). */
   readonly posMask: number;
-  /** The queue's word and bit in its kernel thread's pending bitmap (its slot, Q_PEND). */
-  readonly pendWord: number;
-  readonly pendBit: number;
   constructor(
     readonly qid: number,
     readonly regs: number,
@@ -94,12 +91,11 @@ class QueueEntry {
     readonly cmdset: VcmdqCmdset,
     /** The rewrite its commands get: the VM's vSMMU, or a hardware VCMDQ's VINTF configuration. */
     readonly vsmmu: VSmmu,
-    pendWord: number,
-    pendBit: number,
+    /** The queue's word and bit in its kernel thread's pending bitmap (its slot, Q_PEND). */
+    readonly pendWord: number,
+    readonly pendBit: number,
   ) {
     this.posMask = queuePosMask(log2size);
-    this.pendWord = pendWord;
-    this.pendBit = pendBit;
   }
 }
 
