@@ -83,7 +83,7 @@ export const targets = {
   guest: {
     // submitWords .. invalidateRangeAsync; plan .. publish; consumed, unwrapCons. Not awaitTurn: only another
     // producer thread reaches it (guest-multi-producer covers it on real threads).
-    mutate: ['src/guest.ts:437-504', 'src/guest.ts:618-712', 'src/guest.ts:740-750'],
+    mutate: ['src/guest.ts:438-505', 'src/guest.ts:619-713', 'src/guest.ts:741-751'],
     tests: ['test/guest-inthread.test.ts', 'test/line-budget.test.ts', 'test/guest-error-blame.test.ts', 'test/encode-object.test.ts'],
     note: "the guest driver's batching and range code",
   },
