@@ -157,7 +157,10 @@
 // kernel thread, q.1 back; pend also comes back with the guest's next OR.
 // pend is the one line more than a pass that polls PROD itself (the price
 // of the bitmap); in exchange an idle queue costs a pass no line at all (an
-// idle pending word stays in the poller's cache). Every other line a side
+// idle pending word stays in the poller's cache). A pass loads one word per
+// VM it serves (one per 32 queues of a VM), LINE_WORDS of them to a line:
+// with words per VM, a thread of 1024 single-queue VMs polls 1024 words
+// (64 lines, all cached while idle) where bit = qid polled 32. Every other line a side
 // reads is written by nobody per round trip (ctl.0, ctl.1, ctl.2), or only by
 // that side itself (q.4, and q.0 for the guest), and the lines written per
 // pass or per command are read only by slow paths (ctl.3 by a wait slice's
