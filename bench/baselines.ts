@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import { workerUrl } from '../src/worker-url.ts';
 import { startThreads } from './affinity.ts';
-import { PING, PONG, SLEEPING, SLOT, STOP, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { PING, PONG, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 import { BenchTimeoutError, type BaselinePathName, type Params } from './types.ts';
 
@@ -67,8 +67,8 @@ async function joinWorker(w: Worker, timeoutMs: number): Promise<void> {
 
 class PingPong implements LatencyPath {
   readonly params: Params;
-  private readonly i32: Int32Array;
-  private seq = 0;
+  protected readonly i32: Int32Array;
+  protected seq = 0;
   private failure: string | undefined;
 
   constructor(
@@ -76,7 +76,7 @@ class PingPong implements LatencyPath {
     private readonly mode: PingPongMode,
     private readonly worker: Worker,
     sab: SharedArrayBuffer,
-    private readonly timeoutMs: number,
+    protected readonly timeoutMs: number,
     /** Words of the slot line written before each PING (0: the bare 2-line shape). */
     private readonly slotWords: number,
   ) {
@@ -112,7 +112,7 @@ class PingPong implements LatencyPath {
     }
   }
 
-  private spinFor(seq: number, t0: number): void {
+  protected spinFor(seq: number, t0: number): void {
     const limitUs = this.timeoutMs * 1000;
     // Look at the clock every 4096 polls (~25 µs): a round trip that answers
     // in ~1 µs never pays for it.
@@ -137,6 +137,53 @@ class PingPong implements LatencyPath {
  * trip (PROD + slot + CONS): the producer writes that many words of a slot
  * line before PING, the consumer reads them before PONG.
  */
+/** Publishes per sample of the stream variant: a batch-1 throughput iteration's (bench/scenarios.ts throughput, batch 1). */
+export const STREAM_ITEMS = 64;
+
+/**
+ * The spin pair streaming: the producer publishes PING after PING without
+ * waiting for each PONG, each after writing its slot (a 16-byte command, 4
+ * to the SLOT line, STREAM_SLOTS) and reading PONG as a producer's space
+ * check reads CONS (GuestQueue.tryPublish), while the consumer reads the
+ * slot of every PING it sees and answers it. So the three lines bounce as in
+ * a batch-1 stream of doorbell submissions, with no work around them. A
+ * sample is µs per publish over STREAM_ITEMS publishes (the last PONG
+ * awaited after the clock read, so a sample's wait is not in it).
+ */
+class PingStream extends PingPong {
+  override readonly params: Params = { consumer: 'spin', producer: 'spin', shape: 'stream', per: 'publish' };
+  /** The PONGs the space checks read, kept so the loads are not dead code to the JIT. */
+  sink = 0;
+
+  override sample(out: Float64Array, from: number, count: number): void {
+    const i32 = this.i32;
+    for (let i = from; i < from + count; i++) {
+      const t0 = nowUs();
+      let seen = 0;
+      for (let k = 0; k < STREAM_ITEMS; k++) {
+        // The space check: a window far larger than STREAM_ITEMS, so it never waits; only the load matters.
+        seen += Atomics.load(i32, PONG);
+        const seq = ++this.seq;
+        const slot = SLOT + (seq % STREAM_SLOTS) * STREAM_SLOT_WORDS;
+        for (let w = 0; w < STREAM_SLOT_WORDS; w++) i32[slot + w] = seq; // plain stores, published by the PING store
+        Atomics.store(i32, PING, seq);
+        if (Atomics.load(i32, SLEEPING) !== 0) Atomics.notify(i32, PING, 1);
+      }
+      out[i] = (nowUs() - t0) / STREAM_ITEMS;
+      this.sink ^= seen;
+      this.spinFor(this.seq, t0);
+    }
+  }
+}
+
+/** The bare spin pair in its streaming shape (PingStream): the line crossings a producer pays per publish while a poller answers each. */
+export async function startPingStream(opts: BaselineOptions): Promise<LatencyPath> {
+  const sab = new SharedArrayBuffer(WORDS * 4);
+  const data: PingPongWorkerData = { sab, mode: 'spin', idleSpinUs: opts.idleSpinUs ?? IDLE_SPIN_US, pollMs: POLL_MS, idleExitMs: IDLE_EXIT_MS, slotWords: 0, stream: true };
+  const w = await startWorker('pingpong.worker.js', data, opts.timeoutMs);
+  return new PingStream('atomics-spin', 'spin', w, sab, opts.timeoutMs, 0);
+}
+
 export async function startPingPong(mode: PingPongMode, opts: BaselineOptions, slotWords = 0): Promise<LatencyPath> {
   const sab = new SharedArrayBuffer(WORDS * 4);
   const data: PingPongWorkerData = { sab, mode, idleSpinUs: opts.idleSpinUs ?? IDLE_SPIN_US, pollMs: POLL_MS, idleExitMs: IDLE_EXIT_MS, slotWords };

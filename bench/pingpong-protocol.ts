@@ -11,6 +11,13 @@ export const PONG = 32;
 export const SLOT = 64;
 /** Words of SLOT the 3-line variant writes and reads: two 16-byte commands (a TLBI and its CMD_SYNC). */
 export const SLOT_WORDS = 8;
+/**
+ * The streaming variant's slots: the SLOT line as a ring of 4 slots of one
+ * 16-byte command, publish `seq` writing slot seq % STREAM_SLOTS, as a
+ * batch-1 stream fills a queue's slots, 4 to a line.
+ */
+export const STREAM_SLOTS = 4;
+export const STREAM_SLOT_WORDS = 4;
 export const WORDS = 80;
 /** PING value that tells the consumer to exit (sequence numbers start at 1). */
 export const STOP = -1;
@@ -33,6 +40,8 @@ export interface PingPongWorkerData {
   idleExitMs: number;
   /** 0: the bare 2-line ping-pong; SLOT_WORDS: the consumer reads (and checks) the SLOT words before answering. */
   slotWords: number;
+  /** The streaming variant: PINGs come without waiting for PONGs, each with its slot of the SLOT ring (STREAM_SLOTS). */
+  stream?: boolean;
 }
 
 /** Posted by the consumer when it leaves for any reason other than STOP. */

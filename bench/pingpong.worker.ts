@@ -2,7 +2,7 @@
 // sequence number in PONG. "wait" blocks in Atomics.wait between PINGs;
 // "spin" polls Atomics.load and only sleeps after idleSpinUs of silence.
 import { parentPort, workerData } from 'node:worker_threads';
-import { PING, PONG, SLEEPING, SLOT, STOP, type PingPongExit, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { PING, PONG, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, type PingPongExit, type PingPongWorkerData } from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 
 const data = workerData as PingPongWorkerData;
@@ -10,6 +10,17 @@ const i32 = new Int32Array(data.sab);
 const spinUs = data.mode === 'spin' ? data.idleSpinUs : 0;
 const notifyProducer = data.mode === 'wait';
 const slotWords = data.slotWords;
+
+/**
+ * The streaming variant: read the slot of PING `seq` (written before it). The
+ * producer may have reused that slot for a later PING since, never an earlier one.
+ */
+function checkStreamSlot(seq: number): void {
+  const at = SLOT + (seq % STREAM_SLOTS) * STREAM_SLOT_WORDS;
+  for (let w = 0; w < STREAM_SLOT_WORDS; w++) {
+    if (i32[at + w]! < seq) throw new Error(`stream slot word ${w} is ${i32[at + w]}, older than PING ${seq}: written after PING?`);
+  }
+}
 
 /** The 3-line variant: read the slot line the producer wrote before PING (its words all hold the sequence number). */
 function checkSlot(seq: number): void {
@@ -52,7 +63,8 @@ function serve(): void {
     if (v === STOP) return;
     last = v;
     idlePolls = 0;
-    checkSlot(v);
+    if (data.stream === true) checkStreamSlot(v);
+    else checkSlot(v);
     Atomics.store(i32, PONG, v);
     if (notifyProducer) Atomics.notify(i32, PONG, 1);
   }

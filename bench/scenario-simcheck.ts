@@ -13,7 +13,7 @@ import { runSim, SIM_SPIN_NS, type SimConfig } from '../src/sim/run.ts';
 import type { LatencyPath } from './baselines.ts';
 import { runInterleaved, type Profile } from './harness.ts';
 import { closeAll, openPaths, SubmitPath, type ScenarioDef } from './scenario-kit.ts';
-import { measureNodeLocal, nodeLocalProfile } from './sim-node-local.ts';
+import { measureNodeLocal, nodeLocalNote, nodeLocalProfile } from './sim-node-local.ts';
 import { median } from './stats.ts';
 import { tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
 import type { Params, QueuePathName, ResultRow } from './types.ts';
@@ -46,10 +46,13 @@ export function simcheckRow(path: QueuePathName, params: Params, predictedUs: nu
   };
 }
 
+/** The real queues' size: vm.openQueue's default (src/host.ts), which openPath takes. */
+export const SIMCHECK_LOG2SIZE = 8;
+
 /** p50 of a simulated single-vCPU run, µs (per command for the batch workload). */
-function predictP50(profile: SimProfile, path: SimPathName, over: Partial<SimConfig>, perOp = 1): number {
+export function predictP50(profile: SimProfile, path: SimPathName, over: Partial<SimConfig>, perOp = 1): number {
   // The real doorbell-adaptive host runs startHost's default poller: AdaptivePoll with its defaults.
-  const r = runSim({ profile, path, vcpus: 1, workload: 'roundtrip', unmaps: 2000, adaptive: ADAPTIVE_DEFAULTS, ...over });
+  const r = runSim({ profile, path, vcpus: 1, workload: 'roundtrip', unmaps: 2000, adaptive: ADAPTIVE_DEFAULTS, log2size: SIMCHECK_LOG2SIZE, ...over });
   return median(r.latenciesNs) / 1000 / perOp;
 }
 
@@ -105,7 +108,7 @@ export const simcheck: ScenarioDef = {
     progress.log('[bench] simcheck: measuring the node-local step costs');
     const m = await measureNodeLocal(progress, Math.max(2000, Math.round(profile.samples / 5)));
     const sp = nodeLocalProfile(m);
-    notes.push(`node-local: wait round trip ${m.wait_rtt_us.toFixed(2)} µs, spin round trip ${m.spin_rtt_us.toFixed(2)} µs, consume ${m.consume_ns_per_cmd.toFixed(0)} ns/cmd, trap ${m.trap_ns_per_cmd.toFixed(0)} ns/cmd, notify ${m.notify_ns.toFixed(0)} ns`);
+    notes.push(nodeLocalNote(m));
     const opened = await openPaths(ctx, notes);
     const rows: SimcheckRow[] = [];
     try {

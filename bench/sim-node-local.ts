@@ -3,13 +3,21 @@
 // file: it is only true of the machine and the moment it was measured).
 //  - hops: the bare Atomics.wait and spin ping-pongs (bench/baselines.ts):
 //    a wake-up is half a wait round trip, a poller's notice half a spin one;
+//    the 3-line spin ping-pong (the doorbell round trip's shape, as
+//    bench/scenario-anatomy.ts measures it): what the slot line adds; and
+//    the spin pair streaming (publish after publish): what a producer pays
+//    per publish while a poller takes each;
 //  - in-thread work per command: bench/micro.ts's consume step (the kernel
 //    thread's, model included) and trap step (the VMM's first pass and the
 //    IOMMU_HWPT_INVALIDATE handler, model included);
-//  - a kick: Atomics.notify's cost (harness singleThreadCosts).
+//  - in-thread fixed work per PROD write and per pass (bench/sim-micro.ts):
+//    GuestQueue.submitWords' bookkeeping, Consumer.pass's per queue;
+//  - a kick: Atomics.notify's cost, and a clock read (harness singleThreadCosts).
 // The emulation has no exits and no separate SMMU: those steps are
 // structural zeros, each saying where its cost went instead.
-import { startBaseline } from './baselines.ts';
+import { startBaseline, startPingPong, startPingStream } from './baselines.ts';
+import { SLOT_WORDS } from './pingpong-protocol.ts';
+import { measureFixedCosts } from './sim-micro.ts';
 import { runInterleaved, singleThreadCosts, type Profile, type Progress } from './harness.ts';
 import { runMicro } from './micro.ts';
 import { median } from './stats.ts';
@@ -20,6 +28,16 @@ export interface NodeLocalMeasurements {
   wait_rtt_us: number;
   /** Bare spin ping-pong round trip, p50, µs. */
   spin_rtt_us: number;
+  /** The same with the doorbell's 3-line shape (a slot line beside PING), p50, µs. */
+  shape_rtt_us: number;
+  /** The spin pair streaming, per publish, p50, µs. */
+  stream_us: number;
+  /** performance.now(), ns. */
+  clock_ns: number;
+  /** In-thread fixed costs (bench/sim-micro.ts), ns. */
+  submit_ns: number;
+  submit_cmd_ns: number;
+  pass_ns: number;
   /** Atomics.notify with nobody waiting, ns. */
   notify_ns: number;
   /** Consume step per command (Consumer.pass over 1023 TLBI_NH_VA + CMD_SYNC), ns. */
@@ -45,20 +63,25 @@ export function nodeLocalProfile(m: NodeLocalMeasurements): SimProfile {
   const at = `${m.samples} round trips, ${m.date}`;
   const steps: Record<StepName, StepCost> = {
     guest_pte: fixed(10, 'assumed', 'Not measured: two Atomics.store per PTE on V8, of the order of 10 ns.'),
-    guest_cmd: fixed(20, 'assumed', 'Not measured: submitWords copies 4 words per command into the ring; of the order of 10-30 ns.'),
+    guest_cmd: fixed(m.submit_cmd_ns, 'measured', `bench/sim-micro.ts submit: GuestQueue.submitWords' copy of one command into the ring (one call of 64 against 64 calls of 1, in-thread), ${m.date}.`),
+    guest_submit: fixed(m.submit_ns, 'measured', `bench/sim-micro.ts submit: GuestQueue.submitWords per call beyond its commands (reserve, space check, PROD publish, kick check, PUB), in-thread, ${m.date}.`),
     exit_user: fixed(0, 'structural', 'The emulation\'s QEMU-shaped trap handler is a call on the vCPU\'s own thread: no exit.'),
     exit_kernel: fixed(m.notify_ns, 'measured', `The kick: Atomics.add + Atomics.notify, priced as Atomics.notify with nobody waiting (machine.notify_idle_ns), ${m.date}; the wake-up itself is \`wake\`.`),
     ioctl: fixed(m.wait_rtt_us * 1000, 'measured', `The emulation's ioctl is a mailbox request to the sleeping kernel thread and its answer: one bare Atomics.wait ping-pong round trip (bench/baselines.ts atomics-wait p50), ${at}.`),
     bql: fixed(30, 'assumed', 'Not measured: an uncontended Atomics.compareExchange lock and its release, of the order of 20-40 ns.'),
     vmm_cmd: fixed(m.trap_ns_per_cmd, 'measured', `bench/micro.ts trap: the VMM's first pass and the kernel's IOMMU_HWPT_INVALIDATE handler with the model executing, per command (median block), ${m.date}.`),
     iommufd_cmd: fixed(0, 'structural', 'Included in vmm_cmd: bench/micro.ts\'s trap block times the first pass and the ioctl handler together.'),
+    kthread_pass: fixed(m.pass_ns, 'measured', `bench/sim-micro.ts pass: Consumer.pass serving one queue beyond its commands (one TLBI per pass against 64), in-thread, ${m.date}.`),
     kthread_cmd: fixed(m.consume_ns_per_cmd, 'measured', `bench/micro.ts consume: Consumer.pass per command (slot copy, vSMMU rewrite, decode, model execute, CONS publish), median block, ${m.date}.`),
     smmu_cmd: fixed(0, 'structural', 'The SMMU model executes inside the consume and trap steps, on the calling thread: its cost is in kthread_cmd and vmm_cmd.'),
     smmu_sync: fixed(0, 'structural', 'The model completes a CMD_SYNC inside the consume step (its cost is in kthread_cmd): no separate wait.'),
     wake: fixed((m.wait_rtt_us * 1000) / 2, 'measured', `Half a bare Atomics.wait ping-pong round trip (bench/baselines.ts atomics-wait p50 / 2): a futex wake-up and the woken thread running, ${at}.`),
     notice: fixed((m.spin_rtt_us * 1000) / 2, 'measured', `Half a bare spin ping-pong round trip (bench/baselines.ts atomics-spin p50 / 2): a store seen by a poller on the other CPU, ${at}.`),
+    publish_line: fixed(m.stream_us * 1000, 'measured', `The spin pair streaming (bench/baselines.ts startPingStream: PING after PING, PONG read before each, the poller answering each), p50 per publish, ${at}.`),
+    slot_lines: fixed(Math.max(0, m.shape_rtt_us - m.spin_rtt_us) * 1000, 'measured', `The 3-line spin ping-pong (PING plus a slot line, bench/baselines.ts startPingPong with SLOT_WORDS, as the anatomy's shape) p50 minus the bare one's, ${at}.`),
     hw_doorbell: fixed((m.spin_rtt_us * 1000) / 2, 'measured', `The emulated hardware VCMDQ is read by a polling thread: a poller's notice, as \`notice\` (atomics-spin p50 / 2), ${at}.`),
     hw_cmd: fixed(m.consume_ns_per_cmd, 'measured', `The emulated SMMU runs the consume step on each command: as kthread_cmd (bench/micro.ts consume), ${m.date}.`),
+    clock: fixed(m.clock_ns, 'measured', `performance.now() per call (harness singleThreadCosts), the bench's timer around each sample, ${m.date}.`),
   };
   return checkProfile({
     name: 'node-local',
@@ -69,10 +92,20 @@ export function nodeLocalProfile(m: NodeLocalMeasurements): SimProfile {
   });
 }
 
-/** Measures what nodeLocalProfile needs: two ping-pongs interleaved, the two micro steps, the notify cost (~10-30 s). */
+/** The measurements in one line (the notes of `vcmdq sim --profile node-local` and simcheck). */
+export function nodeLocalNote(m: NodeLocalMeasurements): string {
+  return `node-local measured at ${m.date}: round trips wait ${m.wait_rtt_us.toFixed(2)} µs, spin ${m.spin_rtt_us.toFixed(2)} µs, 3-line spin ${m.shape_rtt_us.toFixed(2)} µs, spin stream ${m.stream_us.toFixed(3)} µs/publish; `
+    + `consume ${m.consume_ns_per_cmd.toFixed(0)} ns/cmd + ${m.pass_ns.toFixed(0)} ns/pass, trap ${m.trap_ns_per_cmd.toFixed(0)} ns/cmd, `
+    + `submitWords ${m.submit_ns.toFixed(0)} ns/call + ${m.submit_cmd_ns.toFixed(1)} ns/cmd, notify ${m.notify_ns.toFixed(0)} ns, clock ${m.clock_ns.toFixed(0)} ns`;
+}
+
+/** Measures what nodeLocalProfile needs: three ping-pongs interleaved, the micro steps, the notify and clock costs (~10-30 s). */
 export async function measureNodeLocal(progress: Progress, samples = 20_000): Promise<NodeLocalMeasurements> {
   const profile: Profile = { name: 'quick', warmup: Math.round(samples / 10), samples, rounds: 5, rewarm: 20, timeoutMs: 5000 };
-  const paths = [await startBaseline('atomics-wait', profile), await startBaseline('atomics-spin', profile)];
+  const paths = [
+    await startBaseline('atomics-wait', profile), await startBaseline('atomics-spin', profile),
+    await startPingPong('spin', { timeoutMs: profile.timeoutMs }, SLOT_WORDS), await startPingStream({ timeoutMs: profile.timeoutMs }),
+  ];
   let rtt: number[];
   try {
     const measured = await runInterleaved('sim node-local hops', paths, profile, progress);
@@ -83,9 +116,11 @@ export async function measureNodeLocal(progress: Progress, samples = 20_000): Pr
   progress.update('[sim] node-local: in-thread micro steps');
   const consume = runMicro('consume');
   const trap = runMicro('trap');
+  const fixedCosts = measureFixedCosts();
   const costs = await singleThreadCosts();
   return {
-    wait_rtt_us: rtt[0]!, spin_rtt_us: rtt[1]!, notify_ns: costs.notify_idle_ns,
+    wait_rtt_us: rtt[0]!, spin_rtt_us: rtt[1]!, shape_rtt_us: rtt[2]!, stream_us: rtt[3]!, notify_ns: costs.notify_idle_ns, clock_ns: costs.clock_ns,
+    submit_ns: fixedCosts.submit_ns, submit_cmd_ns: fixedCosts.submit_cmd_ns, pass_ns: fixedCosts.pass_ns,
     consume_ns_per_cmd: consume.ns_per_cmd, trap_ns_per_cmd: trap.ns_per_cmd, samples, date: new Date().toISOString(),
   };
 }

@@ -42,13 +42,14 @@ export class SimLimitError extends Error {
 }
 
 /**
- * A simulated unmap completed (its CMD_SYNC signalled) while a page it
- * unmapped still translated: an invalidation was lost between the guest and
- * the SMMU model. Every simulated run is a correctness run; this ends it.
+ * A simulated unmap (or another page-table change: `op`) completed, its
+ * CMD_SYNC signalled, while a page it changed still translated as before:
+ * an invalidation was lost between the guest and the SMMU model. Every
+ * simulated run is a correctness run; this ends it.
  */
 export class StaleTranslationError extends Error {
   override readonly name = 'StaleTranslationError';
-  constructor(readonly path: string, readonly vcpu: number, readonly iova: number, readonly atNs: number) {
-    super(`${path}: vCPU ${vcpu}'s unmap of IOVA 0x${iova.toString(16)} completed at t=${atNs} ns and the page still translates`);
+  constructor(readonly path: string, readonly vcpu: number, readonly iova: number, readonly atNs: number, readonly op = 'unmap') {
+    super(`${path}: vCPU ${vcpu}'s ${op} of IOVA 0x${iova.toString(16)} completed at t=${atNs} ns and the page still translates as before it`);
   }
 }

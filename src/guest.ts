@@ -35,6 +35,24 @@ export type CsMode = 'none' | 'sev' | 'irq';
 /** Linux CMDQ_BATCH_ENTRIES: a batch is flushed (without sync) at 64 commands. */
 export const CMDQ_BATCH_ENTRIES = 64;
 
+/**
+ * Commands in a submission's next PROD write, with `rest` still to send and a
+ * closing CMD_SYNC when `sync`, on a queue of `size` slots: at most
+ * CMDQ_BATCH_ENTRIES and the queue (Linux's arm_smmu_cmdq_batch_add flushes
+ * at 64); -1 when the submission is complete. Pure, so the simulator
+ * (src/sim/paths.ts) batches as the driver does.
+ */
+export function planBatch(rest: number, sync: boolean, size: number): number {
+  if (rest === 0 && !sync) return -1;
+  const max = Math.min(CMDQ_BATCH_ENTRIES, size);
+  return rest < max ? rest : max;
+}
+
+/** Slots that PROD write takes: its `batch` commands, and the CMD_SYNC when this is the last batch and the sync fits beside it. */
+export function batchSlots(batch: number, rest: number, sync: boolean, size: number): number {
+  return batch + (sync && batch === rest && batch < size ? 1 : 0);
+}
+
 /** Everything a thread needs to drive one queue. Structured-clone safe. */
 export interface QueueHandle {
   /** Which transport publishes PROD/GERRORN: 'doorbell' (direct) or one registered with registerTransport. */
@@ -616,13 +634,6 @@ export class GuestQueue {
     return c;
   }
 
-  /** Commands in the next batch, or -1 when the submission is complete. */
-  private plan(rest: number, sync: boolean): number {
-    if (rest === 0 && !sync) return -1;
-    const max = Math.min(CMDQ_BATCH_ENTRIES, this.size);
-    return rest < max ? rest : max;
-  }
-
   /**
    * Publish the batches of words[c.next..n) that go without waiting (steps
    * 1-3 of the protocol; the last batch carries the CMD_SYNC c.cs asks for)
@@ -634,9 +645,9 @@ export class GuestQueue {
   private advance(c: Call, words: Uint32Array, n: number): number {
     for (;;) {
       const i = c.next;
-      const batch = this.plan(n - i, c.cs >= 0);
+      const batch = planBatch(n - i, c.cs >= 0, this.size);
       if (batch < 0) return DONE;
-      c.need = batch + (c.cs >= 0 && batch === n - i && batch < this.size ? 1 : 0);
+      c.need = batchSlots(batch, n - i, c.cs >= 0, this.size);
       if (!this.tryPublish(c, words, i, batch)) {
         // The bound on lost CASes, whose space wait returns at once: the liveness and timeout check every SPIN_CLOCK_EVERY tries.
         if (++c.tries % SPIN_CLOCK_EVERY === 0) this.afterSlice(c);

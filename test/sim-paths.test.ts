@@ -13,8 +13,9 @@ import { runSim, SIM_SPIN_NS, type SimConfig } from '../src/sim/run.ts';
 
 /** Distinct fixed costs, ns, so a wrong count of any step changes the sum. */
 const FIXED: Record<StepName, number> = {
-  guest_pte: 3, guest_cmd: 5, exit_user: 2000, exit_kernel: 500, ioctl: 300, bql: 70, vmm_cmd: 110, iommufd_cmd: 40,
-  kthread_cmd: 60, smmu_cmd: 130, smmu_sync: 1100, wake: 4000, notice: 150, hw_doorbell: 210, hw_cmd: 17,
+  guest_pte: 3, guest_cmd: 5, guest_submit: 23, exit_user: 2000, exit_kernel: 500, ioctl: 300, bql: 70, vmm_cmd: 110, iommufd_cmd: 40,
+  kthread_cmd: 60, kthread_pass: 29, smmu_cmd: 130, smmu_sync: 1100, wake: 4000, notice: 150, publish_line: 90, slot_lines: 11,
+  hw_doorbell: 210, hw_cmd: 17, clock: 7,
 };
 
 function fixedProfile(guestWait: SimProfile['guest_wait'] = 'poll'): SimProfile {
@@ -32,8 +33,10 @@ function median(xs: Float64Array): number {
 
 describe('one vCPU, 4K unmap (one range TLBI + CMD_SYNC): latency = the sum of its path\'s steps', () => {
   const f = FIXED;
-  // From the PTE clear: clear 1 PTE, build 2 commands.
-  const guest = f.guest_pte + 2 * f.guest_cmd;
+  // From the clock read: clear 1 PTE, write 2 commands (TLBI + CMD_SYNC) in one PROD write.
+  const guest = f.clock + f.guest_pte + 2 * f.guest_cmd + f.guest_submit;
+  // The kernel thread's work on the queue: its fixed part and 2 commands.
+  const kwork = f.kthread_pass + 2 * f.kthread_cmd;
   // The kernel's share of one IOMMU_HWPT_INVALIDATE with one TLBI: the VMM parses TLBI + SYNC, one ioctl converting
   // one command, the SMMU executes it and the kernel's CMD_SYNC closing the block.
   const ioctlWork = 2 * f.vmm_cmd + f.ioctl + f.iommufd_cmd + f.smmu_cmd + f.smmu_sync;
@@ -53,14 +56,15 @@ describe('one vCPU, 4K unmap (one range TLBI + CMD_SYNC): latency = the sum of i
 
   it('doorbell-sleep: kick (in-kernel exit) + wake-up, the kernel thread consumes 2 commands, the SMMU runs them, the guest polls CONS', () => {
     const r = run('doorbell-sleep');
-    expect(median(r.latenciesNs)).toBeCloseTo(guest + f.exit_kernel + f.wake + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync + f.notice, 6);
+    // Woken, it reads PROD and the slots in its re-check: no separate line cost.
+    expect(median(r.latenciesNs)).toBeCloseTo(guest + f.exit_kernel + f.wake + kwork + f.smmu_cmd + f.smmu_sync + f.notice, 6);
     expect(r.wakeups).toBe(20);
     expect(r.spinNs).toBe(0);
   });
 
-  it('doorbell-spin: no kick, the spinning kernel thread notices PROD (every unmap after the first)', () => {
+  it('doorbell-spin: no kick, the spinning kernel thread notices PROD and reads the slot line (every unmap after the first)', () => {
     const r = run('doorbell-spin');
-    const want = guest + f.notice + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync + f.notice;
+    const want = guest + f.notice + f.slot_lines + kwork + f.smmu_cmd + f.smmu_sync + f.notice;
     for (const x of r.latenciesNs.subarray(1)) expect(x).toBeCloseTo(want, 6);
     expect(r.wakeups).toBe(1);
   });
@@ -79,14 +83,69 @@ describe('one vCPU, 4K unmap (one range TLBI + CMD_SYNC): latency = the sum of i
 
   it('a gap before each operation longer than the spin budget puts the kernel thread to sleep: the kick and wake-up come back', () => {
     const roundtrip = (gapNs: number) => median(runSim({ profile: fixedProfile(), path: 'doorbell-spin', vcpus: 1, workload: 'roundtrip', unmaps: 9, gapNs }).latenciesNs);
-    const spinning = 2 * f.guest_cmd + f.notice + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync + f.notice;
+    const spinning = f.clock + 2 * f.guest_cmd + f.guest_submit + f.notice + f.slot_lines + kwork + f.smmu_cmd + f.smmu_sync + f.notice;
     expect(roundtrip(SIM_SPIN_NS / 2)).toBeCloseTo(spinning, 6);
-    expect(roundtrip(2 * SIM_SPIN_NS)).toBeCloseTo(spinning - f.notice + f.exit_kernel + f.wake, 6);
+    expect(roundtrip(2 * SIM_SPIN_NS)).toBeCloseTo(spinning - f.notice - f.slot_lines + f.exit_kernel + f.wake, 6);
   });
 
   it('the roundtrip workload is the command part alone: no PTEs', () => {
     const r = runSim({ profile: fixedProfile(), path: 'hw', vcpus: 1, workload: 'roundtrip', unmaps: 5 });
-    expect(median(r.latenciesNs)).toBeCloseTo(2 * f.guest_cmd + f.hw_doorbell + 2 * f.hw_cmd + f.smmu_cmd + f.smmu_sync + f.notice, 6);
+    expect(median(r.latenciesNs)).toBeCloseTo(f.clock + 2 * f.guest_cmd + f.guest_submit + f.hw_doorbell + 2 * f.hw_cmd + f.smmu_cmd + f.smmu_sync + f.notice, 6);
+  });
+});
+
+describe('submissions go out as the driver sends them (GuestQueue.submitWords)', () => {
+  const f = FIXED;
+
+  it('a submission of 256 commands is four PROD writes of at most 64 (CMDQ_BATCH_ENTRIES), so four traps', () => {
+    // The batch workload at 256: 16 submissions of 256, the last with the CMD_SYNC beside its last 64.
+    const r = run('trap-qemu', { workload: 'batch', batch: 256, unmaps: 3 });
+    expect(r.traps).toBe(3 * 16 * 4);
+  });
+
+  it('a ring smaller than the submission makes the guest wait for space; a sleeping guest and kernel thread pay a wake-up each per lap', () => {
+    const op = (log2size: number, guestWait: SimProfile['guest_wait']) =>
+      median(runSim({ profile: fixedProfile(guestWait), path: 'doorbell-sleep', vcpus: 1, workload: 'batch', batch: 256, unmaps: 3, log2size }).latenciesNs);
+    // 4096 commands through 256 slots: 15 laps beyond the first. Between laps the kernel thread, out of work, falls
+    // asleep and the guest's next publish wakes it; a guest that sleeps for space (GuestQueue.block with no spin
+    // budget) adds its own wake-up. The roomy ring needs neither.
+    expect(op(8, 'poll') - op(13, 'poll')).toBeGreaterThanOrEqual(15 * f.wake);
+    expect(op(8, 'sleep-unless-spinning') - op(13, 'sleep-unless-spinning')).toBeGreaterThanOrEqual(15 * 2 * f.wake);
+    expect(run('doorbell-sleep', { workload: 'batch', batch: 256, unmaps: 3, log2size: 8 }).wakeups).toBeGreaterThanOrEqual(3 * 16);
+  });
+
+  it('at batch 1 the guest pays its own price of each publish to a polling kernel thread (publish_line), not only its bookkeeping', () => {
+    const r = run('doorbell-spin', { workload: 'batch', batch: 1, unmaps: 20 });
+    const perPublish = f.guest_cmd + f.guest_submit + f.publish_line;
+    // 64 publishes (the last one with the CMD_SYNC: one more command) after the clock read.
+    expect(median(r.latenciesNs)).toBeGreaterThanOrEqual(f.clock + 64 * perPublish + f.guest_cmd);
+    // A sleeping kernel thread reads no line the guest writes: the guest pays the kick's exit instead.
+    const slept = run('doorbell-sleep', { workload: 'roundtrip', unmaps: 5 });
+    expect(median(slept.latenciesNs)).toBeCloseTo(f.clock + 2 * f.guest_cmd + f.guest_submit + f.exit_kernel + f.wake + f.kthread_pass + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync + f.notice, 6);
+  });
+
+  it('refuses a ring too small for the unmap loop or larger than the simulated host reserves', () => {
+    for (const log2size of [6, 14]) {
+      expect(() => run('hw', { log2size })).toThrow(expect.objectContaining({ argument: 'runSim: config.log2size' }) as ArgumentError);
+    }
+  });
+});
+
+describe('the vSVA storm (bench/scenarios.ts svastorm)', () => {
+  const f = FIXED;
+
+  it('cycles mprotect of 4 pages, a COW break of 1, munmap of 4: each its PTE writes, one range TLBI and a CMD_SYNC', () => {
+    const r = runSim({ profile: fixedProfile(), path: 'hw', vcpus: 1, workload: 'svastorm', unmaps: 6 });
+    const op = (ptes: number) => f.clock + ptes * f.guest_pte + 2 * f.guest_cmd + f.guest_submit + f.hw_doorbell + 2 * f.hw_cmd + f.smmu_cmd + f.smmu_sync + f.notice;
+    const want = [op(4), op(1), op(4), op(4), op(1), op(4)];
+    Array.from(r.latenciesNs).forEach((x, k) => expect(x, `operation ${k}`).toBeCloseTo(want[k]!, 6));
+  });
+
+  it('runs on every path with many vCPUs, each operation checked against the model', () => {
+    for (const path of SIM_PATHS) {
+      const r = runSim({ profile: loadProfile('kvm-arm64'), path, vcpus: 4, workload: 'svastorm', unmaps: 60 });
+      expect(r.latenciesNs.length, path).toBe(240);
+    }
   });
 });
 
@@ -101,9 +160,10 @@ describe('many vCPUs', () => {
     expect(r.traps).toBeLessThan(r.unmaps);
   });
 
-  it('a single kernel thread saturates: throughput levels off at one queue per (2 x kthread_cmd + SMMU issue + sync)', () => {
+  it('a single kernel thread saturates: throughput levels off at one queue per (its lines + its work + SMMU issue + sync)', () => {
     const f = FIXED;
-    const cap = 1e9 / (2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync);
+    // Busy, it reads each queue's PROD and slot lines (notice + slot_lines) before its fixed part and 2 commands.
+    const cap = 1e9 / (f.notice + f.slot_lines + f.kthread_pass + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync);
     const one = run('doorbell-spin', { unmaps: 200 });
     const many = run('doorbell-spin', { vcpus: 32, unmaps: 200 });
     const opsPerS = (r: typeof one) => (r.unmaps * 1e9) / r.elapsedNs;
@@ -119,7 +179,7 @@ describe('many vCPUs', () => {
     const f = FIXED;
     const sleep = run('doorbell-sleep', { unmaps: 100 });
     const spin = run('doorbell-spin', { unmaps: 100 });
-    expect(sleep.hostCpuNs / sleep.unmaps).toBeCloseTo(2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync, 6);
+    expect(sleep.hostCpuNs / sleep.unmaps).toBeCloseTo(f.kthread_pass + 2 * f.kthread_cmd + f.smmu_cmd + f.smmu_sync, 6);
     expect(spin.spinNs).toBeGreaterThan(0);
     expect(spin.hostCpuNs).toBeGreaterThan(sleep.hostCpuNs + spin.spinNs * 0.99);
     expect(spin.spinNs).toBeLessThanOrEqual(spin.elapsedNs);
@@ -175,6 +235,16 @@ describe('correctness inside the simulation', () => {
     }
   });
 
+  it('a COW break whose TLBI is lost leaves the device on the old frame: StaleTranslationError', () => {
+    const execute = SmmuModel.prototype.execute;
+    let tlbis = 0;
+    // Keep the first operation's (mprotect's) TLBI, drop the second's (the COW break's).
+    vi.spyOn(SmmuModel.prototype, 'execute').mockImplementation(function (this: SmmuModel, f: Uint32Array) {
+      return f[F.OP] === OP.TLBI_NH_VA && ++tlbis === 2 ? 0 : execute.call(this, f);
+    });
+    expect(() => runSim({ profile: loadProfile('kvm-arm64'), path: 'doorbell-spin', vcpus: 1, workload: 'svastorm', unmaps: 3 })).toThrow(/COW break of IOVA/);
+  });
+
   it('an SMMU that drops the TLBIs makes every path fail with StaleTranslationError', () => {
     const execute = SmmuModel.prototype.execute;
     vi.spyOn(SmmuModel.prototype, 'execute').mockImplementation(function (this: SmmuModel, f: Uint32Array) {
@@ -182,6 +252,8 @@ describe('correctness inside the simulation', () => {
     });
     for (const path of SIM_PATHS) {
       expect(() => runSim({ profile: loadProfile('kvm-arm64'), path, vcpus: 2, granule: 4096, unmaps: 3 }), path).toThrow(StaleTranslationError);
+      // The storm's first operation, mprotect: a write through the stale read-write entry still succeeds.
+      expect(() => runSim({ profile: loadProfile('kvm-arm64'), path, vcpus: 2, workload: 'svastorm', unmaps: 3 }), path).toThrow(/mprotect of IOVA/);
     }
   });
 

@@ -61,7 +61,8 @@ describe('checkProfile', () => {
 
 describe('node-local', () => {
   const m: NodeLocalMeasurements = {
-    wait_rtt_us: 40, spin_rtt_us: 0.5, notify_ns: 35, consume_ns_per_cmd: 110, trap_ns_per_cmd: 180, samples: 1000, date: '2026-11-28T00:00:00.000Z',
+    wait_rtt_us: 40, spin_rtt_us: 0.5, shape_rtt_us: 0.56, stream_us: 0.3, clock_ns: 45, notify_ns: 35, consume_ns_per_cmd: 110, trap_ns_per_cmd: 180,
+    submit_ns: 70, submit_cmd_ns: 8, pass_ns: 60, samples: 1000, date: '2026-11-28T00:00:00.000Z',
   };
 
   it('is built from the measurements: hops as half round trips, work per command from the micro steps, each sourced', () => {
@@ -74,6 +75,17 @@ describe('node-local', () => {
     expect(p.steps.hw_cmd.lo_ns).toBe(110);
     expect(p.steps.vmm_cmd.lo_ns).toBe(180);
     expect(p.steps.exit_kernel.lo_ns).toBe(35);
+    // The parts the first self-check missed, each from its own microbenchmark: the slot line (3-line shape
+    // minus the 2-line one), the guest's price of a publish to a poller (the stream), the fixed work per PROD write
+    // and per pass, and the timer.
+    expect(p.steps.slot_lines.lo_ns).toBeCloseTo(60, 6);
+    expect(p.steps.publish_line.lo_ns).toBeCloseTo(300, 6);
+    expect(p.steps.guest_submit.lo_ns).toBe(70);
+    expect(p.steps.guest_cmd.lo_ns).toBe(8);
+    expect(p.steps.kthread_pass.lo_ns).toBe(60);
+    expect(p.steps.clock.lo_ns).toBe(45);
+    // A 3-line shape measured faster than the 2-line one (noise) gives no negative cost.
+    expect(nodeLocalProfile({ ...m, shape_rtt_us: 0.4 }).steps.slot_lines.lo_ns).toBe(0);
     expect(p.guest_wait).toBe('sleep-unless-spinning');
     for (const s of STEP_NAMES) if (p.steps[s].kind === 'measured') expect(p.steps[s].source, s).toMatch(/2026-11-28/);
   });

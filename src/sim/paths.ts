@@ -35,7 +35,9 @@ import type { Actor, Sim } from './engine.ts';
 import type { PollPolicy } from '../poll-policy.ts';
 import { STEP_NAMES, type SimProfile, type StepName } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
-import { consumedBy, SimWorld, UnmapCommands, type PteWindow, type SimRing } from './world.ts';
+import { SimWorld, UnmapCommands, type PteWindow, type SimRing, type SvaWindow } from './world.ts';
+import { ACCESS } from '../model/smmu.ts';
+import { batchSlots, planBatch } from '../guest.ts';
 
 export const SIM_PATHS = ['trap', 'trap-qemu', 'doorbell-sleep', 'doorbell-spin', 'doorbell-adaptive', 'hw'] as const;
 export type SimPathName = (typeof SIM_PATHS)[number];
@@ -71,13 +73,7 @@ export class Costs {
 }
 
 /** Step indices (positions in STEP_NAMES), resolved once. */
-const idx = (s: StepName): number => STEP_NAMES.indexOf(s);
-export const S = {
-  guest_pte: idx('guest_pte'), guest_cmd: idx('guest_cmd'), exit_user: idx('exit_user'), exit_kernel: idx('exit_kernel'),
-  ioctl: idx('ioctl'), bql: idx('bql'), vmm_cmd: idx('vmm_cmd'), iommufd_cmd: idx('iommufd_cmd'), kthread_cmd: idx('kthread_cmd'),
-  smmu_cmd: idx('smmu_cmd'), smmu_sync: idx('smmu_sync'), wake: idx('wake'), notice: idx('notice'), hw_doorbell: idx('hw_doorbell'),
-  hw_cmd: idx('hw_cmd'),
-} as const;
+export const S = Object.fromEntries(STEP_NAMES.map((s, k) => [s, k])) as Readonly<Record<StepName, number>>;
 type Step = number;
 
 /** What every actor of one run shares. */
@@ -113,17 +109,39 @@ export type SimWorkload =
   | { kind: 'unmap'; pages: number }
   /** The bench's round trip: one TLBI_NH_VA and a CMD_SYNC, nothing mapped. */
   | { kind: 'roundtrip' }
-  /** The bench's batched throughput: min(4096, 64 x batch) TLBIs in publishes of `batch`, one CMD_SYNC at the end. */
-  | { kind: 'batch'; batch: number };
+  /** The bench's batched throughput: min(4096, 64 x batch) TLBIs in submissions of `batch`, one CMD_SYNC at the end. */
+  | { kind: 'batch'; batch: number }
+  /**
+   * The bench's vSVA storm (bench/scenarios.ts svastorm): a process's mm
+   * maintenance on its own stage-1 table, each operation blocking on its
+   * invalidation as arm_smmu_mm_arch_invalidate_secondary_tlbs does. The
+   * cycle: mprotect(RO) of 4 pages, a COW break of the first (a fresh frame,
+   * RW), munmap of the 4 (re-mapped untimed after); the device touches the
+   * pages before each, and after each CMD_SYNC the old translation must be gone.
+   */
+  | { kind: 'svastorm' };
+
+/** The storm's span of an mprotect or munmap, pages (bench/scenarios.ts SVA_SPAN), and its groups of pages in the window. */
+export const SVA_SPAN = 4;
+const SVA_GROUPS = 16;
+const SVA = { MPROTECT: 0, COW: 1, MUNMAP: 2 } as const;
+const SVA_OP_NAMES = ['mprotect', 'COW break', 'munmap'];
 
 /** Commands per timed iteration of the batch workload (as bench/scenarios.ts throughput). */
 export function batchCommands(batch: number): number {
   return Math.ceil(Math.min(4096, 64 * batch) / batch) * batch;
 }
 
-const V = { START: 0, MAPPED: 1, SUBMIT: 2, DONE: 3, TRAP_ARRIVE: 4, TRAP_BQL: 5, TRAP_WORKED: 6, TRAP_SMMU: 7, TRAP_BACK: 8, BEGIN: 9 } as const;
+const V = { START: 0, BEGIN: 1, SUBMIT: 2, PUBLISH: 3, DONE: 4, TRAP_ARRIVE: 5, TRAP_BQL: 6, TRAP_WORKED: 7, TRAP_SMMU: 8, TRAP_BACK: 9 } as const;
 
-/** One guest vCPU running its workload in a loop; each operation's latency is one sample. */
+/**
+ * One guest vCPU running its workload in a loop; each operation's latency is
+ * one sample. Each operation is one or more submissions (submitWords calls),
+ * sent as GuestQueue.submitWords sends them: in PROD writes planned by the
+ * driver's own planBatch/batchSlots (at most 64 commands, the CMD_SYNC with
+ * the last), each after the space check that reads CONS
+ * (GuestQueue.tryPublish), waiting for space when the ring is full.
+ */
 export class Vcpu implements Actor {
   /** Operation latencies, ns, in completion order. */
   readonly samples: Float64Array;
@@ -136,6 +154,17 @@ export class Vcpu implements Actor {
   finishedAt = 0;
   private t0 = 0;
   private waitFrom = 0;
+  /** The submission in progress: `callN` commands of `callWords` from `callNext` on, and whether its CMD_SYNC is still to be written. */
+  private callWords: Uint32Array;
+  private callN = 0;
+  private callNext = 0;
+  private callSync = false;
+  /** The PROD write being made: its commands and its slots (batchSlots). */
+  private batch = 0;
+  private need = 0;
+  /** Slots a publish waits for (0: not waiting for space). */
+  private spaceNeed = 0;
+  /** Submission index within the operation (the batch workload sends several). */
   private chunk = 0;
   private readonly chunks: number;
   private readonly chunkCmds: number;
@@ -143,6 +172,12 @@ export class Vcpu implements Actor {
   private readonly cmds: UnmapCommands;
   private readonly u = new Uint32Array(4);
   private readonly ptes: PteWindow | null;
+  private readonly sva: SvaWindow | null;
+  /** The storm's operation count, and the current one's kind, first page and pages. */
+  private svaK = 0;
+  private svaOp = 0;
+  private svaFirst = 0;
+  private svaSpan = 0;
 
   constructor(
     readonly id: number,
@@ -160,9 +195,11 @@ export class Vcpu implements Actor {
     this.chunkCmds = workload.kind === 'batch' ? workload.batch : 0;
     this.chunks = workload.kind === 'batch' ? batchCommands(workload.batch) / workload.batch : 1;
     this.cmds = new UnmapCommands(env.world.features, cs, this.chunkCmds);
+    this.callWords = this.cmds.words;
     this.ptes = workload.kind === 'unmap' ? env.world.openWindow(id) : null;
-    // Roundtrip and batch: the commands never change.
-    if (workload.kind !== 'unmap') this.cmds.build(SimWorld.windowIova(id), 1);
+    this.sva = workload.kind === 'svastorm' ? env.world.openSvaWindow(id) : null;
+    // Roundtrip: the same TLBI every time.
+    if (workload.kind === 'roundtrip') this.cmds.build(SimWorld.windowIova(id), 1);
   }
 
   start(): void {
@@ -176,31 +213,34 @@ export class Vcpu implements Actor {
       case V.START:
         env.sim.after(this.gapNs, this, V.BEGIN);
         return;
-      case V.BEGIN:
+      case V.BEGIN: {
+        // The timed loop reads the clock around each operation (the bench's performance.now(), dma_map_benchmark's ktime_get).
+        let untilSubmit = c.draw(S.clock);
         this.chunk = 0;
-        if (this.ptes === null) {
-          this.t0 = env.sim.now;
-          env.sim.after(c.drawN(S.guest_cmd, this.chunkCmds === 0 ? this.cmds.n : this.chunkCmds), this, V.SUBMIT);
-          return;
-        }
-        env.sim.after(c.drawN(S.guest_pte, pages), this, V.MAPPED);
-        return;
-      case V.MAPPED: {
-        const ptes = this.ptes!;
-        env.world.map(ptes, pages);
-        // The device touches every page: the IOTLB now holds what the unmap must invalidate.
-        for (let k = 0; k < pages; k++) {
-          const fault = env.world.dma(this.id, k);
-          if (fault !== 0) throw new Error(`sim: vCPU ${this.id}'s page ${k} does not translate after its map (fault 0x${fault.toString(16)})`);
-        }
+        if (this.ptes !== null) {
+          const ptes = this.ptes;
+          env.world.map(ptes, pages);
+          // The device touches every page: the IOTLB now holds what the unmap must invalidate.
+          for (let k = 0; k < pages; k++) {
+            const fault = env.world.dma(this.id, k);
+            if (fault !== 0) throw new Error(`sim: vCPU ${this.id}'s page ${k} does not translate after its map (fault 0x${fault.toString(16)})`);
+          }
+          env.world.unmap(ptes, pages);
+          untilSubmit += c.drawN(S.guest_pte, pages);
+          this.startCall(this.cmds.words, this.cmds.build(SimWorld.windowIova(this.id), pages), true);
+        } else if (this.sva !== null) {
+          untilSubmit += c.drawN(S.guest_pte, this.svaBegin(this.sva));
+        } else if (this.chunkCmds === 0) this.startCall(this.cmds.words, this.cmds.n, true);
+        else this.startCall(this.cmds.batch, this.chunkCmds, this.chunks === 1);
         this.t0 = env.sim.now;
-        env.world.unmap(ptes, pages);
-        const n = this.cmds.build(SimWorld.windowIova(this.id), pages);
-        env.sim.after(c.drawN(S.guest_pte, pages) + c.drawN(S.guest_cmd, n), this, V.SUBMIT);
+        env.sim.after(untilSubmit, this, V.SUBMIT);
         return;
       }
       case V.SUBMIT:
-        this.submit();
+        this.prepare();
+        return;
+      case V.PUBLISH:
+        this.publish();
         return;
       case V.DONE:
         this.complete();
@@ -211,52 +251,134 @@ export class Vcpu implements Actor {
     }
   }
 
-  /** Write this chunk's commands, publish PROD, and hand them over. */
-  private submit(): void {
-    const env = this.env;
-    const last = this.chunk === this.chunks - 1;
-    const cmds = this.cmds;
-    if (this.chunkCmds === 0) this.waitPos = this.ring.write(cmds.words, cmds.n, this.u);
-    else {
-      this.waitPos = this.ring.write(cmds.batch, this.chunkCmds, this.u);
-      if (last) this.waitPos = this.ring.write(cmds.sync, 1, this.u);
+  /**
+   * The storm's next operation, as SvaStormPath.sample: the device touches
+   * its pages (untimed), then the guest changes their PTEs and builds the
+   * range invalidation. Returns the PTEs written.
+   */
+  private svaBegin(w: SvaWindow): number {
+    const world = this.env.world;
+    const k = this.svaK++;
+    this.svaOp = k % 3;
+    this.svaFirst = (Math.floor(k / 3) % SVA_GROUPS) * SVA_SPAN;
+    this.svaSpan = this.svaOp === SVA.COW ? 1 : SVA_SPAN;
+    const first = this.svaFirst;
+    const span = this.svaSpan;
+    for (let p = first; p < first + span; p++) {
+      if (world.dma(this.id, p) !== 0) throw new Error(`sim: vCPU ${this.id}'s SVA page ${p} does not translate before its operation`);
     }
-    this.waiting = last;
+    if (this.svaOp === SVA.MPROTECT) world.writePtes(w.word, w.ro, first, span);
+    else if (this.svaOp === SVA.COW) world.writePtes(w.word, w.cow, first, span);
+    else world.clearPtes(w.word, first, span);
+    this.startCall(this.cmds.words, this.cmds.build(SimWorld.windowIova(this.id) + first * 4096, span), true);
+    return span;
+  }
+
+  /** The storm's operation completed: its old translations must be gone (a write faults, the fresh frame shows, the page faults). */
+  private svaCheck(w: SvaWindow): void {
+    const { env, svaFirst: first, svaSpan: span } = this;
+    const world = env.world;
+    for (let p = first; p < first + span; p++) {
+      const stale = this.svaOp === SVA.MPROTECT ? world.dma(this.id, p, ACCESS.WRITE) === 0
+        : this.svaOp === SVA.COW ? world.dma(this.id, p) !== 0 || world.dmaPa() !== w.cowPa[p]
+          : world.dma(this.id, p) === 0;
+      if (stale) throw new StaleTranslationError(env.path, this.id, SimWorld.windowIova(this.id) + p * 4096, env.sim.now, SVA_OP_NAMES[this.svaOp]!);
+    }
+    // munmap's pages come back untimed (the bench re-mmaps them: no invalidation needed).
+    if (this.svaOp === SVA.MUNMAP) world.writePtes(w.word, w, first, span);
+  }
+
+  private startCall(words: Uint32Array, n: number, sync: boolean): void {
+    this.callWords = words;
+    this.callN = n;
+    this.callNext = 0;
+    this.callSync = sync;
+  }
+
+  /**
+   * The next PROD write of the submission: the driver's plan (planBatch,
+   * batchSlots), its commands copied (guest_cmd each) and its bookkeeping
+   * (guest_submit). The lines the write moves are the server's to price
+   * (Server.published).
+   */
+  private prepare(): void {
+    const env = this.env;
+    const c = env.costs;
+    const rest = this.callN - this.callNext;
+    this.batch = planBatch(rest, this.callSync, this.ring.size);
+    this.need = batchSlots(this.batch, rest, this.callSync, this.ring.size);
+    env.sim.after(c.drawN(S.guest_cmd, this.need) + c.draw(S.guest_submit), this, V.PUBLISH);
+  }
+
+  /** Space permitting, write the planned commands (and the CMD_SYNC), publish PROD and hand them over; else wait for CONS. */
+  private publish(): void {
+    const env = this.env;
+    const ring = this.ring;
+    const cons = ring.cons();
+    if (ring.free(cons) < this.need) {
+      // GuestQueue.block(COND_SPACE): woken (or seeing it, polling) when CONS moves (consMoved).
+      this.spaceNeed = this.need;
+      this.waitFrom = env.sim.now;
+      return;
+    }
+    const cmds = this.cmds;
+    ring.write(this.callWords.subarray(4 * this.callNext), this.batch, this.u);
+    this.callNext += this.batch;
+    const withSync = this.need > this.batch;
+    if (withSync) {
+      this.waitPos = ring.write(cmds.sync, 1, this.u);
+      this.callSync = false;
+      this.waiting = true;
+    }
     this.waitFrom = env.sim.now;
-    this.ring.publish();
-    const busy = this.server.published(this, last);
+    ring.publish();
+    const busy = this.server.published(this, withSync);
     if (busy !== BLOCKED) this.next(busy);
   }
 
-  /** After a publish that returned: the next chunk, or (after the last) wait for the CMD_SYNC. */
+  /** After a PROD write that returned: the submission's next write, the operation's next submission, or (after its CMD_SYNC) the wait. */
   private next(busyNs: number): void {
-    if (this.chunk === this.chunks - 1) return;
+    if (planBatch(this.callN - this.callNext, this.callSync, this.ring.size) >= 0) {
+      this.env.sim.after(busyNs, this, V.SUBMIT);
+      return;
+    }
+    if (this.chunk === this.chunks - 1) return; // the CMD_SYNC is out: consMoved() completes the operation
     this.chunk++;
-    const n = this.chunkCmds + (this.chunk === this.chunks - 1 ? 1 : 0);
-    this.env.sim.after(busyNs + this.env.costs.drawN(S.guest_cmd, n), this, V.SUBMIT);
+    this.startCall(this.cmds.batch, this.chunkCmds, this.chunk === this.chunks - 1);
+    this.env.sim.after(busyNs, this, V.SUBMIT);
   }
 
   /** The trapped PROD write returned (this vCPU was the owner): its commands up to that PROD are consumed. */
   writeReturned(): void {
-    if (this.env.guestSleeps) this.sleptNs += this.env.sim.now - this.waitFrom;
-    if (this.chunk < this.chunks - 1) {
-      this.next(0);
+    const env = this.env;
+    if (env.guestSleeps) this.sleptNs += env.sim.now - this.waitFrom;
+    if (this.waiting) {
+      this.waiting = false;
+      this.complete();
       return;
     }
-    this.waiting = false;
-    this.complete();
+    this.next(0);
   }
 
-  /** The CMD_SYNC completed (CONS passed it): the guest sees it after a poll (cache line) or a wake-up. */
-  completed(): void {
-    if (!this.waiting) return;
-    this.waiting = false;
-    if (this.env.guestSleeps) {
-      this.sleptNs += this.env.sim.now - this.waitFrom;
-      this.env.sim.after(this.env.costs.draw(S.wake), this, V.DONE);
-    } else {
-      this.env.sim.after(this.env.costs.draw(S.notice), this, V.DONE);
-    }
+  /**
+   * The consumer published CONS: a CMD_SYNC this vCPU waits for has
+   * completed, or a publish waiting for space has room now. The guest sees
+   * it after a poll (one line) or, when it sleeps, a wake-up.
+   */
+  consMoved(cons: number): void {
+    const env = this.env;
+    let then: number;
+    if (this.waiting && this.ring.consumed(this.waitPos, cons)) {
+      this.waiting = false;
+      then = V.DONE;
+    } else if (this.spaceNeed > 0 && this.ring.free(cons) >= this.spaceNeed) {
+      this.spaceNeed = 0;
+      then = V.PUBLISH;
+    } else return;
+    if (env.guestSleeps) {
+      this.sleptNs += env.sim.now - this.waitFrom;
+      env.sim.after(env.costs.draw(S.wake), this, then);
+    } else env.sim.after(env.costs.draw(S.notice), this, then);
   }
 
   private complete(): void {
@@ -267,17 +389,18 @@ export class Vcpu implements Actor {
         if (env.world.dma(this.id, k) === 0) throw new StaleTranslationError(env.path, this.id, SimWorld.windowIova(this.id) + k * 4096, env.sim.now);
       }
     }
+    if (this.sva !== null) this.svaCheck(this.sva);
     this.samples[this.done++] = env.sim.now - this.t0;
     if (this.done < this.count) env.sim.after(0, this, V.START);
     else this.finishedAt = env.sim.now;
   }
 }
 
-/** The vCPUs waiting on `ring` whose CMD_SYNC is at or before `cons` complete. */
+/** CONS of `ring`'s queue moved to `cons`: every vCPU on it but `except` looks (Vcpu.consMoved). */
 function completeWaiters(waiters: readonly Vcpu[], cons: number, except?: Vcpu): void {
   for (let k = 0; k < waiters.length; k++) {
     const v = waiters[k]!;
-    if (v.waiting && v !== except && consumedBy(v.waitPos, cons)) v.completed();
+    if (v !== except) v.consMoved(cons);
   }
 }
 
@@ -308,6 +431,8 @@ export class KernelThread implements Actor, Server {
   readonly queues: ServedQueue[] = [];
   private k = 0;
   private passWork = 0;
+  /** The next queue consumed has had its PROD and slot lines read already (the notice or wake-up that started this pass). */
+  private linesSeen = false;
   private spinEpoch = 0;
   private spinFrom = 0;
   private cpuFrom = 0;
@@ -337,13 +462,19 @@ export class KernelThread implements Actor, Server {
         env.sim.after(exit + c.draw(S.wake), this, K.WOKEN);
         return exit;
       }
+      case 'waking':
+        // SLEEPING stays set until the thread runs (layout.ts: only the sleeper clears it): the guest rings again.
+        return c.draw(S.exit_kernel);
       case 'spin':
+        // The poll sees PROD move (one line), then reads the slots behind it: the 3-line shape
+        // of layout.ts's line budget (the slot line and q.0 to the kernel thread). The guest
+        // takes PROD's line back from the poller (publish_line).
         this.state = 'noticing';
-        env.sim.after(c.draw(S.notice), this, K.NOTICE);
-        return 0;
+        env.sim.after(c.draw(S.notice) + c.draw(S.slot_lines), this, K.NOTICE);
+        return c.draw(S.publish_line);
       default:
-        // Waking, noticing or in a pass: that pass or the next one sees the new PROD.
-        return 0;
+        // Noticing or in a pass: that pass or the next one sees the new PROD; the thread reads PROD's line as the guest writes it.
+        return c.draw(S.publish_line);
     }
   }
 
@@ -356,12 +487,12 @@ export class KernelThread implements Actor, Server {
       case K.CPU:
         this.cpuFrom = env.sim.now;
         this.policy.arrived(env.sim.now, true);
-        this.startPass();
+        this.startPass(true);
         return;
       case K.NOTICE:
         this.spinNs += env.sim.now - this.spinFrom;
         this.policy.arrived(env.sim.now, false);
-        this.startPass();
+        this.startPass(true);
         return;
       case K.ISSUED: {
         // The consumed commands go to the physical SMMU: each TLBI, then the syncs.
@@ -385,10 +516,12 @@ export class KernelThread implements Actor, Server {
     }
   }
 
-  private startPass(): void {
+  /** `seen`: the pass starts on a PROD it has just read (noticed while polling, or the wake-up's re-check). */
+  private startPass(seen: boolean): void {
     this.state = 'busy';
     this.k = 0;
     this.passWork = 0;
+    this.linesSeen = seen;
     this.step();
   }
 
@@ -405,11 +538,16 @@ export class KernelThread implements Actor, Server {
       this.syncs = syncsSince(q.ring, i32, syncs0);
       this.consAfter = q.ring.cons();
       this.passWork += this.cmds;
-      env.sim.after(env.costs.drawN(S.kthread_cmd, this.cmds), this, K.ISSUED);
+      // Consumer.consume: PROD's line and the slots' (unless this pass began by reading them), the
+      // queue's fixed work (kthread_pass), then each command.
+      const c = env.costs;
+      const lines = this.linesSeen ? 0 : c.draw(S.notice) + c.draw(S.slot_lines);
+      this.linesSeen = false;
+      env.sim.after(lines + c.draw(S.kthread_pass) + c.drawN(S.kthread_cmd, this.cmds), this, K.ISSUED);
       return;
     }
     if (this.passWork > 0) {
-      this.startPass();
+      this.startPass(false);
       return;
     }
     // The simulated guests never announce that they will block (no Q_IDLE_HINT).

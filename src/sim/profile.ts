@@ -16,6 +16,8 @@ export const STEP_NAMES = [
   'guest_pte',
   /** The guest driver builds one command and writes it into the ring (CMD_SYNC included). */
   'guest_cmd',
+  /** The guest driver's fixed cost of one PROD write beyond its commands: reserve, space check, publish, doorbell check (GuestQueue.submitWords; arm_smmu_cmdq_issue_cmdlist's bookkeeping). */
+  'guest_submit',
   /** Trapped MMIO write handled in user space (QEMU): exit, dispatch and back, round trip, on the vCPU thread. */
   'exit_user',
   /** MMIO write handled in the kernel (an ioeventfd doorbell): exit and back, round trip. */
@@ -30,6 +32,8 @@ export const STEP_NAMES = [
   'iommufd_cmd',
   /** The kernel thread's per-command cost consuming a vCMDQ (copy, convert, decode, queue for the SMMU). */
   'kthread_cmd',
+  /** The kernel thread's fixed cost of consuming one queue in a pass beyond its commands (Consumer.pass: checks, CONS publish, waiters check). */
+  'kthread_pass',
   /** The physical SMMU's service time of one invalidation command (host CMDQ or VCMDQ). */
   'smmu_cmd',
   /** The physical SMMU's CMD_SYNC: from its turn in the queue to completion visible to the waiter. */
@@ -38,10 +42,21 @@ export const STEP_NAMES = [
   'wake',
   /** A polling thread on another CPU sees a store (one cache-line transfer). */
   'notice',
+  /**
+   * The guest's own price of a PROD write while the consumer polls it: the
+   * lines a stream of publishes bounces (PROD taken back from the poller,
+   * CONS read for the space check), per publish. Paid by the vCPU, not by
+   * the consumer's view of the write (that is `notice`).
+   */
+  'publish_line',
+  /** A consumer that saw PROD move reads the published slots: what the slot line adds to PROD's (the 3-line round trip over the 2-line one). */
+  'slot_lines',
   /** The guest's PROD write to its hardware VCMDQ page reaching the SMMU (no exit). */
   'hw_doorbell',
   /** A hardware VCMDQ's per-command fetch and check beyond smmu_cmd (the emulation's `hw` SMMU is a thread running the consume step). */
   'hw_cmd',
+  /** The timed loop's clock read around each operation (the bench's performance.now(), dma_map_benchmark's ktime_get): one read's cost falls inside the interval. */
+  'clock',
 ] as const;
 export type StepName = (typeof STEP_NAMES)[number];
 

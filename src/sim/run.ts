@@ -10,7 +10,7 @@ import { batchCommands, isTrapPath, HwQueue, KernelThread, SIM_PATHS, TrapVmm, V
 import { ADAPTIVE_DEFAULTS, AdaptivePoll, FixedPoll, type AdaptiveParams, type PollPolicy } from '../poll-policy.ts';
 import { checkProfile, meanNs, type SimProfile } from './profile.ts';
 import { Semaphore, SmmuEngine } from './resources.ts';
-import { MAX_PAGES, SIM_MAX_QUEUES, SYNC_CS, SimWorld } from './world.ts';
+import { MAX_PAGES, SIM_LOG2SIZE, SIM_MAX_QUEUES, SYNC_CS, SimWorld } from './world.ts';
 
 export const SIM_GRANULES = [4096, 16384, 65536, 131072, 262144] as const;
 /** The kernel thread's fixed spin budget on doorbell-spin: the real bench's SPIN_US (bench/queue-api.ts). */
@@ -20,8 +20,8 @@ export interface SimConfig {
   profile: SimProfile;
   path: SimPathName;
   vcpus: number;
-  /** What each vCPU does per sample (default 'unmap'). */
-  workload?: 'unmap' | 'roundtrip' | 'batch';
+  /** What each vCPU does per sample (default 'unmap'; paths.ts SimWorkload). */
+  workload?: SimWorkload['kind'];
   /** Bytes per unmap (dma_map_benchmark's granule): 4K..256K in 4K pages. Unmap workload only. */
   granule?: number;
   /** Commands per publish of the batch workload (1..4096). */
@@ -37,6 +37,8 @@ export interface SimConfig {
   queues?: number;
   /** Host CPUs for the host threads (kernel thread, VMM thread); default 1. */
   hostCpus?: number;
+  /** Every ring's size, entries = 2^log2size (default SIM_LOG2SIZE; the bench's queues have 2^8). */
+  log2size?: number;
 }
 
 export interface SimResult {
@@ -64,7 +66,7 @@ export interface SimResult {
   events: number;
 }
 
-const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'gapNs', 'seed', 'queues', 'hostCpus', 'adaptive'];
+const CONFIG_KEYS = ['profile', 'path', 'vcpus', 'workload', 'granule', 'batch', 'unmaps', 'gapNs', 'seed', 'queues', 'hostCpus', 'adaptive', 'log2size'];
 
 /** Guests sleep for their CMD_SYNC when the profile says they do and the path's server does not spin. */
 function guestSleeps(profile: SimProfile, path: SimPathName): boolean {
@@ -105,7 +107,8 @@ function workloadOf(o: Record<string, unknown>): SimWorkload {
     }
     case 'roundtrip': return { kind: 'roundtrip' };
     case 'batch': return { kind: 'batch', batch: checkInt('runSim: config.batch', o['batch'], 1, 4096) };
-    default: throw new ArgumentError('runSim: config.workload', `must be unmap, roundtrip or batch, got ${JSON.stringify(kind)}`);
+    case 'svastorm': return { kind: 'svastorm' };
+    default: throw new ArgumentError('runSim: config.workload', `must be unmap, roundtrip, batch or svastorm, got ${JSON.stringify(kind)}`);
   }
 }
 
@@ -122,9 +125,11 @@ export function runSim(config: SimConfig): SimResult {
   const hostCpus = checkInt('runSim: config.hostCpus', o['hostCpus'] ?? 1, 1, 1024);
   const gapNs = checkInt('runSim: config.gapNs', o['gapNs'] ?? 0, 0, 1e12);
   const adaptive = adaptiveOf(o['adaptive']);
+  // The unmap loop's largest operation (65 slots) must fit one lap, as Linux's queue does.
+  const log2size = checkInt('runSim: config.log2size', o['log2size'] ?? SIM_LOG2SIZE, 7, SIM_LOG2SIZE);
 
   const sim = new Sim(seed);
-  const world = new SimWorld();
+  const world = new SimWorld(log2size);
   const env: SimEnv = {
     sim, costs: new Costs(sim, profile), world, smmu: new SmmuEngine(sim), hostCpus: new Semaphore(sim, hostCpus, 'host CPUs'),
     guestSleeps: guestSleeps(profile, path), path,

@@ -17,11 +17,11 @@ import {
   CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, initMmio, markPending, mmioBytes, PendingSlots, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
   Q_PEND, Q_PROD, SERVER_STATE, queueRegs,
 } from '../layout.ts';
-import { ACCESS, FAULT, SmmuModel, TRANSLATE_OUT_LEN } from '../model/smmu.ts';
+import { ACCESS, FAULT, SmmuModel, T_OUT, TRANSLATE_OUT_LEN } from '../model/smmu.ts';
 import { GuestMemory, PhysLayout } from '../model/mem.ts';
 import { PROT, TranslationTable } from '../model/pgtable.ts';
 import { STE_CFG, buildStage2, installNestedSte, readGuestSte, writeGuestCd, writeGuestSte } from '../model/structs.ts';
-import { queueIdx, queueIncProd, queuePosMask } from '../queue.ts';
+import { queueConsumed, queueFree, queueIdx, queueIncProd, queuePosMask } from '../queue.ts';
 import { TrapCmdq, type TrapKernel } from '../trap/cmdq.ts';
 import { HwptInvalidate } from '../trap/iommufd.ts';
 import { VCMDQ_CMDSETS, VCMDQ_TEGRA241, VSmmu } from '../vsmmu.ts';
@@ -34,8 +34,14 @@ const SIM_MMIO_BYTES = mmioBytes(SIM_MAX_QUEUES);
 export const SIM_VMID = 1;
 export const SIM_ASID = 1;
 export const SIM_STREAM = { vsid: 0, psid: 0x10 } as const;
-/** Ring size of every simulated queue: room for a whole batch iteration (4096 commands and a sync) or 64 vCPUs' unmaps at once. */
+/**
+ * Default ring size of the simulated queues: 8192 entries, room for 64
+ * vCPUs' largest unmaps at once (a Linux guest's CMDQ and a Tegra241 VCMDQ
+ * are larger still). The self-check asks for the bench's 256 instead.
+ */
 export const SIM_LOG2SIZE = 13;
+/** Largest ring: the SAB reserves this much per queue. */
+const SIM_MAX_LOG2SIZE = 13;
 /** Largest unmap, pages (dma_map_benchmark's 256K granule). */
 export const MAX_PAGES = 64;
 /** vCPU v's IOVA window: 2 MiB aligned, so each vCPU has a leaf table of its own. */
@@ -45,6 +51,8 @@ const MiB = 1 << 20;
 const RAM_BYTES = 8 * MiB;
 /** Every window maps the same guest data pages: a DMA only needs them to translate. */
 const DATA_IPA = RAM_BYTES / 2;
+/** The COW break's fresh frames, right above the data pages. */
+const COW_IPA = DATA_IPA + MAX_PAGES * 4096;
 
 /** The trapped CMDQ's kernel: IOMMU_HWPT_INVALIDATE called directly on the simulated thread (no mailbox: time is the profile's). */
 class DirectIoctl implements TrapKernel {
@@ -62,19 +70,36 @@ class DirectIoctl implements TrapKernel {
   }
 }
 
-/** A vCPU's leaf PTEs: host word offset and mapped value (low, high word) of each page's descriptor. */
-export interface PteWindow {
-  word: Uint32Array;
+/** The leaf descriptor values (low, high word) of a window's pages under one mapping. */
+export interface PteValues {
   lo: Int32Array;
   hi: Int32Array;
+}
+
+/** A vCPU's leaf PTEs: host word offset and mapped value of each page's descriptor. */
+export interface PteWindow extends PteValues {
+  word: Uint32Array;
+}
+
+/**
+ * A vCPU's SVA process window (the vSVA storm): mapped read-write, with the
+ * descriptor values of its pages made read-only (mprotect) and pointed at
+ * fresh frames (a COW break), and the PA each fresh frame translates to.
+ */
+export interface SvaWindow extends PteWindow {
+  ro: PteValues;
+  cow: PteValues;
+  cowPa: Float64Array;
 }
 
 /** One ring in host memory as the guest writes it: the guest-side PROD (wrap|index) and the slots. */
 export class SimRing {
   prod = 0;
   readonly posMask: number;
-  constructor(readonly qid: number, readonly regs: number, readonly entries: Int32Array, private readonly i32: Int32Array) {
-    this.posMask = queuePosMask(SIM_LOG2SIZE);
+  readonly size: number;
+  constructor(readonly qid: number, readonly regs: number, readonly log2size: number, readonly entries: Int32Array, private readonly i32: Int32Array) {
+    this.posMask = queuePosMask(log2size);
+    this.size = 1 << log2size;
   }
 
   /** Writes `n` commands (4 words each) from `words` at PROD; returns the position after them. Never publishes. */
@@ -84,8 +109,8 @@ export class SimRing {
       u[1] = words[4 * k + 1]!;
       u[2] = words[4 * k + 2]!;
       u[3] = words[4 * k + 3]!;
-      writeSlot(this.entries, queueIdx(this.prod, SIM_LOG2SIZE), u);
-      this.prod = queueIncProd(this.prod, 1, SIM_LOG2SIZE);
+      writeSlot(this.entries, queueIdx(this.prod, this.log2size), u);
+      this.prod = queueIncProd(this.prod, 1, this.log2size);
     }
     return this.prod;
   }
@@ -100,14 +125,16 @@ export class SimRing {
   cons(): number {
     return Atomics.load(this.i32, this.regs + Q_CONS) & this.posMask;
   }
-}
 
-/** Is queue position `pos` consumed once CONS reads `cons`? (both wrap|index; at most one lap apart) */
-export function consumedBy(pos: number, cons: number): boolean {
-  const idx = (1 << SIM_LOG2SIZE) - 1;
-  const wrap = 1 << SIM_LOG2SIZE;
-  // pos is at most a lap ahead of cons: same wrap -> index compare; wraps differ -> cons is behind unless pos's index is greater.
-  return (pos & wrap) === (cons & wrap) ? (pos & idx) <= (cons & idx) : (pos & idx) > (cons & idx);
+  /** Slots the guest may fill before it must wait for CONS (GuestQueue.tryPublish's space check). */
+  free(cons: number): number {
+    return queueFree(this.prod, cons, this.log2size);
+  }
+
+  /** Is the position `pos` (just after a CMD_SYNC) consumed once CONS reads `cons`? (Linux queue_consumed) */
+  consumed(pos: number, cons: number): boolean {
+    return queueConsumed(cons, pos, this.log2size);
+  }
 }
 
 export class SimWorld {
@@ -125,9 +152,11 @@ export class SimWorld {
   private readonly slots: PendingSlots;
   private readonly out = new Float64Array(TRANSLATE_OUT_LEN);
 
-  constructor() {
+  /** `log2size`: every ring's size (entries = 2^log2size), at most SIM_LOG2SIZE. */
+  constructor(private readonly log2size = SIM_LOG2SIZE) {
+    if (!Number.isInteger(log2size) || log2size < 1 || log2size > SIM_MAX_LOG2SIZE) throw new RangeError(`sim: ring log2size ${log2size} is not in 1..${SIM_MAX_LOG2SIZE}`);
     this.features = makeFeatures();
-    this.mem = new SharedArrayBuffer(SIM_MMIO_BYTES + 2 * RAM_BYTES + SIM_MAX_QUEUES * (16 << SIM_LOG2SIZE) + 4 * MiB);
+    this.mem = new SharedArrayBuffer(SIM_MMIO_BYTES + 2 * RAM_BYTES + SIM_MAX_QUEUES * (16 << SIM_MAX_LOG2SIZE) + 4 * MiB);
     this.i32 = new Int32Array(this.mem);
     this.slots = new PendingSlots(initMmio(this.i32, SIM_MAX_QUEUES).pendingWords);
     this.layout = new PhysLayout(this.mem, SIM_MMIO_BYTES);
@@ -159,13 +188,14 @@ export class SimWorld {
     if (this.nextQid >= SIM_MAX_QUEUES) throw new RangeError(`sim: at most ${SIM_MAX_QUEUES} queues per host`);
     const qid = this.nextQid++;
     const regs = queueRegs(qid);
-    const bytes = 16 << SIM_LOG2SIZE;
+    const log2 = this.log2size;
+    const bytes = 16 << log2;
     const base = this.layout.alloc(bytes, bytes);
-    this.i32[regs + Q_LOG2SIZE] = SIM_LOG2SIZE;
+    this.i32[regs + Q_LOG2SIZE] = log2;
     this.i32[regs + Q_BASE] = base;
     this.i32[regs + Q_CMDSET] = cmdset;
     Atomics.store(this.i32, regs + Q_CONFIG, CONFIG_EN); // publish: the queue is enabled
-    return new SimRing(qid, regs, new Int32Array(this.mem, base, 4 << SIM_LOG2SIZE), this.i32);
+    return new SimRing(qid, regs, log2, new Int32Array(this.mem, base, 4 << log2), this.i32);
   }
 
   /**
@@ -200,39 +230,78 @@ export class SimWorld {
   openWindow(v: number): PteWindow {
     const iova = SimWorld.windowIova(v);
     this.pt.map(iova, DATA_IPA, MAX_PAGES * 4096, PROT.READ | PROT.WRITE);
-    const w: PteWindow = { word: new Uint32Array(MAX_PAGES), lo: new Int32Array(MAX_PAGES), hi: new Int32Array(MAX_PAGES) };
-    for (let k = 0; k < MAX_PAGES; k++) {
-      const ipa = this.pt.leafDescriptor(iova + k * 4096);
-      w.word[k] = this.gm.paOf(ipa) >>> 2;
-      w.lo[k] = this.gm.read32(ipa);
-      w.hi[k] = this.gm.read32(ipa + 4);
-    }
+    const word = new Uint32Array(MAX_PAGES);
+    for (let k = 0; k < MAX_PAGES; k++) word[k] = this.gm.paOf(this.pt.leafDescriptor(iova + k * 4096)) >>> 2;
+    const w: PteWindow = { word, ...this.values(word) };
     this.pt.unmap(iova, MAX_PAGES * 4096);
     return w;
   }
 
+  /**
+   * vCPU v's SVA window, set up once as openWindow, with its read-only and
+   * fresh-frame descriptor values kept too, and left mapped read-write (the
+   * process's memory before the storm).
+   */
+  openSvaWindow(v: number): SvaWindow {
+    const iova = SimWorld.windowIova(v);
+    const bytes = MAX_PAGES * 4096;
+    const w = this.openWindow(v);
+    this.pt.map(iova, DATA_IPA, bytes, PROT.READ);
+    const ro = this.values(w.word);
+    this.pt.map(iova, COW_IPA, bytes, PROT.READ | PROT.WRITE);
+    const cow = this.values(w.word);
+    this.pt.map(iova, DATA_IPA, bytes, PROT.READ | PROT.WRITE);
+    const cowPa = Float64Array.from({ length: MAX_PAGES }, (_, k) => this.gm.paOf(COW_IPA + k * 4096));
+    return { ...w, ro, cow, cowPa };
+  }
+
+  /** The descriptors at `word` as they are now. */
+  private values(word: Uint32Array): PteValues {
+    const v: PteValues = { lo: new Int32Array(word.length), hi: new Int32Array(word.length) };
+    for (let k = 0; k < word.length; k++) {
+      v.lo[k] = Atomics.load(this.i32, word[k]!);
+      v.hi[k] = Atomics.load(this.i32, word[k]! + 1);
+    }
+    return v;
+  }
+
   /** The guest maps the first `pages` pages of window `w` (the dma_map half): valid word last. */
   map(w: PteWindow, pages: number): void {
+    this.writePtes(w.word, w, 0, pages);
+  }
+
+  /** The guest writes pages [from, from + n) of a window with `values` (map, mprotect, COW break): valid word last. */
+  writePtes(word: Uint32Array, values: PteValues, from: number, n: number): void {
     const i32 = this.i32;
-    for (let k = 0; k < pages; k++) {
-      Atomics.store(i32, w.word[k]! + 1, w.hi[k]!); // unordered: PTE high word, before the valid word
-      Atomics.store(i32, w.word[k]!, w.lo[k]!); // publish: PTE valid (break-before-make order)
+    for (let k = from; k < from + n; k++) {
+      Atomics.store(i32, word[k]! + 1, values.hi[k]!); // unordered: PTE high word, before the valid word
+      Atomics.store(i32, word[k]!, values.lo[k]!); // publish: PTE valid (break-before-make order)
     }
   }
 
-  /** The guest clears the leaf PTEs (the first half of an unmap; the invalidation follows): valid word first. */
+  /** The guest clears the first `pages` leaf PTEs (the first half of an unmap; the invalidation follows). */
   unmap(w: PteWindow, pages: number): void {
+    this.clearPtes(w.word, 0, pages);
+  }
+
+  /** The guest clears pages [from, from + n) of a window: valid word first. */
+  clearPtes(word: Uint32Array, from: number, n: number): void {
     const i32 = this.i32;
-    for (let k = 0; k < pages; k++) {
-      Atomics.store(i32, w.word[k]!, 0); // publish: PTE invalid, before the invalidation is sent
-      Atomics.store(i32, w.word[k]! + 1, 0); // unordered: PTE high word
+    for (let k = from; k < from + n; k++) {
+      Atomics.store(i32, word[k]!, 0); // publish: PTE invalid, before the invalidation is sent
+      Atomics.store(i32, word[k]! + 1, 0); // unordered: PTE high word
     }
   }
 
-  /** The device reads page k of vCPU v's window; returns the model's FAULT code (0: translated). */
-  dma(v: number, k: number): number {
+  /** The device accesses page k of vCPU v's window (a read unless said); returns the model's FAULT code (0: translated, PA in dmaPa()). */
+  dma(v: number, k: number, access: number = ACCESS.READ): number {
     const iova = SimWorld.windowIova(v) + k * 4096;
-    return this.model.translate(SIM_STREAM.psid, -1, iova % 2 ** 32, Math.floor(iova / 2 ** 32), ACCESS.READ, this.out);
+    return this.model.translate(SIM_STREAM.psid, -1, iova % 2 ** 32, Math.floor(iova / 2 ** 32), access, this.out);
+  }
+
+  /** The output PA of the last dma() that translated. */
+  dmaPa(): number {
+    return this.out[T_OUT.PA_LO]! + this.out[T_OUT.PA_HI]! * 2 ** 32;
   }
 }
 
@@ -256,8 +325,8 @@ export class UnmapCommands {
     this.template[F.ASID] = SIM_ASID;
     this.template[F.VMID] = SIM_VMID;
     this.template[F.LEAF] = 1;
-    // At most one command per page (without RIL) plus the sync.
-    this.words = new Uint32Array(4 * (MAX_PAGES + 1));
+    // At most one command per page (without RIL).
+    this.words = new Uint32Array(4 * MAX_PAGES);
     buildCmdSync(this.sync, cs, 0, 0, 0);
     this.batch = new Uint32Array(4 * batchSize);
     const u = new Uint32Array(4);
@@ -268,11 +337,10 @@ export class UnmapCommands {
     }
   }
 
+  /** The range TLBIs of `pages` pages from `iova` into `words`; returns their number (the CMD_SYNC is `sync`, written after them). */
   build(iova: number, pages: number): number {
     const size = pages * 4096;
-    const n = tlbInvRange(this.words, 0, this.template, iova % 2 ** 32, Math.floor(iova / 2 ** 32), size, 4096, 12, this.features.RIL);
-    this.words.set(this.sync, 4 * n);
-    this.n = n + 1;
+    this.n = tlbInvRange(this.words, 0, this.template, iova % 2 ** 32, Math.floor(iova / 2 ** 32), size, 4096, 12, this.features.RIL);
     return this.n;
   }
 }
