@@ -10,22 +10,23 @@ import { checkProfile, loadProfile, PROFILE_FILES, type SimProfile } from '../sr
 import { runSim, SIM_GRANULES } from '../src/sim/run.ts';
 import { SIM_MAX_QUEUES } from '../src/sim/world.ts';
 import { Progress } from './harness.ts';
-import { measureNodeLocal, nodeLocalProfile } from './sim-node-local.ts';
-import { formatSimTable, simJsonDocument, simRow, type SimRow } from './sim-report.ts';
+import { measureNodeLocal, nodeLocalNote, nodeLocalProfile } from './sim-node-local.ts';
+import { formatSimTable, SIM_SCENARIOS, simJsonDocument, simRow, type SimRow, type SimScenario } from './sim-report.ts';
 import { pathColor, renderScalingSvg, type ScalingPanel } from './svg.ts';
 
 const DEFAULT_VCPUS = [1, 2, 4, 8, 16, 32, 64];
 const DEFAULT_UNMAPS = 500;
-const SCENARIOS = ['unmap', 'roundtrip'] as const;
 
-export const SIM_USAGE = `usage: vcmdq sim [--profile NAME | --profile-file FILE] [--scenario unmap|roundtrip] [--paths P,...] [--vcpus N,...]
+export const SIM_USAGE = `usage: vcmdq sim [--profile NAME | --profile-file FILE] [--scenario unmap|roundtrip|svastorm] [--paths P,...] [--vcpus N,...]
                  [--granules SIZE,...] [--queues N,...] [--unmaps N] [--seed N] [--host-cpus N] [--json FILE] [--svg FILE]
   predicts, in virtual time, what the bench measures, from per-step costs (a profile), with every command
   run through the real codec, first pass, iommufd conversion, vSMMU policy, consumer and SMMU model
   --profile NAME     ${Object.keys(PROFILE_FILES).join(', ')} (default; src/sim/profiles/*.json), or node-local:
                      this machine's step costs, measured first by the bench's microbenchmarks (~20 s)
   --profile-file F   a profile document of your own (same schema; every number with its source)
-  --scenario S       unmap (dma_map_benchmark: PTE clear + range TLBI + CMD_SYNC, default) or roundtrip (TLBI + CMD_SYNC)
+  --scenario S       unmap (dma_map_benchmark: PTE clear + range TLBI + CMD_SYNC, default), roundtrip (TLBI +
+                     CMD_SYNC) or svastorm (the bench's vSVA storm: mprotect / COW break / munmap of a process's
+                     pages, each blocking on its invalidation)
   --paths P,...      ${SIM_PATHS.join(', ')} (default: all)
   --vcpus N,...      guest vCPUs, each running the loop (default ${DEFAULT_VCPUS.join(',')}; at most ${SIM_MAX_QUEUES})
   --granules S,...   unmap sizes, 4K..256K (default ${SIM_GRANULES.map((g) => `${g / 1024}K`).join(',')})
@@ -92,7 +93,7 @@ function profileFromFile(file: string): SimProfile {
 }
 
 /** The scaling panels of one granule: p50 and p99 latency, and throughput, per path (and queue count). */
-function panels(rows: readonly SimRow[], x: 'threads' | 'queues', granuleLabel: string): ScalingPanel[] {
+function panels(rows: readonly SimRow[], x: 'threads' | 'queues', label: string): ScalingPanel[] {
   const keys = [...new Set(rows.map((r) => (x === 'threads' && !isTrapPath(r.path as SimPathName) && r.params['queues'] !== r.params['threads'] ? `${r.path} q=${r.params['queues']}` : r.path)))];
   const seriesOf = (pick: (r: SimRow) => number, dash: string, suffix: string) => keys.map((key) => {
     const mine = rows.filter((r) => key === r.path || key.startsWith(`${r.path} q=`) && `${r.path} q=${r.params['queues']}` === key);
@@ -102,8 +103,8 @@ function panels(rows: readonly SimRow[], x: 'threads' | 'queues', granuleLabel: 
     };
   });
   return [
-    { title: `unmap latency, ${granuleLabel}`, yLabel: 'µs per unmap (p50 solid, p99 dashed)', series: [...seriesOf((r) => r.p50_us, '', ' p50'), ...seriesOf((r) => r.p99_us, '6 4', ' p99')] },
-    { title: `throughput, ${granuleLabel}`, yLabel: 'unmaps per second, all vCPUs', series: seriesOf((r) => r.ops_per_s, '', '') },
+    { title: `latency, ${label}`, yLabel: 'µs per operation (p50 solid, p99 dashed)', series: [...seriesOf((r) => r.p50_us, '', ' p50'), ...seriesOf((r) => r.p99_us, '6 4', ' p99')] },
+    { title: `throughput, ${label}`, yLabel: 'operations per second, all vCPUs', series: seriesOf((r) => r.ops_per_s, '', '') },
   ];
 }
 
@@ -122,7 +123,7 @@ export async function simMain(argv: readonly string[]): Promise<number> {
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
   if (values.profile !== undefined && values['profile-file'] !== undefined) throw new UsageError('--profile and --profile-file exclude each other');
   const scenario = values.scenario;
-  if (!(SCENARIOS as readonly string[]).includes(scenario)) throw new UsageError(`--scenario ${scenario}: one of ${SCENARIOS.join(', ')}`);
+  if (!(SIM_SCENARIOS as readonly string[]).includes(scenario)) throw new UsageError(`--scenario ${scenario}: one of ${SIM_SCENARIOS.join(', ')}`);
   const profileName = values.profile ?? 'kvm-arm64';
   if (values['profile-file'] === undefined && profileName !== 'node-local' && !Object.hasOwn(PROFILE_FILES, profileName)) {
     throw new UsageError(`--profile ${profileName}: one of ${[...Object.keys(PROFILE_FILES), 'node-local'].join(', ')}`);
@@ -146,7 +147,7 @@ export async function simMain(argv: readonly string[]): Promise<number> {
     progress.log('[sim] node-local: measuring this machine\'s step costs first (bench baselines and micro steps)');
     const m = await measureNodeLocal(progress);
     profile = nodeLocalProfile(m);
-    notes.push(`node-local measured at ${m.date}: wait round trip ${m.wait_rtt_us.toFixed(2)} µs, spin round trip ${m.spin_rtt_us.toFixed(2)} µs, consume ${m.consume_ns_per_cmd.toFixed(0)} ns/cmd, trap ${m.trap_ns_per_cmd.toFixed(0)} ns/cmd`);
+    notes.push(nodeLocalNote(m));
   } else profile = loadProfile(profileName);
 
   const rows: SimRow[] = [];
@@ -159,7 +160,7 @@ export async function simMain(argv: readonly string[]): Promise<number> {
           progress.update(`[sim] ${path} ${v} vCPUs${g > 0 ? `, ${g / 1024}K` : ''}`);
           const r = runSim({
             profile, path, vcpus: v, unmaps, seed, hostCpus, queues: trapPath ? undefined : q,
-            ...(scenario === 'unmap' ? { granule: g } : { workload: 'roundtrip' as const }),
+            ...(scenario === 'unmap' ? { granule: g } : { workload: scenario as SimScenario }),
           });
           rows.push(simRow(r, profile.name, seed));
         }
@@ -173,7 +174,7 @@ export async function simMain(argv: readonly string[]): Promise<number> {
   if (values.svg) {
     const byQueues = vcpus.length === 1 && queues !== undefined && queues.length > 1;
     const shown = [...new Set([granules[0]!, granules.at(-1)!])];
-    const ps = shown.flatMap((g) => panels(rows.filter((r) => r.params['granule'] === g), byQueues ? 'queues' : 'threads', g > 0 ? `${g / 1024}K` : 'round trip'));
+    const ps = shown.flatMap((g) => panels(rows.filter((r) => r.params['granule'] === g), byQueues ? 'queues' : 'threads', g > 0 ? `unmap ${g / 1024}K` : scenario));
     writeFileSync(values.svg, renderScalingSvg(ps, `vcmdq sim: ${scenario} scaling, predicted from profile ${profile.name}`, `seed ${seed}, ${unmaps} operations per vCPU; virtual time, not a measurement`, byQueues ? 'queues' : 'vCPUs'));
   }
   return rows.length > 0 ? 0 : 1;

@@ -8,9 +8,13 @@ import { fmt, table } from './report.ts';
 import { summarizeSorted, sortedCopy } from './stats.ts';
 import type { Params, ResultRow } from './types.ts';
 
+/** What `vcmdq sim --scenario` simulates: the bench scenarios of the same names. */
+export const SIM_SCENARIOS = ['unmap', 'roundtrip', 'svastorm'] as const;
+export type SimScenario = (typeof SIM_SCENARIOS)[number];
+
 /** A simulated row: the bench's row fields, the sim's path names, and the marks of a prediction. */
 export interface SimRow extends Omit<ResultRow, 'path' | 'scenario'> {
-  scenario: 'unmap';
+  scenario: SimScenario;
   path: SimPathName;
   /** Always true: virtual time from a cost profile, not a measurement. */
   predicted: true;
@@ -18,10 +22,11 @@ export interface SimRow extends Omit<ResultRow, 'path' | 'scenario'> {
 }
 
 /**
- * One row per run. Latencies are per unmap (PTE clear + invalidation +
- * CMD_SYNC), µs; `ops_per_s` is the run's aggregate unmaps per virtual
- * second over all vCPUs; `cpu_us_per_op` is all CPU time (vCPUs and host
- * threads, spinning included) per unmap; params add the host threads' share.
+ * One row per run. Latencies are per operation (an unmap: PTE clear +
+ * invalidation + CMD_SYNC; a round trip; a storm operation), µs; `ops_per_s`
+ * is the run's aggregate operations per virtual second over all vCPUs;
+ * `cpu_us_per_op` is all CPU time (vCPUs and host threads, spinning
+ * included) per operation; params add the host threads' share.
  */
 export function simRow(r: SimResult, profile: string, seed: number): SimRow {
   const us = new Float64Array(r.latenciesNs.length);
@@ -33,7 +38,7 @@ export function simRow(r: SimResult, profile: string, seed: number): SimRow {
     smmu_busy: round(r.smmuBusy),
   };
   return {
-    scenario: 'unmap', path: r.path, params,
+    scenario: r.workload.kind === 'batch' ? 'roundtrip' : r.workload.kind, path: r.path, params,
     p50_us: s.p50, p90_us: s.p90, p99_us: s.p99, p999_us: s.p999, mean_us: s.mean, stddev_us: s.stddev,
     ops_per_s: r.elapsedNs > 0 ? (r.unmaps * 1e9) / r.elapsedNs : 0,
     cpu_us_per_op: (r.vcpuCpuNs + r.hostCpuNs) / r.unmaps / 1000,
@@ -53,7 +58,7 @@ export function formatSimTable(rows: readonly SimRow[], title: string): string {
     const mine = rows.filter((r) => r.params['granule'] === g);
     // Against QEMU's trap (what a real host runs today), or the iothread trap when only that one ran.
     const base = mine.some((t) => t.path === 'trap-qemu') ? 'trap-qemu' : 'trap';
-    const header = ['path', 'vCPUs', 'queues', 'p50', 'p99', 'mean', 'unmaps/s', 'cpu µs/op', 'host cpu µs/op', `${base}/this p50`];
+    const header = ['path', 'vCPUs', 'queues', 'p50', 'p99', 'mean', 'ops/s', 'cpu µs/op', 'host cpu µs/op', `${base}/this p50`];
     const body = mine.map((r) => {
       const trap = mine.find((t) => t.path === base && t.params['threads'] === r.params['threads']);
       return [
@@ -61,7 +66,7 @@ export function formatSimTable(rows: readonly SimRow[], title: string): string {
         fmt(r.ops_per_s), fmt(r.cpu_us_per_op), fmt(Number(r.params['host_cpu_us_per_op'])), trap ? `${fmt(trap.p50_us / r.p50_us)}x` : '-',
       ];
     });
-    out.push('', `## unmap, granule ${g / 1024}K (predicted, µs)`, table(header, body));
+    out.push('', `## ${g > 0 ? `unmap, granule ${g / 1024}K` : mine[0]!.scenario} (predicted, µs)`, table(header, body));
   }
   return out.join('\n');
 }

@@ -36,6 +36,17 @@ describe('vcmdq sim', () => {
     expect(r.stderr).toMatch(message);
   });
 
+  it('--scenario svastorm: rows named as the bench\'s svastorm, one per path and vCPU count', () => {
+    const json = path.join(dir, 'storm.json');
+    const r = vcmdq(['sim', '--scenario', 'svastorm', '--paths', 'trap-qemu,doorbell-adaptive', '--vcpus', '1,4', '--unmaps', '30', '--json', json]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/## svastorm/);
+    const doc = JSON.parse(readFileSync(json, 'utf8')) as { results: Record<string, unknown>[] };
+    expect(doc.results.map((row) => [row['scenario'], row['path']])).toEqual([
+      ['svastorm', 'trap-qemu'], ['svastorm', 'trap-qemu'], ['svastorm', 'doorbell-adaptive'], ['svastorm', 'doorbell-adaptive'],
+    ]);
+  });
+
   it('a small kvm-arm64 run: table, rows in the bench schema marked predicted, an SVG', () => {
     const json = path.join(dir, 'out.json');
     const svg = path.join(dir, 'out.svg');
