@@ -16,7 +16,7 @@ import { closeAll, openPaths, SubmitPath, type ScenarioDef } from './scenario-ki
 import { measureNodeLocal, nodeLocalNote, nodeLocalProfile } from './sim-node-local.ts';
 import { median } from './stats.ts';
 import { tlbiNhVaWords, type OpenedPath } from './queue-api.ts';
-import type { Params, QueuePathName, ResultRow } from './types.ts';
+import { MORE_PATHS, PATHS, type Params, type QueuePathName, type ResultRow } from './types.ts';
 import type { SimProfile } from '../src/sim/profile.ts';
 
 /** The simulated path of a real-thread path: the same name (the simulator's paths are named as the bench's), or undefined. */
@@ -74,12 +74,22 @@ class GappedSubmit implements LatencyPath {
   }
 }
 
-/** The bench's throughput iteration (bench/scenarios.ts): publishes of `batch`, the last with a CMD_SYNC; µs per command. */
+/** The CMD_SYNC completion each path takes: a Tegra241 VCMDQ takes CS=NONE only (src/hw.ts), the others SEV. */
+export function syncCsOf(name: string): 'none' | 'sev' {
+  return name === 'hw' ? 'none' : 'sev';
+}
+
+/**
+ * The bench's throughput iteration (bench/scenarios.ts): publishes of `batch`, the last with a CMD_SYNC; µs per
+ * command. The path's own poller (the hw SMMU) runs only while it samples, as in the throughput scenario.
+ */
 class BatchIteration implements LatencyPath {
   readonly params: Params;
   private readonly words: Uint32Array<ArrayBuffer>;
   private readonly publishes: number;
+  private readonly cs: LibCsMode;
   constructor(readonly name: QueuePathName, private readonly o: OpenedPath, private readonly batch: number, private readonly timeoutMs: number) {
+    this.cs = syncCsOf(name) as LibCsMode;
     this.params = { batch };
     this.words = new Uint32Array(4 * batch);
     for (let k = 0; k < batch; k++) tlbiNhVaWords(0x40000 + k, this.words, 4 * k);
@@ -87,11 +97,16 @@ class BatchIteration implements LatencyPath {
   }
   sample(out: Float64Array, from: number, count: number): void {
     const q = this.o.queue;
-    for (let i = from; i < from + count; i++) {
-      const t0 = performance.now();
-      for (let b = 1; b < this.publishes; b++) q.submitWords(this.words, this.batch, null, this.timeoutMs);
-      q.submitWords(this.words, this.batch, 'sev' as LibCsMode, this.timeoutMs);
-      out[i] = ((performance.now() - t0) * 1000) / (this.publishes * this.batch);
+    this.o.active(true);
+    try {
+      for (let i = from; i < from + count; i++) {
+        const t0 = performance.now();
+        for (let b = 1; b < this.publishes; b++) q.submitWords(this.words, this.batch, null, this.timeoutMs);
+        q.submitWords(this.words, this.batch, this.cs, this.timeoutMs);
+        out[i] = ((performance.now() - t0) * 1000) / (this.publishes * this.batch);
+      }
+    } finally {
+      this.o.active(false);
     }
   }
   close(): Promise<void> {
@@ -109,19 +124,20 @@ export const simcheck: ScenarioDef = {
     const m = await measureNodeLocal(progress, Math.max(2000, Math.round(profile.samples / 5)));
     const sp = nodeLocalProfile(m);
     notes.push(nodeLocalNote(m));
-    const opened = await openPaths(ctx, notes);
+    // Every path the round-trip scenario measures, QEMU's trap shape and the hardware VCMDQ included.
+    const opened = await openPaths(ctx, notes, [...PATHS, ...MORE_PATHS]);
     const rows: SimcheckRow[] = [];
     try {
       const simulated = opened.filter((o) => simPathOf(o.name) !== undefined);
       const words = tlbiNhVaWords(0x40000);
-      const submits = simulated.map((o) => new SubmitPath(o.name, o.queue, words, 'sev', profile.timeoutMs));
+      const submits = simulated.map((o) => new SubmitPath(o.name, o.queue, words, syncCsOf(o.name), profile.timeoutMs, o.name === 'hw' ? o : undefined));
       const rt = await runInterleaved('simcheck round trip', submits, profile, progress);
       const measuredRt = new Map(rt.map((x) => [x.path.name, median(x.samples)]));
       const predictedRt = new Map<string, number>();
       for (const o of simulated) {
         const predicted = predictP50(sp, simPathOf(o.name)!, {});
         predictedRt.set(o.name, predicted);
-        rows.push(simcheckRow(o.name, { figure: 'roundtrip_p50', cs: 'sev' }, predicted, measuredRt.get(o.name)!, profile.samples));
+        rows.push(simcheckRow(o.name, { figure: 'roundtrip_p50', cs: syncCsOf(o.name) }, predicted, measuredRt.get(o.name)!, profile.samples));
       }
       for (const d of ['doorbell-sleep', 'doorbell-spin'] as const) {
         const [pt, pd, mt, md] = [predictedRt.get('trap'), predictedRt.get(d), measuredRt.get('trap'), measuredRt.get(d)];

@@ -1,7 +1,7 @@
 // The simcheck scenario's pure parts: its rows and its path mapping. (Its
 // timings are the lead's to measure: `vcmdq bench --scenario simcheck`.)
 import { describe, expect, it } from 'vitest';
-import { simcheckRow, simPathOf } from '../bench/scenario-simcheck.ts';
+import { simcheckRow, simPathOf, syncCsOf } from '../bench/scenario-simcheck.ts';
 import { SCENARIO_REGISTRY } from '../bench/scenarios.ts';
 import { MORE_PATHS, PATHS, SCENARIOS } from '../bench/types.ts';
 import { SIM_PATHS } from '../src/sim/paths.ts';
@@ -15,6 +15,11 @@ describe('simcheck', () => {
     // The reference poller and the baselines are not designs the simulator models.
     expect(simPathOf('doorbell-haltpoll')).toBeUndefined();
     expect(simPathOf('atomics-spin')).toBeUndefined();
+  });
+
+  it('measures the hardware VCMDQ with CS=NONE syncs, as the simulated hw guest sends them (a Tegra241 VCMDQ takes no other)', () => {
+    expect(syncCsOf('hw')).toBe('none');
+    for (const p of ['trap', 'trap-qemu', 'doorbell-spin']) expect(syncCsOf(p)).toBe('sev');
   });
 
   it('a row carries predicted_us, measured_us and their ratio, in the bench schema', () => {
