@@ -114,6 +114,15 @@ describe('submissions go out as the driver sends them (GuestQueue.submitWords)',
     expect(run('doorbell-sleep', { workload: 'batch', batch: 256, unmaps: 3, log2size: 8 }).wakeups).toBeGreaterThanOrEqual(3 * 16);
   });
 
+  it('a guest sees CONS only as far as the simulated SMMU has got: on a ring lapped four times, hw completes no sync early', () => {
+    // The register moves when the real consumer runs (at the fetch); the engine's time comes after. Reading it
+    // would free slots and complete the CMD_SYNC before the SMMU issued the commands (a lap-old CONS compared
+    // with a position four laps on).
+    const r = run('hw', { workload: 'batch', batch: 16, unmaps: 3, log2size: 8 });
+    expect(median(r.latenciesNs)).toBeGreaterThanOrEqual(1024 * (f.hw_cmd + f.smmu_cmd) + f.hw_cmd + f.smmu_sync);
+    expect(r.smmuBusy).toBeLessThanOrEqual(1);
+  });
+
   it('at batch 1 the guest pays its own price of each publish to a polling kernel thread (publish_line), not only its bookkeeping', () => {
     const r = run('doorbell-spin', { workload: 'batch', batch: 1, unmaps: 20 });
     const perPublish = f.guest_cmd + f.guest_submit + f.publish_line;

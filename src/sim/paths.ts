@@ -314,8 +314,7 @@ export class Vcpu implements Actor {
   private publish(): void {
     const env = this.env;
     const ring = this.ring;
-    const cons = ring.cons();
-    if (ring.free(cons) < this.need) {
+    if (ring.free(ring.seenCons) < this.need) {
       // GuestQueue.block(COND_SPACE): woken (or seeing it, polling) when CONS moves (consMoved).
       this.spaceNeed = this.need;
       this.waitFrom = env.sim.now;
@@ -396,8 +395,13 @@ export class Vcpu implements Actor {
   }
 }
 
-/** CONS of `ring`'s queue moved to `cons`: every vCPU on it but `except` looks (Vcpu.consMoved). */
-function completeWaiters(waiters: readonly Vcpu[], cons: number, except?: Vcpu): void {
+/**
+ * The server's work on `ring` up to `cons` is complete in virtual time: the
+ * guests see CONS there (SimRing.seenCons), and every vCPU on the queue but
+ * `except` looks (Vcpu.consMoved).
+ */
+function completeWaiters(ring: SimRing, waiters: readonly Vcpu[], cons: number, except?: Vcpu): void {
+  ring.seenCons = cons;
   for (let k = 0; k < waiters.length; k++) {
     const v = waiters[k]!;
     if (v !== except) v.consMoved(cons);
@@ -503,7 +507,7 @@ export class KernelThread implements Actor, Server {
       }
       case K.SMMU_DONE: {
         const q = this.queues[this.k]!;
-        completeWaiters(q.waiters, this.consAfter);
+        completeWaiters(q.ring, q.waiters, this.consAfter);
         this.k++;
         this.step();
         return;
@@ -608,7 +612,7 @@ export class HwQueue implements Actor, Server {
       this.pending.length = 0;
       this.head = 0;
     }
-    completeWaiters(this.waiters, cons);
+    completeWaiters(this.ring, this.waiters, cons);
   }
 }
 
@@ -692,7 +696,7 @@ export class TrapVmm implements Actor, Server {
         return;
       case V.TRAP_SMMU:
         this.bql.release();
-        completeWaiters(this.waiters, this.ring.cons(), v);
+        completeWaiters(this.ring, this.waiters, this.ring.cons(), v);
         env.sim.after(env.costs.draw(S.exit_user) / 2, v, V.TRAP_BACK);
         return;
       case V.TRAP_BACK:
@@ -728,7 +732,7 @@ export class TrapVmm implements Actor, Server {
         return;
       case T.SMMU_DONE: {
         const v = this.owner!;
-        completeWaiters(this.waiters, this.ring.cons(), v);
+        completeWaiters(this.ring, this.waiters, this.ring.cons(), v);
         // The reply reaches the owner as a completion does; the VMM thread, with no other write to serve, sleeps.
         env.sim.after(env.guestSleeps ? env.costs.draw(S.wake) : env.costs.draw(S.notice), v, V.TRAP_BACK);
         this.threadState = 'sleep';

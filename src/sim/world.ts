@@ -95,6 +95,13 @@ export interface SvaWindow extends PteWindow {
 /** One ring in host memory as the guest writes it: the guest-side PROD (wrap|index) and the slots. */
 export class SimRing {
   prod = 0;
+  /**
+   * CONS as the guest sees it: moved by the server's actor when its work up to
+   * there completes in virtual time. The register runs ahead (the real code
+   * behind it runs at once, the time is charged after), so a guest reading it
+   * would see room, or a completion, before the simulated SMMU has made it.
+   */
+  seenCons = 0;
   readonly posMask: number;
   readonly size: number;
   constructor(readonly qid: number, readonly regs: number, readonly log2size: number, readonly entries: Int32Array, private readonly i32: Int32Array) {
