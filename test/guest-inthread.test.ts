@@ -285,4 +285,27 @@ describe('invalidateRange (Linux arm_smmu_tlb_inv_range_asid) with the model as 
     expect(() => g.gq.invalidateRange(ASID, VA, 0)).toThrow(ArgumentError);
     expect(g.prods.length).toBe(published);
   });
+
+  it('leaf defaults to true on both forms; the async form sends every command of a multi-command range (RIL off: one per page)', async () => {
+    const rig = rig1({ RIL: false });
+    const g = attachGuest(rig, VMID, 4);
+    g.gq.invalidateRange(ASID, VA, 4096);
+    await g.gq.invalidateRangeAsync(ASID, VA, 4096);
+    expect(rig.model.log.map((e) => [e.f[F.OP], e.f[F.LEAF]])).toEqual([[OP.TLBI_NH_VA, 1], [OP.TLBI_NH_VA, 1]]);
+    const executed = rig.model.log.length;
+    await g.gq.invalidateRangeAsync(ASID, VA, 3 * 4096, 4096, true, { timeoutMs: 0 });
+    const sent = rig.model.log.slice(executed).map((e) => e.f[F.ADDR_LO]);
+    expect(sent).toEqual([0, 1, 2].map((k) => (VA + k * 4096) >>> 0));
+  });
+
+  it('a CS=SEV or CS=NONE sync carries no MSI address or data (Linux arm_smmu_cmdq_build_sync_cmd sets them for CS=IRQ only)', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    g.gq.submitWords(asids(1, 1), 1, 'sev', 0); // sync in slot 1
+    g.gq.sync('none', 0); // slot 2
+    for (const slot of [1, 2]) {
+      expect(g.q.ring[slot * 4]! & 0xff).toBe(OP.CMD_SYNC);
+      expect([...g.q.ring.subarray(slot * 4 + 1, slot * 4 + 4)], `slot ${slot}`).toEqual([0, 0, 0]);
+    }
+  });
 });
