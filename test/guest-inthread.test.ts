@@ -135,7 +135,7 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
     await g.gq.submitWordsAsync(asids(70, 1), 70, 'sev', 0, ac.signal);
     await g.gq.syncAsync({ signal: ac.signal, timeoutMs: 0 });
     expect(added.mock.calls.length).toBeGreaterThan(0);
-    expect(removed.mock.calls.map((c) => c[1])).toEqual(added.mock.calls.map((c) => c[1]));
+    expect(removed.mock.calls.map((c) => [c[0], c[1]])).toEqual(added.mock.calls.map((c) => ['abort', c[1]]));
     expect(rig.model.log.length).toBe(70);
   });
 
