@@ -139,6 +139,47 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
     expect(rig.model.log.length).toBe(70);
   });
 
+  it('a full queue: the call waits for space and goes on publishing, returning only when all of it executed (both forms)', async () => {
+    // No pass on PROD writes: the consumer runs at every second load of CONS by the guest (a kernel thread answering
+    // while the guest waits; not at the space check right after a publish), so a batch finds the queue full, waits
+    // for space (COND_SPACE), and the call must go on publishing after that wait.
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    g.pump = false;
+    const load = Atomics.load;
+    let inPass = false;
+    let consLoads = 0;
+    const spy = vi.spyOn(Atomics, 'load').mockImplementation(((a: Int32Array, i: number) => {
+      if (!inPass && a.buffer === rig.i32.buffer && a.byteOffset === 0 && i === g.q.regs + Q_CONS && ++consLoads % 2 === 0) {
+        inPass = true;
+        try {
+          rig.consumer.pass();
+        } finally {
+          inPass = false;
+        }
+      }
+      return load(a, i);
+    }) as typeof Atomics.load);
+    try {
+      let first = 1;
+      for (const cs of [null, 'sev'] as (CsMode | null)[]) {
+        const executed = rig.model.log.length;
+        // With a sync the call returns when all 30 executed; without one, when all 30 are published (a pass runs them).
+        g.gq.submitWords(asids(30, first), 30, cs, 5000);
+        if (cs === null) rig.consumer.pass();
+        expect(rig.model.log.slice(executed).map((e) => e.f[F.ASID]), `cs ${cs}`).toEqual(Array.from({ length: 30 }, (_, k) => first + k));
+        first += 30;
+        const before = rig.model.log.length;
+        await g.gq.submitWordsAsync(asids(30, first), 30, cs, 5000);
+        if (cs === null) rig.consumer.pass();
+        expect(rig.model.log.slice(before).map((e) => e.f[F.ASID]), `async cs ${cs}`).toEqual(Array.from({ length: 30 }, (_, k) => first + k));
+        first += 30;
+      }
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('sync() is one CMD_SYNC; n = 0 without a sync publishes nothing', () => {
     const rig = rig1();
     const g = attachGuest(rig, VMID, 3);
