@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { buildCmdSync, decodeCommand, encodeCommand, getField, type Command } from '../src/codec.ts';
 import { F, OP } from '../src/fields.ts';
-import { VSMMU_REJECT, VSmmu, convertBatch, rejectReason } from '../src/vsmmu.ts';
+import { VCMDQ_TEGRA241, VSMMU_REJECT, VSmmu, convertBatch, rejectReason } from '../src/vsmmu.ts';
 
 interface Vector {
   name: string;
@@ -90,6 +90,36 @@ describe('vCMDQ command set', () => {
       const code = vs.convertVcmdq(words(op === 'TLBI_NSNH_ALL' || op === 'TLBI_S12_VMALL' ? { op } : { op, sid: 0x10 }));
       expect(code & 0xff).toBe(VSMMU_REJECT.OPCODE);
       expect(rejectReason(code)).toBe(`${op} is not forwarded for a guest`);
+    }
+  });
+  // Linux tegra241_guest_vcmdq_supports_cmd: a guest-owned VCMDQ takes TLBI_NH_ASID, TLBI_NH_VA and ATC_INV,
+  // and its CMD_SYNCs complete by CONS alone (CS=NONE; the VCMDQ raises no SEV or MSI for a guest).
+  it('the Tegra241 set admits NH_ASID, NH_VA, ATC_INV and CS=NONE syncs, and names what it refuses', () => {
+    for (const op of ['TLBI_NH_ASID', 'TLBI_NH_VA'] as const) {
+      const u = words({ op, vmid: 0xffff });
+      expect(vs.convertVcmdq(u, VCMDQ_TEGRA241)).toBe(0);
+      expect(getField(u, F.VMID)).toBe(5);
+    }
+    const atc = words({ op: 'ATC_INV', sid: 0x10, size: 52 });
+    expect(vs.convertVcmdq(atc, VCMDQ_TEGRA241)).toBe(0);
+    expect(getField(atc, F.SID)).toBe(0x20008);
+    const u = new Uint32Array(4);
+    buildCmdSync(u, 0, 0, 0, 0);
+    const before = [...u];
+    expect(vs.convertVcmdq(u, VCMDQ_TEGRA241)).toBe(0);
+    expect([...u]).toEqual(before);
+    for (const cs of [1, 2, 3]) {
+      buildCmdSync(u, cs, 0, 0, 0);
+      const code = vs.convertVcmdq(u, VCMDQ_TEGRA241);
+      expect(code).toBe(VSMMU_REJECT.TEGRA241_SYNC_CS | (OP.CMD_SYNC << 8));
+      expect(rejectReason(code, u)).toBe(`CMD_SYNC CS=${cs}: a Tegra241 guest VCMDQ takes CS=NONE only (the guest polls CONS)`);
+    }
+    expect(rejectReason(VSMMU_REJECT.TEGRA241_SYNC_CS | (OP.CMD_SYNC << 8))).toBe('CMD_SYNC CS=?: a Tegra241 guest VCMDQ takes CS=NONE only (the guest polls CONS)');
+    // What the wide set forwards but Tegra241's does not.
+    for (const op of ['TLBI_NH_ALL', 'TLBI_NH_VAA'] as const) {
+      const code = vs.convertVcmdq(words({ op }), VCMDQ_TEGRA241);
+      expect(code).toBe(VSMMU_REJECT.TEGRA241_OPCODE | (OP[op] << 8));
+      expect(rejectReason(code)).toBe(`${op} is not in a Tegra241 guest VCMDQ's command set (TLBI_NH_ASID, TLBI_NH_VA, ATC_INV, CMD_SYNC; tegra241_guest_vcmdq_supports_cmd)`);
     }
   });
   it('the Tegra "inferred" vector (CFGI_STE on a guest VCMDQ) is refused', () => {
