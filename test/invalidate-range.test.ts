@@ -201,6 +201,7 @@ describe('tlbInvRangeAsid with the model as the oracle', () => {
       ['asid', () => tlbInvRangeAsid(null, 0, 65537, 0, 4096, 4096, true, feat)],
       ['asid', () => tlbInvRangeAsid(null, 0, 256, 0, 4096, 4096, true, narrow)],
       ['asid', () => tlbInvRangeAsid(null, 0, NaN, 0, 4096, 4096, true, feat)],
+      ['asid', () => tlbInvRangeAsid(null, 0, -1, 0, 4096, 4096, true, feat)],
       ['iova', () => tlbInvRangeAsid(null, 0, 1, 2 ** 48, 4096, 4096, true, feat)],
       ['iova', () => tlbInvRangeAsid(null, 0, 1, -1, 4096, 4096, true, feat)],
       ['iova', () => tlbInvRangeAsid(null, 0, 1, NaN, 4096, 4096, true, feat)],
@@ -208,5 +209,35 @@ describe('tlbInvRangeAsid with the model as the oracle', () => {
     ];
     for (const [arg, call] of cases) expect(refusedArgument(call), arg).toBe(arg);
     expect(tlbInvRangeAsid(null, 0, 255, 0, 4096, 4096, true, narrow)).toBe(1);
+    // ASID 0 is an ASID like any other (the kernel's own on a stage-1 domain), not a refusal.
+    expect(tlbInvRangeAsid(null, 0, 0, 0, 4096, 4096, true, feat)).toBe(1);
+  });
+
+  // arm_smmu_tlb_inv_range_asid's RIL split: a page count that is 1 more than a multiple of 32 gets one page more
+  // (a lone page at SCALE 0 with TTL 0 would be Reserved), and the split needs SCALE <= 31 without DS. 2^32 - 1
+  // pages (all 32 low bits) split within SCALE 31, so they stay a range; one page more would need SCALE 32 and
+  // fall back to TLBI_NH_ASID. The count is 31 mod 32, so it takes no extra page.
+  it('at the SCALE limit: 2^32 - 1 pages stay a range split, 2^32 fall back to the whole ASID without DS and are one SCALE-32 command with it', () => {
+    const feat = makeFeatures({ RIL: true, DS: false });
+    const size = (2 ** 32 - 1) * 4096;
+    const n = tlbInvRangeAsid(null, 0, ASID, 0, size, 4096, true, feat);
+    const cmds = decoded(words(n, 0, size, 4096, true, feat), feat);
+    expect(cmds.every((c) => c.op === 'TLBI_NH_VA')).toBe(true);
+    // 2^32 - 1 = 31 * (1 + 2^5 + ... + 2^25) + 3 * 2^30: one command per 5-bit chunk.
+    expect(cmds.map((c) => (c as { scale: number }).scale)).toEqual([0, 5, 10, 15, 20, 25, 30]);
+    const pages = cmds.reduce((sum, c) => sum + ((c as { num: number }).num + 1) * 2 ** (c as { scale: number }).scale, 0);
+    expect(pages).toBe(2 ** 32 - 1);
+    // One page more needs SCALE 32: the whole ASID instead.
+    const m = tlbInvRangeAsid(null, 0, ASID, 0, size + 4096, 4096, true, feat);
+    expect(decoded(words(m, 0, size + 4096, 4096, true, feat), feat).map((c) => c.op)).toEqual(['TLBI_NH_ASID']);
+    // With DS (SCALE up to 39 here, 63 in the split check), 2^32 pages are one command: NUM 0 at SCALE 32, whose
+    // __ffs comes from the page count's high 32 bits.
+    const ds = makeFeatures({ RIL: true, DS: true });
+    const k = tlbInvRangeAsid(null, 0, ASID, 0, size + 4096, 4096, true, ds);
+    expect(decoded(words(k, 0, size + 4096, 4096, true, ds), ds)).toMatchObject([{ op: 'TLBI_NH_VA', num: 0, scale: 32 }]);
+    // 3 x 2^32 pages: __ffs is the lowest set bit of the high half (32), not its top bit: NUM 2 at SCALE 32.
+    const big = 3 * 2 ** 44;
+    const j = tlbInvRangeAsid(null, 0, ASID, 0, big, 4096, true, ds);
+    expect(decoded(words(j, 0, big, 4096, true, ds), ds)).toMatchObject([{ op: 'TLBI_NH_VA', num: 2, scale: 32 }]);
   });
 });
