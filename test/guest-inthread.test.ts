@@ -216,6 +216,17 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
     expect(() => g.gq.submitWords(new Uint32Array(0), 0, 'sev', 0)).toThrow(SyncTimeoutError);
   });
 
+  it('without a consumer, a CS=IRQ sync past slot 0 does not complete: the guest polls its own slot, which still holds the opcode', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    g.pump = false;
+    // The sync sits in slot 2. Any other word the wait might poll (below the ring, another slot's) is 0 here and
+    // would end the wait at once, as if the MSI had landed (Linux __arm_smmu_cmdq_poll_until_msi polls the sync's own).
+    expect(() => g.gq.submitWords(asids(2, 1), 2, 'irq', 0)).toThrow(SyncTimeoutError);
+    expect(g.q.ring[2 * 4]! & 0xff).toBe(OP.CMD_SYNC);
+    expect(rig.model.log).toEqual([]);
+  });
+
   it('without a consumer, a call that needs to wait fails with SyncTimeoutError at timeoutMs 0, having published what fit', () => {
     const rig = rig1();
     const g = attachGuest(rig, VMID, 2);
