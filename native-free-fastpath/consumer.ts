@@ -533,6 +533,9 @@ export class Consumer {
     const i32 = this.i32;
     const f = this.f;
     const cs = f[F.CS];
+    // Counted before either publish that completes the sync (the MSI, then CONS), so a guest that saw its sync
+    // complete, by either, also sees it counted.
+    i32[q.regs + Q_STAT_SYNCS]!++;
     if (cs === CS.IRQ && this.features.MSI && (f[F.MSIADDR_LO]! | f[F.MSIADDR_HI]!) !== 0) {
       const pa = q.vm.stage2(f[F.MSIADDR_LO]!, f[F.MSIADDR_HI]!);
       if (pa < 0 || pa + 4 > i32.byteLength) this.raiseGerror(q, GERROR_MSI_CMDQ_ABT);
@@ -541,8 +544,6 @@ export class Consumer {
         if (Atomics.load(i32, q.regs + Q_WAITERS) !== 0) Atomics.notify(i32, pa >>> 2);
       }
     }
-    // Counted before the publish, so a guest that saw its sync complete also sees it counted.
-    i32[q.regs + Q_STAT_SYNCS]!++;
     Atomics.store(i32, q.regs + Q_CONS, consAfter | q.errBits); // publish: CONS release
     // Every CONS waiter, not only CS=SEV's: a space or CS=NONE waiter may
     // have no later publish in this pass to wake it (consume stores CONS

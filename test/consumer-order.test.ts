@@ -2,7 +2,7 @@
 // the published CONS (and the MSI words) at each execute, so the order of
 // execution against completion is a checked property, not a comment.
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { buildCmdSync, buildTlbiNhAll, buildTlbiNhAsid, buildTlbiNhVa, decodeWords, encodeWords } from '../src/codec.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import { Q_CONS, Q_STAT_CMDS, Q_STAT_SLOT_READS, Q_STAT_SYNCS } from '../src/layout.ts';
@@ -198,6 +198,32 @@ describe('statistics are added per pass, yet counted before each publish that co
       expect(s.reads).toBe(s.cmds);
     }
     expect([rig.i32[q.regs + Q_STAT_CMDS], rig.i32[q.regs + Q_STAT_SLOT_READS], rig.i32[q.regs + Q_STAT_SYNCS]]).toEqual([8, 8, 2]);
+  });
+});
+
+describe('a CS=IRQ sync is counted before its MSI', () => {
+  // The MSI completes a CS=IRQ sync for the guest (Linux __arm_smmu_cmdq_poll_until_msi returns on it, before
+  // CONS moves), so Q_STAT_SYNCS must already count it when the MSI store lands, as it does before CONS.
+  it('at the MSI store and at the CONS store, Q_STAT_SYNCS already counts the sync', () => {
+    const rig = makeRig([{ vmid: VMID, psids: [1] }]);
+    const q = addQueue(rig, VMID, 4);
+    const plan: Planned[] = [{ kind: 'va', cs: 0 }, { kind: 'sync', cs: CS.IRQ }];
+    const words = plan.map((p, seq) => guestWords(p, seq, rig, 0));
+    const atStore: { word: string; syncs: number }[] = [];
+    const real = Atomics.store;
+    const spy = vi.spyOn(Atomics, 'store').mockImplementation(((a: Int32Array, i: number, v: number) => {
+      if (a === rig.i32 && (i === rig.msiPa >>> 2 || i === q.regs + Q_CONS)) {
+        atStore.push({ word: i === q.regs + Q_CONS ? 'CONS' : 'MSI', syncs: rig.i32[q.regs + Q_STAT_SYNCS]! });
+      }
+      return real(a, i, v);
+    }) as typeof Atomics.store);
+    try {
+      submit(rig, q, words);
+      expect(rig.consumer.pass()).toBe(2);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(atStore).toEqual([{ word: 'MSI', syncs: 1 }, { word: 'CONS', syncs: 1 }]);
   });
 });
 
