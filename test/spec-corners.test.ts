@@ -15,9 +15,8 @@ import { ENOENT, TRAP_KOP, TrapKernelSide } from '../src/trap/kernel.ts';
 import { MB_ARG0, MB_PAYLOAD, MB_RES0, MMIO_BYTES, mailboxPayload, mailboxWords } from '../src/layout.ts';
 import type { MailboxHandler, MailboxServer } from '../src/mailbox.ts';
 import { VSmmu } from '../src/vsmmu.ts';
-import { RecordingSink, hexWords, words4 } from './trap-helpers.ts';
-import { EFAULT, EIO, HwptInvalidate } from '../src/trap/iommufd.ts';
-import { buildTlbiNhAsid, buildAtcInv } from '../src/codec.ts';
+import { RecordingSink } from './trap-helpers.ts';
+import { EFAULT } from '../src/trap/iommufd.ts';
 import { STE, STE_CFG, encodeSte, getField, installNestedSte, type Stage2Config } from '../src/model/structs.ts';
 
 const f = new Uint32Array(FIELD_COUNT);
@@ -179,48 +178,6 @@ describe('the kernel checks the VMM ioctl arguments (issue 10 item 8)', () => {
     expect(k.call(TRAP_KOP.IOMMUFD_INVALIDATE, [6, 1], own)).toBe(-ENOENT);
     expect(k.call(TRAP_KOP.NESTED_STE, [6, 0x10], own)).toBe(-ENOENT);
     expect(k.sink.log).toEqual([]);
-  });
-});
-
-describe('IOMMU_HWPT_INVALIDATE as upstream v6.18 (issue 10 item 12)', () => {
-  const vsmmu = new VSmmu(5, [[0x10, 0x20008]]);
-  const nhAsid = (a: number, vmid = 0): Uint32Array => { const u = new Uint32Array(4); buildTlbiNhAsid(u, a, vmid); return u; };
-  const arr = (cmds: Uint32Array[]): Uint32Array => { const a = new Uint32Array(cmds.length * 4); cmds.forEach((u, i) => a.set(u, 4 * i)); return a; };
-  /** NH_VA with TG != 0 and NUM = SCALE = TTL = 0: converts fine, the host SMMU finds it illegal (spec 4.4.1.1). */
-  const reserved = words4(['0x0001000000000012', '0x0000000000010400']);
-
-  it('arm_vsmmu_cache_invalidate + __arm_smmu_cmdq_skip_err: a converted command the host SMMU refuses becomes a CMD_SYNC, the rest runs, the ioctl returns 0', () => {
-    const sink = new RecordingSink();
-    const hw = new HwptInvalidate(vsmmu, sink, DEFAULT_FEATURES, 'upstream-v6.18');
-    expect(hw.invalidate(arr([nhAsid(1), reserved, nhAsid(2)]), 0, 3)).toBe(0);
-    expect(hw.entryNum).toBe(3);
-    expect(sink.log).toEqual([hexWords(nhAsid(1, 5)), ['SYNC', ''], hexWords(nhAsid(2, 5)), ['SYNC', '']]);
-    // The default stays strict: -EIO at the refused entry, the prefix flushed first.
-    const strict = new RecordingSink();
-    const hs = new HwptInvalidate(vsmmu, strict, DEFAULT_FEATURES);
-    expect(hs.invalidate(arr([nhAsid(1), reserved, nhAsid(2)]), 0, 3)).toBe(-EIO);
-    expect(hs.entryNum).toBe(1);
-    expect(strict.log).toEqual([hexWords(nhAsid(1, 5)), ['SYNC', '']]);
-  });
-
-  it('a conversion failure (arm_vsmmu_convert_user_cmd -EIO) returns before issuing the block it was filling: entry_num counts a prefix that never ran', () => {
-    const sink = new RecordingSink();
-    const hw = new HwptInvalidate(vsmmu, sink, DEFAULT_FEATURES, 'upstream-v6.18');
-    const atc = new Uint32Array(4);
-    buildAtcInv(atc, 0x99, 0, 0, 0, 52, 0, 0);
-    expect(hw.invalidate(arr([nhAsid(1), nhAsid(2), atc, nhAsid(3)]), 0, 4)).toBe(-EIO);
-    expect(hw.entryNum).toBe(2);
-    expect(sink.log).toEqual([]);
-  });
-
-  it('a command the host SMMU model refuses mid-block is skipped, not the end of the block', () => {
-    const sink = new RecordingSink();
-    let calls = 0;
-    const refuseSecond = { execute: (f: Uint32Array): number => (calls++ === 1 ? 1 : sink.execute(f)) };
-    const hw = new HwptInvalidate(vsmmu, refuseSecond, DEFAULT_FEATURES, 'upstream-v6.18');
-    expect(hw.invalidate(arr([nhAsid(1), nhAsid(2), nhAsid(3)]), 0, 3)).toBe(0);
-    expect(hw.entryNum).toBe(3);
-    expect(sink.commands()).toEqual([hexWords(nhAsid(1, 5)), hexWords(nhAsid(3, 5))]);
   });
 });
 

@@ -3,7 +3,7 @@
 // direct call. Threads are exercised in trap-threads.test.ts.
 
 import { describe, expect, it } from 'vitest';
-import { buildCfgiSte, buildCmdSync, buildTlbiNhAsid, encodeWords } from '../src/codec.ts';
+import { buildAtcInv, buildCfgiSte, buildCmdSync, buildTlbiNhAsid, encodeWords } from '../src/codec.ts';
 import { DEFAULT_FEATURES, makeFeatures } from '../src/features.ts';
 import { CS, OP } from '../src/fields.ts';
 import { CONS_ERR_SHIFT, GERROR_CMDQ_ERR, MB_PAYLOAD_BYTES, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN } from '../src/layout.ts';
@@ -35,6 +35,8 @@ function array(cmds: Uint32Array[]): Uint32Array {
 function hostAsid(a: number): [string, string] {
   return hexWords(asid(a, 5));
 }
+/** NH_VA with TG != 0 and NUM = SCALE = TTL = 0: converts fine, the host SMMU finds it illegal (spec 4.4.1.1). */
+const RESERVED_RANGE = words4(['0x0001000000000012', '0x0000000000010400']);
 
 describe('iommufd handler (kernel side of IOMMU_HWPT_INVALIDATE)', () => {
   it.each(CONVERT.map((v) => [v.name, v] as const))('executes %s with the host words', (_n, v) => {
@@ -100,8 +102,7 @@ describe('iommufd handler (kernel side of IOMMU_HWPT_INVALIDATE)', () => {
   it('refuses a converted command the host SMMU would find illegal (reserved range combination) at its index', () => {
     const sink = new RecordingSink();
     const hw = new HwptInvalidate(vs(), sink, DEFAULT_FEATURES);
-    const bad = words4(['0x0001000000000012', '0x0000000000010400']);
-    expect(hw.invalidate(array([asid(1), bad]), 0, 2)).toBe(-EIO);
+    expect(hw.invalidate(array([asid(1), RESERVED_RANGE]), 0, 2)).toBe(-EIO);
     expect(hw.entryNum).toBe(1);
   });
 
@@ -138,6 +139,52 @@ describe('iommufd handler (kernel side of IOMMU_HWPT_INVALIDATE)', () => {
     expect(sink.commands()).toEqual(Array.from({ length: 10 }, (_, i) => hostAsid(i)));
     expect(sink.syncs).toBe(1);
     expect([hw.executed, hw.syncs]).toEqual([10, 1]);
+  });
+});
+
+describe('IOMMU_HWPT_INVALIDATE as upstream v6.18 (issue 10 item 12)', () => {
+  it('arm_vsmmu_cache_invalidate + __arm_smmu_cmdq_skip_err: a converted command the host SMMU refuses becomes a CMD_SYNC, the rest runs, the ioctl returns 0', () => {
+    const sink = new RecordingSink();
+    const hw = new HwptInvalidate(vs(), sink, DEFAULT_FEATURES, 'upstream-v6.18');
+    expect(hw.invalidate(array([asid(1), RESERVED_RANGE, asid(2)]), 0, 3)).toBe(0);
+    expect(hw.entryNum).toBe(3);
+    expect(sink.log).toEqual([hostAsid(1), ['SYNC', ''], hostAsid(2), ['SYNC', '']]);
+    // The default stays strict: -EIO at the refused entry, the prefix flushed first.
+    const strict = new RecordingSink();
+    const hs = new HwptInvalidate(vs(), strict, DEFAULT_FEATURES);
+    expect(hs.invalidate(array([asid(1), RESERVED_RANGE, asid(2)]), 0, 3)).toBe(-EIO);
+    expect(hs.entryNum).toBe(1);
+    expect(strict.log).toEqual([hostAsid(1), ['SYNC', '']]);
+  });
+
+  it('a conversion failure (arm_vsmmu_convert_user_cmd -EIO) returns before issuing the block it was filling: entry_num counts a prefix that never ran', () => {
+    const sink = new RecordingSink();
+    const hw = new HwptInvalidate(vs(), sink, DEFAULT_FEATURES, 'upstream-v6.18');
+    const atc = new Uint32Array(4);
+    buildAtcInv(atc, 0x99, 0, 0, 0, 52, 0, 0); // vSID 0x99 has no pSID
+    expect(hw.invalidate(array([asid(1), asid(2), atc, asid(3)]), 0, 4)).toBe(-EIO);
+    expect(hw.entryNum).toBe(2);
+    expect(sink.log).toEqual([]);
+    // In a later block: the blocks before it were issued (each with its sync), the one being filled was not,
+    // and entry_num counts both (the kernel's `cur - cmds` at its `out:` label).
+    const later = new RecordingSink();
+    const hl = new HwptInvalidate(vs(), later, DEFAULT_FEATURES, 'upstream-v6.18');
+    const cmds = Array.from({ length: KERNEL_BLOCK + 5 }, (_, i) => asid(i));
+    cmds[KERNEL_BLOCK + 3] = atc;
+    expect(hl.invalidate(array(cmds), 0, cmds.length)).toBe(-EIO);
+    expect(hl.entryNum).toBe(KERNEL_BLOCK + 3);
+    expect(later.log).toEqual([...Array.from({ length: KERNEL_BLOCK }, (_, i) => hostAsid(i)), ['SYNC', '']]);
+    expect([hl.executed, hl.syncs]).toEqual([KERNEL_BLOCK, 1]);
+  });
+
+  it('a command the host SMMU model refuses mid-block is skipped, not the end of the block', () => {
+    const sink = new RecordingSink();
+    let calls = 0;
+    const refuseSecond = { execute: (f: Uint32Array): number => (calls++ === 1 ? 1 : sink.execute(f)) };
+    const hw = new HwptInvalidate(vs(), refuseSecond, DEFAULT_FEATURES, 'upstream-v6.18');
+    expect(hw.invalidate(array([asid(1), asid(2), asid(3)]), 0, 3)).toBe(0);
+    expect(hw.entryNum).toBe(3);
+    expect(sink.commands()).toEqual([hostAsid(1), hostAsid(3)]);
   });
 });
 
