@@ -239,5 +239,11 @@ describe('tlbInvRangeAsid with the model as the oracle', () => {
     const big = 3 * 2 ** 44;
     const j = tlbInvRangeAsid(null, 0, ASID, 0, big, 4096, true, ds);
     expect(decoded(words(j, 0, big, 4096, true, ds), ds)).toMatchObject([{ op: 'TLBI_NH_VA', num: 2, scale: 32 }]);
+    // 2^32 + 2 pages: the low window (2 pages at SCALE 1) fits, the next (2^32) does not. The check walks every window
+    // of the split, as __arm_smmu_tlb_inv_range would issue them, not only the first: the whole ASID without DS.
+    const two = (2 ** 32 + 2) * 4096;
+    const t = tlbInvRangeAsid(null, 0, ASID, 0, two, 4096, true, feat);
+    expect(decoded(words(t, 0, two, 4096, true, feat), feat).map((c) => c.op)).toEqual(['TLBI_NH_ASID']);
+    expect(decoded(words(2, 0, two, 4096, true, ds), ds)).toMatchObject([{ num: 0, scale: 1 }, { num: 0, scale: 32, addr: 2n * 4096n }]);
   });
 });
