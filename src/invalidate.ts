@@ -171,17 +171,22 @@ export function tlbInvRangeAsid(
 const svaTemplate = new Uint32Array(FIELD_COUNT);
 
 /**
- * arm_smmu_mm_arch_invalidate_secondary_tlbs (SVA): without RIL, a range of
- * CMDQ_MAX_TLBI_OPS pages or more, and size 0 (the whole address space),
- * become one TLBI_NH_ASID; otherwise a non-leaf 4 KiB range. Returns the
- * number of commands written to out[at..].
+ * arm_smmu_mm_arch_invalidate_secondary_tlbs (SVA): every 4 KiB page
+ * overlapping [iova, iova + size). Without RIL, a range of CMDQ_MAX_TLBI_OPS
+ * pages or more, and size 0 (the whole address space), become one
+ * TLBI_NH_ASID; otherwise a non-leaf 4 KiB range. Returns the number of
+ * commands written to out[at..].
  */
 export function svaInvRange(out: Uint32Array | null, at: number, asid: number, iovaLo: number, iovaHi: number, size: number, ril: boolean): number {
-  if (size === 0 || (!ril && size >= CMDQ_MAX_TLBI_OPS * PAGE_SIZE)) return nhAsid(out, at, asid);
+  // Rounded out to whole pages, as arm64's __flush_tlb_range_nosync hands them to the notifier (start rounded down,
+  // end up): a RIL split counts whole pages, and a per-page walk from an unaligned start stops a page short.
+  const head = (iovaLo >>> 0) % PAGE_SIZE;
+  const bytes = Math.ceil((head + size) / PAGE_SIZE) * PAGE_SIZE;
+  if (size === 0 || (!ril && bytes >= CMDQ_MAX_TLBI_OPS * PAGE_SIZE)) return nhAsid(out, at, asid);
   svaTemplate.fill(0);
   svaTemplate[F.OP] = OP.TLBI_NH_VA;
   svaTemplate[F.ASID] = asid;
-  return tlbInvRange(out, at, svaTemplate, iovaLo, iovaHi, size, PAGE_SIZE, PAGE_SHIFT, ril);
+  return tlbInvRange(out, at, svaTemplate, (iovaLo >>> 0) - head, iovaHi, bytes, PAGE_SIZE, PAGE_SHIFT, ril);
 }
 
 /**

@@ -127,4 +127,24 @@ describe('svaInvRange on the model: ranged below CMDQ_MAX_TLBI_OPS pages, ASID-w
       }
     });
   }
+
+  // arm64's __flush_tlb_range_nosync rounds start down and end up to the page before
+  // mmu_notifier_arch_invalidate_secondary_tlbs, so Linux's SVA handler only sees whole pages; svaInvRange takes
+  // any byte range and must cover every page it overlaps (a RIL split counts whole pages only).
+  for (const ril of [true, false]) {
+    it(`a byte range that starts or ends inside a page covers every page it overlaps (RIL ${ril ? 'on' : 'off'})`, () => {
+      const s = setup(4096, FIRST + 40 + 1, ril);
+      for (let len = 1; len <= 40; len++) {
+        for (const [head, tail] of [[1, 0], [0, 1], [0x800, 0x7ff], [0xfff, 0xfff], [0x123, 0]]) {
+          const size = len * 4096 - head! - tail!;
+          if (size <= 0) continue;
+          checkRange(s, len, ril && len % 32 === 1, (out) => {
+            const n = svaInvRange(out, 0, ASID, VA + FIRST * 4096 + head!, 0, size, ril);
+            for (let i = 0; out !== null && i < n; i++) out[4 * i + 1] = (out[4 * i + 1]! & 0xffff0000) | VMID;
+            return n;
+          });
+        }
+      }
+    });
+  }
 });
