@@ -36,6 +36,7 @@ function ffs(n: number): number {
  * TTL naming the wrong level lets the SMMU keep the entry (Arm IHI 0070
  * §4.4.1.1: TTL is a hint the SMMU may use to skip other levels).
  *
+ * `size` is a whole number of 2^pgShift pages (ArgumentError otherwise).
  * Writes the commands to out[at..] (4 u32 each) and returns how many; with
  * out = null it only counts them, to size the buffer.
  */
@@ -43,6 +44,9 @@ export function tlbInvRange(
   out: Uint32Array | null, at: number, template: Uint32Array,
   iovaLo: number, iovaHi: number, size: number, granule: number, pgShift: number, ril: boolean, ttlHint = true,
 ): number {
+  // Linux's callers hand whole pages (io-pgtable's gather, arm64's rounded SVA range; svaInvRange and
+  // tlbInvRangeAsid round out): a RIL split counts whole pages, so a partial one would go uninvalidated.
+  if (!(size >= 0 && size % 2 ** pgShift === 0)) throw new ArgumentError('size', `must be a whole number of 2^${pgShift}-byte pages, got ${size}`);
   cmd.set(template);
   cmd[F.TG] = cmd[F.TTL] = cmd[F.NUM] = cmd[F.SCALE] = 0;
   let invRange = granule;
@@ -60,7 +64,7 @@ export function tlbInvRange(
   let n = 0;
   while (left > 0) {
     if (ril) {
-      if (numPages === 0) break;
+      // numPages reaches 0 with left (whole pages; less the non-leaf bump's page when there was one).
       const scale = ffs(numPages);
       const num = Math.floor(numPages / 2 ** scale) % 32;
       cmd[F.SCALE] = scale;

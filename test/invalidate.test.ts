@@ -2,9 +2,11 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeCommand, encodeCommand, type Command } from '../src/codec.ts';
+import { ArgumentError } from '../src/errors.ts';
 import { makeFeatures } from '../src/features.ts';
 import { F, FIELD_COUNT, OP } from '../src/fields.ts';
 import { CMDQ_MAX_TLBI_OPS, atcInvToCmd, svaInvRange, tlbInvRange } from '../src/invalidate.ts';
+import { thrown } from './doorbell-helpers.ts';
 
 interface Vector { name: string; kind: string; words: [string, string] }
 const vectors = JSON.parse(readFileSync(new URL('./fixtures/smmu-vectors.json', import.meta.url), 'utf8')) as Vector[];
@@ -73,6 +75,18 @@ describe('__arm_smmu_tlb_inv_range against the [cmd k] vector groups', () => {
     expect(got.map((w) => decodeCommand(w).addr)).toEqual([0xffffe000n, 0xfffff000n]);
     const got2 = run(template(OP.TLBI_NH_VA, 1, 0, 1), 0xfffff000n, 35 * K, K, 12, true);
     expect(got2.map((w) => decodeCommand(w).addr)).toEqual([0xfffff000n, 0x100002000n]);
+  });
+  it('refuses a size that is not whole pages of pgShift (the RIL split counts whole pages), and takes size 0 as no command', () => {
+    const t = template(OP.TLBI_NH_VA, 1, 0, 1);
+    for (const ril of [true, false]) {
+      for (const [size, pgShift] of [[100, 12], [K + 1, 12], [K, 14], [-K, 12], [Number.NaN, 12]] as const) {
+        const err = thrown(() => tlbInvRange(null, 0, t, 0, 0, size, K, pgShift, ril));
+        expect(err).toBeInstanceOf(ArgumentError);
+        expect((err as ArgumentError).message).toBe(`size must be a whole number of 2^${pgShift}-byte pages, got ${size}`);
+      }
+      expect(tlbInvRange(null, 0, t, 0, 0, 0, K, 12, ril)).toBe(0);
+      expect(tlbInvRange(null, 0, t, 0, 0, 4 * K, 4 * K, 14, ril)).toBe(1);
+    }
   });
   it('refuses to write past the end of out', () => {
     const t = template(OP.TLBI_NH_VA, 1, 0, 1);
