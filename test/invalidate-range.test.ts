@@ -12,7 +12,7 @@ import { decodeCommand } from '../src/codec.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
 import { CMDQ_MAX_TLBI_OPS, tlbInvRangeAsid } from '../src/invalidate.ts';
 import { ACCESS, PROT, type Granule } from '../src/model/index.ts';
-import { refusedArgument } from './doorbell-helpers.ts';
+import { refusedArgument, thrown } from './doorbell-helpers.ts';
 import { cmd, makeVm, makeWorld, run, MiB } from './model-fixture.ts';
 
 const ASID = 0x1234;
@@ -211,6 +211,16 @@ describe('tlbInvRangeAsid with the model as the oracle', () => {
     expect(tlbInvRangeAsid(null, 0, 255, 0, 4096, 4096, true, narrow)).toBe(1);
     // ASID 0 is an ASID like any other (the kernel's own on a stage-1 domain), not a refusal.
     expect(tlbInvRangeAsid(null, 0, 0, 0, 4096, 4096, true, feat)).toBe(1);
+    // Each refusal says what the argument must be, under which feature, and what it got.
+    const texts: [string, () => unknown][] = [
+      ['asid must be an integer in 0..65535 (IDR0.ASID16=1), got 65537', () => tlbInvRangeAsid(null, 0, 65537, 0, 4096, 4096, true, feat)],
+      ['asid must be an integer in 0..255 (IDR0.ASID16=0), got 256', () => tlbInvRangeAsid(null, 0, 256, 0, 4096, 4096, true, narrow)],
+      ['granule must be 4096, 16384 or 65536 (a stage-1 TG0), got 3000', () => tlbInvRangeAsid(null, 0, 1, 0, 4096, 3000, true, feat)],
+      ['iova must be an integer address in [0, 2^48), got -1', () => tlbInvRangeAsid(null, 0, 1, -1, 4096, 4096, true, feat)],
+      ['size must be a whole number of bytes > 0 with iova + size <= 2^48, got 0', () => tlbInvRangeAsid(null, 0, 1, 0, 0, 4096, true, feat)],
+      ['leaf must be a boolean, got 1', () => tlbInvRangeAsid(null, 0, 1, 0, 4096, 4096, 1 as unknown as boolean, feat)],
+    ];
+    for (const [text, call] of texts) expect((thrown(call) as Error).message).toBe(text);
   });
 
   // arm_smmu_tlb_inv_range_asid's RIL split: a page count that is 1 more than a multiple of 32 gets one page more
