@@ -81,9 +81,9 @@ export const targets = {
     note: "the kernel thread's consume loop, driven in-thread through test/consumer-rig.ts",
   },
   guest: {
-    // submitWords .. invalidateRangeAsync; plan .. publish; consumed, unwrapCons. Not awaitTurn: only another
-    // producer thread reaches it (guest-multi-producer covers it on real threads).
-    mutate: ['src/guest.ts:438-505', 'src/guest.ts:619-713', 'src/guest.ts:741-751'],
+    // planBatch, batchSlots; submitWords .. invalidateRangeAsync; advance .. publish; consumed, unwrapCons. Not
+    // awaitTurn: only another producer thread reaches it (guest-multi-producer covers it on real threads).
+    mutate: ['src/guest.ts:45-54', 'src/guest.ts:456-523', 'src/guest.ts:645-724', 'src/guest.ts:753-763'],
     tests: ['test/guest-inthread.test.ts', 'test/line-budget.test.ts', 'test/guest-error-blame.test.ts', 'test/encode-object.test.ts'],
     note: "the guest driver's batching and range code",
   },
