@@ -13,12 +13,12 @@
 // - a queue error stops the call with the faulting command's position
 //   (SMMUv3 §7.1: CONS stays on the command that failed).
 import { describe, expect, it, vi } from 'vitest';
-import { buildCfgiSte, buildTlbiNhAsid } from '../src/codec.ts';
+import { buildCfgiSte, buildTlbiNhAsid, decodeWords } from '../src/codec.ts';
 import { ArgumentError, CERROR } from '../src/errors.ts';
-import { F, OP } from '../src/fields.ts';
-import { CMDQ_BATCH_ENTRIES, QueueError, type CsMode } from '../src/guest.ts';
+import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
+import { CMDQ_BATCH_ENTRIES, GuestQueue, QueueError, type CsMode } from '../src/guest.ts';
 import { tlbInvRangeAsid } from '../src/invalidate.ts';
-import { Q_CONS, Q_STAT_CMDS, Q_STAT_SYNCS } from '../src/layout.ts';
+import { Q_CONS, Q_DRV_PUB, Q_DRV_TURN_WAITERS, Q_STAT_CMDS, Q_STAT_SYNCS } from '../src/layout.ts';
 import { ACCESS, PROT } from '../src/model/index.ts';
 import { SyncTimeoutError } from '../src/waiter.ts';
 import { attachGuest, makeRig, type GuestRig, type Rig } from './consumer-rig.ts';
@@ -225,6 +225,38 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
     expect(() => g.gq.submitWords(asids(2, 1), 2, 'irq', 0)).toThrow(SyncTimeoutError);
     expect(g.q.ring[2 * 4]! & 0xff).toBe(OP.CMD_SYNC);
     expect(rig.model.log).toEqual([]);
+  });
+
+  it('a CS=IRQ sync of a ring above 4 GiB of IPA carries the MSI address\'s high word (arm_smmu_cmdq_build_sync_cmd: MSIAddr[51:2] of the sync\'s slot)', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    g.pump = false;
+    // The same ring (PA) as seen at an IPA 4 GiB higher: only the sync's MSI address depends on the IPA.
+    const high = new GuestQueue({ ...g.gq.handle, baseIpa: g.gq.handle.baseIpa + 2 ** 32 });
+    expect(() => high.submitWords(asids(2, 1), 2, 'irq', 0)).toThrow(SyncTimeoutError);
+    const f = new Uint32Array(FIELD_COUNT);
+    expect(decodeWords(g.q.ring.subarray(2 * 4, 3 * 4), f, rig.w.features)).toBe(0);
+    const msi = g.gq.handle.baseIpa + 2 ** 32 + 16 * 2;
+    expect([f[F.OP], f[F.CS], f[F.MSIADDR_LO], f[F.MSIADDR_HI]]).toEqual([OP.CMD_SYNC, CS.IRQ, msi % 2 ** 32, 1]);
+  });
+
+  it('the PUB store wakes producers waiting their turn only when one announced itself in TURN_WAITERS (layout.ts, Q_DRV_*)', () => {
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    const pub = g.q.regs + Q_DRV_PUB;
+    const notify = vi.spyOn(Atomics, 'notify');
+    try {
+      const pubWakes = (): number => notify.mock.calls.filter(([, index]) => index === pub).length;
+      g.gq.submitWords(asids(2, 1), 2, 'sev', 0);
+      expect(pubWakes()).toBe(0);
+      // Another producer blocked in awaitTurn (its announce, as it would make before Atomics.wait on PUB).
+      Atomics.store(rig.i32, g.q.regs + Q_DRV_TURN_WAITERS, 1);
+      g.gq.submitWords(asids(2, 3), 2, 'sev', 0);
+      expect(pubWakes()).toBe(1);
+      expect(Atomics.load(rig.i32, pub)).toBe(6);
+    } finally {
+      notify.mockRestore();
+    }
   });
 
   it('without a consumer, a call that needs to wait fails with SyncTimeoutError at timeoutMs 0, having published what fit', () => {
