@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import { workerUrl } from '../src/worker-url.ts';
 import { startThreads } from './affinity.ts';
-import { PING, PONG, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { PING, PONG, RELAY_BYTES, RELAY_US_BYTE, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 import { BenchTimeoutError, type BaselinePathName, type Params } from './types.ts';
 
@@ -182,6 +182,52 @@ export async function startPingStream(opts: BaselineOptions): Promise<LatencyPat
   const data: PingPongWorkerData = { sab, mode: 'spin', idleSpinUs: opts.idleSpinUs ?? IDLE_SPIN_US, pollMs: POLL_MS, idleExitMs: IDLE_EXIT_MS, slotWords: 0, stream: true };
   const w = await startWorker('pingpong.worker.js', data, opts.timeoutMs);
   return new PingStream('atomics-spin', 'spin', w, sab, opts.timeoutMs, 0);
+}
+
+/**
+ * The relay pair: each PING goes to a wait-mode consumer which, before
+ * answering, makes a wait-mode round trip of its own with a second consumer
+ * placed on the same (server) CPU, as the iothread VMM's ioctl reaches the
+ * kernel thread beside it. A sample is that inner round trip between two
+ * threads of one CPU, timed by the relaying thread; the outer one, across
+ * the CPUs, only drives it.
+ */
+class RelayPingPong extends PingPong {
+  override readonly params: Params = { consumer: 'wait', producer: 'wait', cpus: 'same' };
+  private readonly relayUs: Float64Array;
+  constructor(worker: Worker, private readonly partner: Worker, sab: SharedArrayBuffer, timeoutMs: number) {
+    super('atomics-wait', 'wait', worker, sab, timeoutMs, 0);
+    this.relayUs = new Float64Array(sab, RELAY_US_BYTE, 1);
+  }
+
+  override sample(out: Float64Array, from: number, count: number): void {
+    for (let i = from; i < from + count; i++) {
+      super.sample(out, i, 1);
+      out[i] = this.relayUs[0]!;
+    }
+  }
+
+  override async close(): Promise<void> {
+    // The relaying consumer passes the STOP on to its partner, which may exit before the relay does: listen first.
+    const partnerGone = joinWorker(this.partner, this.timeoutMs);
+    await super.close();
+    await partnerGone;
+  }
+}
+
+/** The wait ping-pong between two threads of the server CPU (RelayPingPong). */
+export async function startRelayPingPong(opts: BaselineOptions): Promise<LatencyPath> {
+  const partnerSab = new SharedArrayBuffer(WORDS * 4);
+  const wait = { mode: 'wait', idleSpinUs: 0, pollMs: POLL_MS, idleExitMs: IDLE_EXIT_MS, slotWords: 0 } as const;
+  const partner = await startWorker('pingpong.worker.js', { ...wait, sab: partnerSab } satisfies PingPongWorkerData, opts.timeoutMs);
+  const sab = new SharedArrayBuffer(RELAY_BYTES);
+  try {
+    const w = await startWorker('pingpong.worker.js', { ...wait, sab, relay: partnerSab } satisfies PingPongWorkerData, opts.timeoutMs);
+    return new RelayPingPong(w, partner, sab, opts.timeoutMs);
+  } catch (e) {
+    await partner.terminate();
+    throw e;
+  }
 }
 
 export async function startPingPong(mode: PingPongMode, opts: BaselineOptions, slotWords = 0): Promise<LatencyPath> {

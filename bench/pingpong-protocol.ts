@@ -19,6 +19,14 @@ export const SLOT_WORDS = 8;
 export const STREAM_SLOTS = 4;
 export const STREAM_SLOT_WORDS = 4;
 export const WORDS = 80;
+/**
+ * The relay variant (bench/sim-node-local.ts's hop between two threads of
+ * one CPU): its SAB is RELAY_BYTES long, the Float64 at RELAY_US_BYTE holding
+ * the µs of the consumer's own round trip with its relay partner for the
+ * last PING.
+ */
+export const RELAY_US_BYTE = WORDS * 4;
+export const RELAY_BYTES = RELAY_US_BYTE + 8;
 /** PING value that tells the consumer to exit (sequence numbers start at 1). */
 export const STOP = -1;
 
@@ -42,6 +50,13 @@ export interface PingPongWorkerData {
   slotWords: number;
   /** The streaming variant: PINGs come without waiting for PONGs, each with its slot of the SLOT ring (STREAM_SLOTS). */
   stream?: boolean;
+  /**
+   * The relay variant: before answering each PING, a wait-mode round trip
+   * of its own with the consumer serving this SAB (a second wait-mode
+   * consumer, placed on the same CPU), timed and stored at RELAY_US_BYTE; a
+   * STOP is passed on to it.
+   */
+  relay?: SharedArrayBuffer;
 }
 
 /** Posted by the consumer when it leaves for any reason other than STOP. */

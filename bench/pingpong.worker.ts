@@ -2,7 +2,7 @@
 // sequence number in PONG. "wait" blocks in Atomics.wait between PINGs;
 // "spin" polls Atomics.load and only sleeps after idleSpinUs of silence.
 import { parentPort, workerData } from 'node:worker_threads';
-import { PING, PONG, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, type PingPongExit, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { PING, PONG, RELAY_US_BYTE, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, type PingPongExit, type PingPongWorkerData } from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 
 const data = workerData as PingPongWorkerData;
@@ -10,6 +10,28 @@ const i32 = new Int32Array(data.sab);
 const spinUs = data.mode === 'spin' ? data.idleSpinUs : 0;
 const notifyProducer = data.mode === 'wait';
 const slotWords = data.slotWords;
+const maxIdlePolls = Math.ceil(data.idleExitMs / data.pollMs);
+/** The relay variant: the partner's words, and where its round trip's µs go. */
+const relay = data.relay === undefined ? null : { partner: new Int32Array(data.relay), us: new Float64Array(data.sab, RELAY_US_BYTE, 1) };
+let relaySeq = 0;
+
+/**
+ * The relay variant's own round trip with its partner, as the producer of a
+ * wait ping-pong makes it (PING, a notify if the partner sleeps, block until
+ * PONG), timed here: µs.
+ */
+function relayRoundTrip(r: Int32Array): number {
+  const seq = ++relaySeq;
+  const t0 = nowUs();
+  Atomics.store(r, PING, seq);
+  if (Atomics.load(r, SLEEPING) !== 0) Atomics.notify(r, PING, 1);
+  for (let polls = 0; Atomics.load(r, PONG) !== seq;) {
+    if (Atomics.wait(r, PONG, seq - 1, data.pollMs) === 'timed-out' && ++polls > maxIdlePolls) {
+      throw new Error(`no PONG from the relay partner for ${data.idleExitMs} ms: partner gone`);
+    }
+  }
+  return nowUs() - t0;
+}
 
 /**
  * The streaming variant: read the slot of PING `seq` (written before it). The
@@ -30,7 +52,6 @@ function checkSlot(seq: number): void {
 }
 
 function serve(): void {
-  const maxIdlePolls = Math.ceil(data.idleExitMs / data.pollMs);
   let last = 0;
   let idlePolls = 0;
   for (;;) {
@@ -60,11 +81,18 @@ function serve(): void {
       }
       continue;
     }
-    if (v === STOP) return;
+    if (v === STOP) {
+      if (relay !== null) {
+        Atomics.store(relay.partner, PING, STOP);
+        Atomics.notify(relay.partner, PING, 1);
+      }
+      return;
+    }
     last = v;
     idlePolls = 0;
     if (data.stream === true) checkStreamSlot(v);
     else checkSlot(v);
+    if (relay !== null) relay.us[0] = relayRoundTrip(relay.partner);
     Atomics.store(i32, PONG, v);
     if (notifyProducer) Atomics.notify(i32, PONG, 1);
   }

@@ -7,8 +7,11 @@
 //  - submit: GuestQueue.submitWords on the doorbell transport, the kernel
 //    thread awake (SLEEPING clear: the kick is one load), without a
 //    CMD_SYNC: 64 calls of 1 command against 1 call of 64; the difference
-//    is 63 commands' copies, the rest per call;
-//  - pass: Consumer.pass over one published TLBI against one pass over 64.
+//    is 63 commands' copies, the rest per call (the guest's: measured on
+//    the producer's thread);
+//  - pass: Consumer.pass over one published TLBI against one pass over 64
+//    (the kernel thread's: measured on a thread of the server CPU,
+//    bench/sim-micro.worker.ts).
 // Between timed blocks the queue is emptied untimed (a pass, or nothing to do).
 import { buildTlbiNhVa } from '../src/codec.ts';
 import { GuestQueue } from '../src/guest.ts';
@@ -20,11 +23,14 @@ import { SIM_VMID, SimWorld } from '../src/sim/world.ts';
 const LOG2SIZE = 8;
 const BIG = 64;
 
-export interface FixedCosts {
+export interface SubmitCosts {
   /** GuestQueue.submitWords per call, beyond its commands, ns. */
   submit_ns: number;
   /** One command's copy into the ring by submitWords, ns. */
   submit_cmd_ns: number;
+}
+
+export interface PassCosts {
   /** Consumer.pass serving one queue, beyond its commands, ns. */
   pass_ns: number;
   /** One command consumed within a pass, ns (as bench/micro.ts consume, on this rig). */
@@ -66,7 +72,8 @@ export function splitFixed(onesNs: number, bigNs: number): { fixed: number; perC
   return { fixed: Math.max(0, perCall - perCmd), perCmd };
 }
 
-export function measureFixedCosts(blocks = 400, warmup = 400): FixedCosts {
+/** The guest's fixed and per-command costs of GuestQueue.submitWords (the doorbell transport, kernel thread awake). */
+export function measureSubmitCosts(blocks = 400, warmup = 400): SubmitCosts {
   const world = new SimWorld(LOG2SIZE);
   const { ring, consumer } = world.openConsumedQueue('vcmdq');
   const i32 = world.i32;
@@ -83,8 +90,16 @@ export function measureFixedCosts(blocks = 400, warmup = 400): FixedCosts {
     for (let k = 0; k < BIG; k++) q.submitWords(one, 1, null);
   }, drain, blocks, warmup);
   const submitBig = medianBlockNs(() => q.submitWords(big, BIG, null), drain, blocks, warmup);
+  const s = splitFixed(submitOnes, submitBig);
+  return { submit_ns: s.fixed, submit_cmd_ns: s.perCmd };
+}
 
-  // The consumer alone: the ring filled once, PROD moved by the simulated guest's publish (PROD, then the pending bit).
+/** The kernel thread's fixed and per-command costs of Consumer.pass, PROD moved by a simulated guest's publish. */
+export function measurePassCosts(blocks = 400, warmup = 400): PassCosts {
+  const world = new SimWorld(LOG2SIZE);
+  const { ring, consumer } = world.openConsumedQueue('vcmdq');
+  const one = tlbis(1);
+  // The ring filled once; PROD moved by the simulated guest's publish (PROD, then the pending bit).
   for (let k = 0; k < 1 << LOG2SIZE; k++) ring.write(one, 1, new Uint32Array(4));
   ring.prod = ring.cons();
   const publish = (n: number): void => {
@@ -101,7 +116,6 @@ export function measureFixedCosts(blocks = 400, warmup = 400): FixedCosts {
     publish(BIG);
     consumer.pass();
   }, () => {}, blocks, warmup);
-  const s = splitFixed(submitOnes, submitBig);
   const p = splitFixed(passOnes, passBig);
-  return { submit_ns: s.fixed, submit_cmd_ns: s.perCmd, pass_ns: p.fixed, pass_cmd_ns: p.perCmd };
+  return { pass_ns: p.fixed, pass_cmd_ns: p.perCmd };
 }

@@ -1,6 +1,7 @@
 // Smoke test of the real baseline worker pairs: shape only, never speed.
 import { describe, expect, it } from 'vitest';
-import { startBaseline } from '../bench/baselines.ts';
+import { startBaseline, startRelayPingPong } from '../bench/baselines.ts';
+import { measureOnServerCpu } from '../bench/sim-node-local.ts';
 import { latencyRow, runInterleaved, Progress, type Profile } from '../bench/harness.ts';
 import { BASELINE_PATHS } from '../bench/types.ts';
 
@@ -25,5 +26,26 @@ describe('baseline ping-pong workers', () => {
     } finally {
       await Promise.all(paths.map((p) => p.close()));
     }
+  });
+});
+
+describe('the node-local profile\'s own hop and micro workers (bench/sim-node-local.ts)', () => {
+  it('the relay pair: each sample is the relaying thread\'s own round trip with its partner (written per PING), and both exit on close', async () => {
+    const relay = await startRelayPingPong({ timeoutMs: tiny.timeoutMs });
+    try {
+      const out = new Float64Array(40);
+      relay.sample(out, 0, out.length);
+      // A sample the relaying thread did not write would read 0 (the SAB's initial value) or repeat a stale one.
+      expect(out.every((x) => x > 0 && Number.isFinite(x))).toBe(true);
+      expect(relay.params).toMatchObject({ cpus: 'same' });
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('the server-CPU micro worker reports the kernel thread\'s consume and pass costs', async () => {
+    const m = await measureOnServerCpu(60_000);
+    expect(m.consume_ns_per_cmd).toBeGreaterThan(0);
+    expect(Number.isFinite(m.pass_ns)).toBe(true);
   });
 });

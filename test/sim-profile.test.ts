@@ -4,7 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError } from '../src/errors.ts';
 import { checkProfile, loadProfile, PROFILE_FILES, SOURCE_KINDS, STEP_NAMES } from '../src/sim/profile.ts';
-import { nodeLocalProfile, type NodeLocalMeasurements } from '../bench/sim-node-local.ts';
+import { checkServerMicro, nodeLocalNote, nodeLocalProfile, type NodeLocalMeasurements } from '../bench/sim-node-local.ts';
+import { splitFixed } from '../bench/sim-micro.ts';
 
 describe('shipped profiles', () => {
   it.each(Object.keys(PROFILE_FILES))('%s: every step has a range, a kind and a source', (name) => {
@@ -61,8 +62,9 @@ describe('checkProfile', () => {
 
 describe('node-local', () => {
   const m: NodeLocalMeasurements = {
-    wait_rtt_us: 40, spin_rtt_us: 0.5, shape_rtt_us: 0.56, stream_us: 0.3, clock_ns: 45, notify_ns: 35, consume_ns_per_cmd: 110, trap_ns_per_cmd: 180,
-    submit_ns: 70, submit_cmd_ns: 8, pass_ns: 60, samples: 1000, date: '2026-11-28T00:00:00.000Z',
+    wait_rtt_us: 40, local_wait_rtt_us: 26, spin_rtt_us: 0.5, shape_rtt_us: 0.56, stream_us: 0.3, clock_ns: 45, notify_ns: 35,
+    consume_ns_per_cmd: 110, consume_main_ns_per_cmd: 150, trap_ns_per_cmd: 180, submit_ns: 70, submit_cmd_ns: 8, pass_ns: 60, samples: 1000,
+    date: '2026-11-28T00:00:00.000Z',
   };
 
   it('is built from the measurements: hops as half round trips, work per command from the micro steps, each sourced', () => {
@@ -71,8 +73,15 @@ describe('node-local', () => {
     expect(p.steps.wake).toMatchObject({ lo_ns: 20_000, hi_ns: 20_000, kind: 'measured' });
     expect(p.steps.notice).toMatchObject({ lo_ns: 250, kind: 'measured' });
     expect(p.steps.ioctl.lo_ns).toBe(40_000);
+    // The iothread VMM's ioctl goes to the kernel thread on its own CPU: the two-threads-of-one-CPU ping-pong.
+    expect(p.steps.ioctl_iothread.lo_ns).toBe(26_000);
+    // The kernel thread's steps are the ones timed on the server CPU, not the main thread's (kept for the note only).
     expect(p.steps.kthread_cmd.lo_ns).toBe(110);
     expect(p.steps.hw_cmd.lo_ns).toBe(110);
+    expect(nodeLocalNote(m)).toMatch(/110 ns\/cmd \+ 60 ns\/pass on the server CPU \(150 ns\/cmd on the main thread\)/);
+    // The emulated hw SMMU polls like a spinning kernel thread: PROD and slot lines to see a write, the line back per publish.
+    expect(p.steps.hw_doorbell.lo_ns).toBeCloseTo(250 + 60, 6);
+    expect(p.steps.hw_publish.lo_ns).toBeCloseTo(300, 6);
     expect(p.steps.vmm_cmd.lo_ns).toBe(180);
     expect(p.steps.exit_kernel.lo_ns).toBe(35);
     // The parts the issue's first self-check missed, each from its own microbenchmark: the slot line (3-line shape
@@ -88,5 +97,21 @@ describe('node-local', () => {
     expect(nodeLocalProfile({ ...m, shape_rtt_us: 0.4 }).steps.slot_lines.lo_ns).toBe(0);
     expect(p.guest_wait).toBe('sleep-unless-spinning');
     for (const s of STEP_NAMES) if (p.steps[s].kind === 'measured') expect(p.steps[s].source, s).toMatch(/2026-11-28/);
+  });
+});
+
+describe('node-local micro steps (their pure parts)', () => {
+  it('splits a block of 64 calls of one command and one call of 64 into a fixed cost per call and a cost per command', () => {
+    // 64 calls of (100 + 10) ns against one call of 100 + 64 * 10 ns.
+    expect(splitFixed(64 * 110, 100 + 64 * 10)).toEqual({ fixed: 100, perCmd: 10 });
+    // Noise making the big call look cheaper than one call gives no negative cost.
+    expect(splitFixed(64 * 110, 50).perCmd).toBe(0);
+  });
+
+  it('takes the server-CPU worker\'s message only when it carries every time, finite and >= 0', () => {
+    expect(checkServerMicro({ consume_ns_per_cmd: 40, pass_ns: 90 })).toEqual({ consume_ns_per_cmd: 40, pass_ns: 90 });
+    for (const bad of [undefined, null, {}, { consume_ns_per_cmd: 40 }, { consume_ns_per_cmd: NaN, pass_ns: 1 }, { consume_ns_per_cmd: 1, pass_ns: -1 }, { consume_ns_per_cmd: '4', pass_ns: 1 }]) {
+      expect(() => checkServerMicro(bad), JSON.stringify(bad)).toThrow(/sim-micro.worker/);
+    }
   });
 });

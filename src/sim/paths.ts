@@ -589,8 +589,9 @@ export class HwQueue implements Actor, Server {
   constructor(private readonly env: SimEnv, readonly ring: SimRing, private readonly consumer: Consumer) {}
 
   published(): number {
-    this.env.sim.after(this.env.costs.draw(S.hw_doorbell), this, H.FETCH);
-    return 0;
+    const c = this.env.costs;
+    this.env.sim.after(c.draw(S.hw_doorbell), this, H.FETCH);
+    return c.draw(S.hw_publish);
   }
 
   fire(kind: number): void {
@@ -756,7 +757,7 @@ export class TrapVmm implements Actor, Server {
     this.fwd = q.forwarded - fwd0;
     this.blocks = this.hwpt.syncs - syncs0;
     const parsed = this.fwd + (q.handledByVmm - vmm0);
-    return c.drawN(S.vmm_cmd, parsed) + c.drawN(S.ioctl, q.ioctls - ioctls0) + c.drawN(S.iommufd_cmd, this.fwd);
+    return c.drawN(S.vmm_cmd, parsed) + c.drawN(this.iothread ? S.ioctl_iothread : S.ioctl, q.ioctls - ioctls0) + c.drawN(S.iommufd_cmd, this.fwd);
   }
 
   /** The physical SMMU's work for the last consume: the forwarded TLBIs and the kernel's CMD_SYNC per block. */

@@ -24,6 +24,12 @@ export const STEP_NAMES = [
   'exit_kernel',
   /** One ioctl (IOMMU_HWPT_INVALIDATE): entry and exit, round trip, excluding the work it does. */
   'ioctl',
+  /**
+   * The same ioctl made by the iothread-style VMM (the bench's `trap`): from
+   * a host thread that shares the host CPUs with the kernel's work, not from
+   * the vCPU's thread (QEMU's shape, `ioctl`).
+   */
+  'ioctl_iothread',
   /** Taking and dropping the VMM's big lock, uncontended. */
   'bql',
   /** The VMM's per-command cost in its first pass (smmuv3_cmdq_consume: read, decode, batch). */
@@ -53,6 +59,13 @@ export const STEP_NAMES = [
   'slot_lines',
   /** The guest's PROD write to its hardware VCMDQ page reaching the SMMU (no exit). */
   'hw_doorbell',
+  /**
+   * The guest's own price of a PROD write to its hardware VCMDQ beyond
+   * guest_submit: on hardware a posted write to device memory (nothing
+   * more); where the SMMU is a thread polling the register page (the
+   * emulation's `hw`), the line it takes back from the poller, as publish_line.
+   */
+  'hw_publish',
   /** A hardware VCMDQ's per-command fetch and check beyond smmu_cmd (the emulation's `hw` SMMU is a thread running the consume step). */
   'hw_cmd',
   /** The timed loop's clock read around each operation (the bench's performance.now(), dma_map_benchmark's ktime_get): one read's cost falls inside the interval. */
