@@ -3,7 +3,12 @@
 import { Worker } from 'node:worker_threads';
 import { workerUrl } from '../src/worker-url.ts';
 import { startThreads } from './affinity.ts';
-import { PING, PONG, RELAY_BYTES, RELAY_US_BYTE, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { ArgumentError } from '../src/errors.ts';
+import { queueFree, queueIdx, queueIncProd } from '../src/queue.ts';
+import {
+  BATCH_RING, BATCH_RING_LOG2, BATCH_STREAM_BATCH, BATCH_SUM, BATCH_WORDS, PING, PONG, RELAY_BYTES, RELAY_US_BYTE, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS,
+  STREAM_SLOTS, WORDS, type PingPongExit, type PingPongMode, type PingPongWorkerData,
+} from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 import { BenchTimeoutError, type BaselinePathName, type Params } from './types.ts';
 
@@ -121,7 +126,7 @@ class PingPong implements LatencyPath {
     }
   }
 
-  private timedOut(): never {
+  protected timedOut(): never {
     throw new BenchTimeoutError(`${this.name}: no PONG within ${this.timeoutMs} ms${this.failure ? ` (consumer: ${this.failure})` : ''}`);
   }
 
@@ -228,6 +233,84 @@ export async function startRelayPingPong(opts: BaselineOptions): Promise<Latency
     await partner.terminate();
     throw e;
   }
+}
+
+/** Batches per sample of the batch stream: a batch-64 throughput iteration's (bench/scenario-anatomy.ts, bench/probe.ts). */
+export const BATCH_STREAM_BATCHES = 64;
+const BATCH_STREAM_CMDS = BATCH_STREAM_BATCHES * BATCH_STREAM_BATCH;
+
+/**
+ * The spin pair as a bare batch-64 stream, the anatomy's batch floor: the
+ * producer copies a batch's commands (4 words each, as GuestQueue's
+ * writeBatch) into the ring and publishes PROD once per batch, after waiting
+ * for space as a guest does (it reads CONS); the consumer copies each slot
+ * once and publishes CONS per PROD it sees; the sample ends when CONS reaches
+ * the last PROD (a CMD_SYNC's wait). No protocol (no reservation, no pending
+ * bitmap, no decode): the line crossings and copies a batch cannot avoid. A
+ * sample is µs per command over BATCH_STREAM_BATCHES batches.
+ */
+class BatchStream extends PingPong {
+  override readonly params: Params = { consumer: 'spin', producer: 'spin', shape: 'batch-stream', batch: BATCH_STREAM_BATCH, per: 'command' };
+  private prod = 0;
+  /** What BATCH_SUM must hold once CONS reaches `prod`: the sum of every word published. */
+  private sum = 0;
+  private readonly batchSum: number;
+
+  constructor(worker: Worker, sab: SharedArrayBuffer, timeoutMs: number, private readonly words: Uint32Array) {
+    super('atomics-spin', 'spin', worker, sab, timeoutMs, 0);
+    let s = 0;
+    for (let w = 0; w < 4 * BATCH_STREAM_BATCH; w++) s = (s + words[w]!) | 0;
+    this.batchSum = s;
+  }
+
+  override sample(out: Float64Array, from: number, count: number): void {
+    const i32 = this.i32;
+    const words = this.words;
+    for (let i = from; i < from + count; i++) {
+      const t0 = nowUs();
+      let prod = this.prod;
+      for (let b = 0; b < BATCH_STREAM_BATCHES; b++) {
+        if (queueFree(prod, Atomics.load(i32, PONG), BATCH_RING_LOG2) < BATCH_STREAM_BATCH) this.spinForSpace(prod, t0);
+        for (let k = 0; k < BATCH_STREAM_BATCH; k++) {
+          const s = BATCH_RING + (queueIdx(prod + k, BATCH_RING_LOG2) << 2);
+          const w = k << 2;
+          i32[s] = words[w]!; // plain stores, published by the PROD store
+          i32[s + 1] = words[w + 1]!;
+          i32[s + 2] = words[w + 2]!;
+          i32[s + 3] = words[w + 3]!;
+        }
+        prod = queueIncProd(prod, BATCH_STREAM_BATCH, BATCH_RING_LOG2);
+        Atomics.store(i32, PING, prod); // publish: PROD release
+        if (Atomics.load(i32, SLEEPING) !== 0) Atomics.notify(i32, PING, 1);
+      }
+      this.spinFor(prod, t0);
+      out[i] = (nowUs() - t0) / BATCH_STREAM_CMDS;
+      this.prod = prod;
+      this.sum = (this.sum + Math.imul(this.batchSum, BATCH_STREAM_BATCHES)) | 0;
+      // CONS reached PROD (acquire), so the sum stored before it is the whole iteration's.
+      const seen = i32[BATCH_SUM]!;
+      if (seen !== this.sum) throw new Error(`batch stream: the consumer's copies sum to ${seen}, the slots published to ${this.sum}`);
+    }
+  }
+
+  /** Wait until a batch fits in the ring (CONS read, as a guest's space check), within the timeout. */
+  private spinForSpace(prod: number, t0: number): void {
+    const limitUs = this.timeoutMs * 1000;
+    for (let k = 1; queueFree(prod, Atomics.load(this.i32, PONG), BATCH_RING_LOG2) < BATCH_STREAM_BATCH; k++) {
+      if ((k & 4095) === 0 && nowUs() - t0 > limitUs) this.timedOut();
+    }
+  }
+}
+
+/** The bare batch stream (BatchStream) of the 64 commands in `words` (4 u32 each) per batch. */
+export async function startBatchStream(opts: BaselineOptions, words: Uint32Array): Promise<LatencyPath> {
+  if (!(words instanceof Uint32Array) || words.length !== 4 * BATCH_STREAM_BATCH) {
+    throw new ArgumentError('words', `must be a Uint32Array of ${4 * BATCH_STREAM_BATCH} words (a batch of ${BATCH_STREAM_BATCH} commands)`);
+  }
+  const sab = new SharedArrayBuffer(BATCH_WORDS * 4);
+  const data: PingPongWorkerData = { sab, mode: 'spin', idleSpinUs: opts.idleSpinUs ?? IDLE_SPIN_US, pollMs: POLL_MS, idleExitMs: IDLE_EXIT_MS, slotWords: 0, batch: true };
+  const w = await startWorker('pingpong.worker.js', data, opts.timeoutMs);
+  return new BatchStream(w, sab, opts.timeoutMs, words);
 }
 
 export async function startPingPong(mode: PingPongMode, opts: BaselineOptions, slotWords = 0): Promise<LatencyPath> {

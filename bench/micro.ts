@@ -13,6 +13,7 @@
 // so is the pending bitmap (initMmio, markPending): a build that has one
 // consumes only the queues marked in it, a build without one scans them all.
 import { buildCmdSync, buildTlbiNhVa, writeSlot } from '../src/codec.ts';
+import { ArgumentError } from '../src/errors.ts';
 import { makeFeatures } from '../src/features.ts';
 import { CS } from '../src/fields.ts';
 import * as layout from '../src/layout.ts';
@@ -58,10 +59,12 @@ type MarkPending = (i32: Int32Array, ctl: number, qid: number) => void;
 
 /**
  * The consume step: a full ring handed to Consumer.pass() by moving PROD a
- * whole lap. `wrapModel` substitutes what the consumer calls (the anatomy's
- * model-bypassed step); the gate never passes it.
+ * whole lap, `passCmds` commands per pass (a power of two up to CMDS; the
+ * anatomy's batch asks for 64, one pass per batch published). `wrapModel`
+ * substitutes what the consumer calls (the anatomy's model-bypassed step);
+ * the gate passes neither.
  */
-function consumeBlock(slowdownNs: number, wrapModel?: (m: ConsumerModel) => ConsumerModel): Block {
+function consumeBlock(slowdownNs: number, wrapModel?: (m: ConsumerModel) => ConsumerModel, passCmds = CMDS): Block {
   const features = makeFeatures();
   const { sab, i32, ringByte } = hostMemory();
   const named = layout as Record<string, unknown>;
@@ -84,10 +87,12 @@ function consumeBlock(slowdownNs: number, wrapModel?: (m: ConsumerModel) => Cons
   }
   let prod = 0;
   return () => {
-    prod = queueIncProd(prod, CMDS, LOG2SIZE);
-    Atomics.store(i32, r + layout.Q_PROD, prod);
-    markPending?.(i32, ctl, 0);
-    if (consumer.pass() !== CMDS) throw new Error('consume micro: the consumer did not take the whole ring');
+    for (let done = 0; done < CMDS; done += passCmds) {
+      prod = queueIncProd(prod, passCmds, LOG2SIZE);
+      Atomics.store(i32, r + layout.Q_PROD, prod);
+      markPending?.(i32, ctl, 0);
+      if (consumer.pass() !== passCmds) throw new Error(`consume micro: the consumer did not take the ${passCmds} commands published`);
+    }
   };
 }
 
@@ -121,10 +126,17 @@ export interface MicroResult {
  * the first few hundred) and reports the median block, per command: the
  * median ignores the odd block a timer interrupt or GC landed in.
  */
-export function runMicro(name: MicroName, opts: { blocks?: number; warmup?: number; slowdownNs?: number; wrapModel?: (m: ConsumerModel) => ConsumerModel } = {}): MicroResult {
+export function runMicro(
+  name: MicroName,
+  opts: { blocks?: number; warmup?: number; slowdownNs?: number; wrapModel?: (m: ConsumerModel) => ConsumerModel; passCmds?: number } = {},
+): MicroResult {
   const blocks = opts.blocks ?? 200;
   const warmup = opts.warmup ?? 300;
-  const block = name === 'consume' ? consumeBlock(opts.slowdownNs ?? 0, opts.wrapModel) : trapBlock();
+  const passCmds = opts.passCmds ?? CMDS;
+  if (!(Number.isInteger(passCmds) && passCmds >= 1 && passCmds <= CMDS && (passCmds & (passCmds - 1)) === 0)) {
+    throw new ArgumentError('opts.passCmds', `must be a power of two in 1..${CMDS}, got ${String(opts.passCmds)}`);
+  }
+  const block = name === 'consume' ? consumeBlock(opts.slowdownNs ?? 0, opts.wrapModel, passCmds) : trapBlock();
   for (let k = 0; k < warmup; k++) block();
   const ns = new Float64Array(blocks);
   for (let k = 0; k < blocks; k++) {

@@ -27,6 +27,21 @@ export const WORDS = 80;
  */
 export const RELAY_US_BYTE = WORDS * 4;
 export const RELAY_BYTES = RELAY_US_BYTE + 8;
+/**
+ * The batch-stream variant (startBatchStream, the anatomy's batch floor):
+ * PING is PROD and PONG is CONS, queue positions (wrap|idx, src/queue.ts) of
+ * a ring of 2^BATCH_RING_LOG2 16-byte slots at word BATCH_RING (a line of its
+ * own past WORDS); the producer publishes BATCH_STREAM_BATCH slots per PROD,
+ * the consumer copies each slot once and publishes CONS per PROD it sees.
+ * BATCH_SUM, beside CONS (same line, same writer), is the consumer's running
+ * sum of every word it copied: the producer checks it, so a floor that skips
+ * its reads cannot pass for a fast one.
+ */
+export const BATCH_RING_LOG2 = 10;
+export const BATCH_STREAM_BATCH = 64;
+export const BATCH_SUM = PONG + 1;
+export const BATCH_RING = 128;
+export const BATCH_WORDS = BATCH_RING + (4 << BATCH_RING_LOG2);
 /** PING value that tells the consumer to exit (sequence numbers start at 1). */
 export const STOP = -1;
 
@@ -57,6 +72,8 @@ export interface PingPongWorkerData {
    * STOP is passed on to it.
    */
   relay?: SharedArrayBuffer;
+  /** The batch-stream variant: PING/PONG are PROD/CONS of the ring at BATCH_RING (BATCH_RING_LOG2). */
+  batch?: boolean;
 }
 
 /** Posted by the consumer when it leaves for any reason other than STOP. */

@@ -1,8 +1,14 @@
 // Consumer of the bare ping-pong baselines: answers each PING with the same
 // sequence number in PONG. "wait" blocks in Atomics.wait between PINGs;
 // "spin" polls Atomics.load and only sleeps after idleSpinUs of silence.
+// The batch-stream variant answers each PROD (PING) with CONS (PONG) after
+// copying the slots between them.
 import { parentPort, workerData } from 'node:worker_threads';
-import { PING, PONG, RELAY_US_BYTE, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, type PingPongExit, type PingPongWorkerData } from './pingpong-protocol.ts';
+import { queueIdx, queueIncProd } from '../src/queue.ts';
+import {
+  BATCH_RING, BATCH_RING_LOG2, BATCH_SUM, PING, PONG, RELAY_US_BYTE, SLEEPING, SLOT, STOP, STREAM_SLOT_WORDS, STREAM_SLOTS, type PingPongExit,
+  type PingPongWorkerData,
+} from './pingpong-protocol.ts';
 import { nowUs } from './stats.ts';
 
 const data = workerData as PingPongWorkerData;
@@ -51,6 +57,28 @@ function checkSlot(seq: number): void {
   }
 }
 
+/** The consumer's private copy of a slot, as the kernel thread's (Consumer.u). */
+const u = new Uint32Array(4);
+let sum = 0;
+
+/**
+ * The batch stream: copy each slot of [cons, prod) once into `u`, as the
+ * consumer's readSlot, and fold the copy into the running sum, published
+ * beside CONS. No decode, no vSMMU, no pending bitmap: the floor of moving
+ * the lines. The PING load that returned `prod` is the acquire the slots rely on.
+ */
+function copyRing(cons: number, prod: number): void {
+  for (let pos = cons; pos !== prod; pos = queueIncProd(pos, 1, BATCH_RING_LOG2)) {
+    const b = BATCH_RING + (queueIdx(pos, BATCH_RING_LOG2) << 2);
+    u[0] = i32[b]!;
+    u[1] = i32[b + 1]!;
+    u[2] = i32[b + 2]!;
+    u[3] = i32[b + 3]!;
+    sum = (sum + u[0] + u[1] + u[2] + u[3]) | 0;
+  }
+  i32[BATCH_SUM] = sum; // plain store, published by the CONS (PONG) store after it
+}
+
 function serve(): void {
   let last = 0;
   let idlePolls = 0;
@@ -88,11 +116,12 @@ function serve(): void {
       }
       return;
     }
-    last = v;
     idlePolls = 0;
-    if (data.stream === true) checkStreamSlot(v);
+    if (data.batch === true) copyRing(last, v);
+    else if (data.stream === true) checkStreamSlot(v);
     else checkSlot(v);
     if (relay !== null) relay.us[0] = relayRoundTrip(relay.partner);
+    last = v;
     Atomics.store(i32, PONG, v);
     if (notifyProducer) Atomics.notify(i32, PONG, 1);
   }
