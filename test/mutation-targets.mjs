@@ -74,6 +74,7 @@ export const targets = {
       'test/consumer-order.test.ts',
       'test/consumer-pending.test.ts',
       'test/consumer-poll.test.ts',
+      'test/consumer-setup.test.ts',
       'test/hw-vintf.test.ts',
       'test/line-budget.test.ts',
       'test/guest-error-blame.test.ts',
