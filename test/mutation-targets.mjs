@@ -75,6 +75,7 @@ export const targets = {
       'test/consumer-pending.test.ts',
       'test/consumer-poll.test.ts',
       'test/consumer-setup.test.ts',
+      'test/consumer-hooks.test.ts',
       'test/hw-vintf.test.ts',
       'test/line-budget.test.ts',
       'test/guest-error-blame.test.ts',
