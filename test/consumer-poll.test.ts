@@ -3,12 +3,14 @@
 // "I will block" hint (layout.ts Q_IDLE_HINT) as the consumer reads it.
 // run() returns once STATE leaves RUNNING, so each policy call can end the
 // run by setting STOPPING: no thread, no clock in the assertions.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { buildTlbiNhAsid } from '../src/codec.ts';
 import {
-  CONFIG_EN, CTL_HEARTBEAT_MS, CTL_STAT_SLEEPS, CTL_STATE, IDLE_HINT_SET, KTHREAD_CTL, Q_CONFIG, Q_IDLE_HINT, Q_PROD, SERVER_STATE,
+  CONFIG_EN, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_SLEEPING, CTL_STAT_SLEEPS, CTL_STATE, IDLE_HINT_SET, KTHREAD_CTL, Q_CONFIG, Q_IDLE_HINT, Q_PROD, SERVER_STATE,
 } from '../src/layout.ts';
 import type { PollPolicy, PollPolicyName } from '../src/poll-policy.ts';
+import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
+import { SPIN_CLOCK_EVERY } from '../src/waiter.ts';
 import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
 
 const VMID = 5;
@@ -23,12 +25,17 @@ class RecordingPolicy implements PollPolicy {
   spunNs = 0;
   readonly hints: boolean[] = [];
   readonly arrivals: boolean[] = [];
+  /** The nowNs of each idle() and arrived() call. */
+  readonly idleAt: number[] = [];
+  readonly arrivedAt: number[] = [];
   constructor(readonly usesGuestHint: boolean, private readonly onIdle: (n: number) => number) {}
-  idle(_nowNs: number, guestIdle: boolean): number {
+  idle(nowNs: number, guestIdle: boolean): number {
+    this.idleAt.push(nowNs);
     this.hints.push(guestIdle);
     return this.onIdle(this.hints.length - 1);
   }
-  arrived(_nowNs: number, slept: boolean): void {
+  arrived(nowNs: number, slept: boolean): void {
+    this.arrivedAt.push(nowNs);
     this.arrivals.push(slept);
   }
 }
@@ -187,7 +194,178 @@ describe("the guest's idle hint (Q_IDLE_HINT)", () => {
     }, 60)).toEqual([false]);
   });
 
+  it('the scan wraps past the last queue: started at queue 30, it still finds queue 10 busy', () => {
+    let rig!: Rig;
+    let qs!: RigQueue[];
+    let hintLoads = 0;
+    const perIdle: number[] = [];
+    const p = new RecordingPolicy(true, (n) => {
+      perIdle.push(hintLoads);
+      hintLoads = 0;
+      if (n === 0) {
+        announce(rig, qs[30]!); // 30 goes idle, and 10 publishes after its hint
+        submit(rig, qs[10]!, [cmd()]);
+      } else STOP(rig);
+      return 0;
+    });
+    ({ rig, qs } = rigWith(p, 60));
+    qs.forEach((q, k) => k !== 30 && announce(rig, q));
+    const hintWords = new Set(qs.map((q) => q.regs + Q_IDLE_HINT));
+    const load = Atomics.load;
+    Atomics.load = ((ta: Int32Array, w: number) => {
+      if (ta === rig.i32 && hintWords.has(w)) hintLoads++;
+      return load(ta, w);
+    }) as typeof Atomics.load;
+    try {
+      runOnce(rig);
+    } finally {
+      Atomics.load = load;
+    }
+    expect(p.hints).toEqual([false, false]);
+    // The first scan reads 0..30; the second starts at 30 and reads 30..59, then 0..10.
+    expect(perIdle).toEqual([31, 41]);
+    expect(consPos(rig, qs[10]!)).toBe(1);
+  });
+
   it('is not read for a policy that ignores it (fixed, halt-poll)', () => {
     expect(hintSeen((rig, [q]) => announce(rig, q!), 1, false)).toEqual([false]);
+  });
+});
+
+/** What run() did on its idle path: each clock read (and how many hasWork() polls ran before it), the WAKE waits, and
+ * the stores of CTL_SLEEPING = 1 (the thread telling producers it may sleep: each costs a kicking producer a notify). */
+interface IdleTrace {
+  clock: number[];
+  pollsAtClock: number[];
+  polls: number;
+  waits: number;
+  sleepAnnounced: number;
+}
+
+/**
+ * run() on a fake idle path: performance.now() advances 1 ms per read, the
+ * WAKE wait returns at once with the thread stopped by the host, and every
+ * hasWork() poll is counted (`onPoll(n)` runs before the n-th answers). The
+ * 100000th poll or clock read stops the thread, so a spin or an idle loop
+ * that never ends ends the run (and the test fails instead of hanging).
+ */
+function runIdle(rig: Rig, onPoll: (n: number) => void = () => {}): IdleTrace {
+  const t: IdleTrace = { clock: [], pollsAtClock: [], polls: 0, waits: 0, sleepAnnounced: 0 };
+  let now = 1000;
+  const clock = vi.spyOn(performance, 'now').mockImplementation(() => {
+    if (t.clock.length === 10_000) STOP(rig); // as many idle transitions: a loop that never sleeps ends too
+    t.clock.push(++now);
+    t.pollsAtClock.push(t.polls);
+    return now;
+  });
+  const { wait, store } = Atomics;
+  Atomics.wait = ((): 'ok' => {
+    t.waits++;
+    STOP(rig);
+    return 'ok';
+  }) as typeof Atomics.wait;
+  Atomics.store = ((ta: Int32Array, i: number, v: number) => {
+    if (ta === rig.i32 && i === KTHREAD_CTL + CTL_SLEEPING && v === 1) t.sleepAnnounced++;
+    return store(ta, i, v);
+  }) as typeof Atomics.store;
+  const hasWork = rig.consumer.hasWork.bind(rig.consumer);
+  rig.consumer.hasWork = (): boolean => {
+    t.polls++;
+    if (t.polls === 100_000) STOP(rig);
+    onPoll(t.polls);
+    return hasWork();
+  };
+  try {
+    runOnce(rig);
+  } finally {
+    clock.mockRestore();
+    Object.assign(Atomics, { wait, store });
+  }
+  return t;
+}
+
+describe('the idle poll and the sleep, on a fake clock (io_uring SQPOLL: poll sq_thread_idle, then sleep)', () => {
+  const E = SPIN_CLOCK_EVERY;
+
+  it('a budget is polled SPIN_CLOCK_EVERY times per clock read until the clock passes it, then the thread sleeps; the policy hears the clock in ns', () => {
+    let rig!: Rig;
+    const p = new RecordingPolicy(false, () => 5e6);
+    rig = rigWith(p).rig;
+    const t = runIdle(rig);
+    // Idle at 1001 ms; the spin reads the clock after every E polls, 1002 .. 1007, and the first read past 1001 + 5
+    // ends it; the sleep's re-check is one more poll; woken at 1008 (stopped by the host: work), an arrival after a sleep.
+    expect(t.clock).toEqual([1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008]);
+    expect(t.pollsAtClock).toEqual([0, E, 2 * E, 3 * E, 4 * E, 5 * E, 6 * E, 6 * E + 1]);
+    expect(t.waits).toBe(1);
+    expect(t.sleepAnnounced).toBe(1);
+    expect(p.idleAt).toEqual([1001e6]);
+    expect(p.arrivals).toEqual([true]);
+    expect(p.arrivedAt).toEqual([1008e6]);
+    expect(rig.i32[KTHREAD_CTL + CTL_STAT_SLEEPS]).toBe(1);
+  });
+
+  it('a budget of 0 sleeps at once: no poll but the sleep\'s re-check, no clock read but the two that bound the sleep', () => {
+    let rig!: Rig;
+    const p = new RecordingPolicy(false, () => 0);
+    rig = rigWith(p).rig;
+    const t = runIdle(rig);
+    expect(t.clock).toEqual([1001, 1002]);
+    expect(t.pollsAtClock).toEqual([0, 1]);
+    expect(t.waits).toBe(1);
+    expect(p.arrivedAt).toEqual([1002e6]);
+    expect(p.arrivals).toEqual([true]);
+  });
+
+  it('work seen while polling ends the poll without a sleep, or its announcement; its arrival is the last clock read', () => {
+    let rig!: Rig;
+    const p = new RecordingPolicy(false, (n) => {
+      if (n === 1) STOP(rig); // the next idle's first poll sees it
+      return n === 0 ? 5e6 : 1e12;
+    });
+    const made = rigWith(p);
+    rig = made.rig;
+    const q = made.qs[0]!;
+    const t = runIdle(rig, (n) => n === 100 && submit(rig, q, [cmd()]));
+    expect(consPos(rig, q)).toBe(1);
+    expect(t.waits).toBe(0);
+    expect(t.sleepAnnounced).toBe(0);
+    // The clock was read at the idle (1001) and after poll E (1002), the second idle at 1003.
+    expect(t.clock).toEqual([1001, 1002, 1003]);
+    expect(p.idleAt).toEqual([1001e6, 1003e6]);
+    expect(p.arrivedAt).toEqual([1002e6, 1003e6]);
+    expect(p.arrivals).toEqual([false, false]);
+    expect(rig.i32[KTHREAD_CTL + CTL_STAT_SLEEPS]).toBe(0);
+  });
+});
+
+describe('a hardware VCMDQ keeps the thread polling (the SMMU polls an enabled VCMDQ; its guest rings no doorbell)', () => {
+  it('while one is enabled the loop never goes idle (no idle(), no sleep); disabled, it goes idle as usual', () => {
+    for (const enabled of [true, false]) {
+      let rig!: Rig;
+      const p = new RecordingPolicy(false, () => {
+        STOP(rig);
+        return 0;
+      });
+      rig = makeRig([{ vmid: VMID, psids: [1], asid: 2 }], { policy: p });
+      const vintf = rig.w.layout.alloc(VINTF_WORDS * 4, 64) >>> 2;
+      writeVintf(rig.i32, vintf, VMID, [{ vsid: 0, psid: 1 }]);
+      const hw = addQueue(rig, VMID, 3, vintf);
+      if (!enabled) Atomics.store(rig.i32, hw.regs + Q_CONFIG, 0);
+      // The host stops the thread at its third heartbeat (one per pass): a thread that polls on ends there.
+      let beats = 0;
+      const add = Atomics.add;
+      Atomics.add = ((ta: Int32Array, i: number, v: number) => {
+        const old = add(ta, i, v);
+        if (ta === rig.i32 && i === KTHREAD_CTL + CTL_HEARTBEAT && ++beats === 3) STOP(rig);
+        return old;
+      }) as typeof Atomics.add;
+      try {
+        runOnce(rig);
+      } finally {
+        Atomics.add = add;
+      }
+      expect([beats, p.hints]).toEqual(enabled ? [3, []] : [1, [false]]);
+      expect(rig.i32[KTHREAD_CTL + CTL_STAT_SLEEPS]).toBe(0);
+    }
   });
 });
