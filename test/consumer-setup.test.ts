@@ -29,7 +29,9 @@ const illegal = (): Uint32Array => {
 };
 const reg = (rig: Rig, q: RigQueue, w: number): number => Atomics.load(rig.i32, q.regs + w);
 const stopped = (rig: Rig, q: RigQueue): boolean => ((reg(rig, q, Q_GERROR) ^ reg(rig, q, Q_GERRORN)) & GERROR_CMDQ_ERR) !== 0;
-const ack = (rig: Rig, q: RigQueue): void => Atomics.store(rig.i32, q.regs + Q_GERRORN, reg(rig, q, Q_GERROR));
+const ack = (rig: Rig, q: RigQueue): void => {
+  Atomics.store(rig.i32, q.regs + Q_GERRORN, reg(rig, q, Q_GERROR));
+};
 
 /** Registers of queue `qid` as host.ts writes them before addQueue: 4 slots, pending slot `slot`. */
 function hostQueue(rig: Rig, qid: number, slot: number, vintf = 0): RigQueue {
