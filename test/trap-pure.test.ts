@@ -223,7 +223,13 @@ describe('first pass', () => {
     const fp = new FirstPass(new Uint32Array(8));
     fp.run(queueOf([asid(1), el2], 3), 3, 0, 2, DEFAULT_FEATURES);
     expect([fp.stop, fp.end, fp.ill]).toEqual([STOP.ILL, 1, ILL_NOT_FOR_GUEST]);
-    expect(firstPassIllText(fp.ill, fp.stopWords)).toMatch(/0x20 is not offered to a guest/);
+    expect(firstPassIllText(fp.ill, fp.stopWords)).toBe(
+      'opcode 0x20 is not offered to a guest: its vSMMU has stage 1 only (no stage 2, EL2 or MPAM commands)',
+    );
+    // Two hex digits, as the opcode byte is printed everywhere (CFGI_VMS_PIDM is 0x07; legal where MPAM is).
+    fp.run(queueOf([Uint32Array.of(OP.CFGI_VMS_PIDM, 0, 0, 0)], 1), 1, 0, 1, makeFeatures({ MPAM: true }));
+    expect([fp.stop, fp.ill]).toEqual([STOP.ILL, ILL_NOT_FOR_GUEST]);
+    expect(firstPassIllText(fp.ill, fp.stopWords)).toMatch(/^opcode 0x07 is not offered to a guest/);
     const ste = new Uint32Array(4);
     buildCfgiSte(ste, 0x10, 1);
     fp.run(queueOf([asid(1), ste], 3), 3, 0, 2, DEFAULT_FEATURES);
@@ -376,6 +382,6 @@ describe('FirstPass: which commands the VMM forwards and which it consumes itsel
   }
   it('a batch buffer of one command is enough; less is refused', () => {
     expect(new FirstPass(new Uint32Array(4)).capacity).toBe(1);
-    expect(() => new FirstPass(new Uint32Array(3))).toThrow(RangeError);
+    expect(() => new FirstPass(new Uint32Array(3))).toThrow(new RangeError('the batch buffer must hold at least one command, got 3 words'));
   });
 });
