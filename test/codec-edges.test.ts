@@ -133,6 +133,41 @@ describe('decode rules at their edges', () => {
     expect(decodeWords(words({ op: 'TLBI_NH_ALL' }), out, NO_FEATURES)).toBe(ILL_REASON.CAPABILITY);
   });
 
+  it('spec 4.4.1.1 range rules at their edges: SCALE 31 vs 32 without DS, TTL=1 Reserved only at TG=16K, NUM=SCALE=TTL=0 only with TG', () => {
+    const out = new Uint32Array(FIELD_COUNT);
+    const ril = makeFeatures({ RIL: true, DS: false });
+    const ds = makeFeatures({ RIL: true, DS: true });
+    const va = (f: Partial<Command>): Uint32Array => words({ op: 'TLBI_NH_VA', asid: 1, addr: 0x10000n, ...f } as Command);
+    const cases: [Partial<Command>, number, number][] = [
+      // [fields, code without DS, code with DS]
+      [{ tg: 1, scale: 31 }, 0, 0],
+      [{ tg: 1, scale: 32 }, ILL_REASON.SCALE_DS, 0],
+      [{ tg: 3, num: 31, scale: 63 }, ILL_REASON.SCALE_DS, 0],
+      [{ tg: 2, ttl: 1 }, ILL_REASON.RANGE_RESERVED, 0],
+      [{ tg: 2, ttl: 1, num: 1 }, 0, 0],
+      [{ tg: 2, ttl: 1, scale: 1 }, 0, 0],
+      [{ tg: 2, ttl: 2 }, 0, 0],
+      [{ tg: 2, ttl: 3 }, 0, 0],
+      [{ tg: 1, ttl: 1 }, 0, 0],
+      [{ tg: 3, ttl: 1 }, 0, 0],
+      [{ tg: 1 }, ILL_REASON.RANGE_RESERVED, ILL_REASON.RANGE_RESERVED],
+      [{ tg: 2 }, ILL_REASON.RANGE_RESERVED, ILL_REASON.RANGE_RESERVED],
+      [{ tg: 1, num: 1 }, 0, 0],
+      [{ ttl: 2 }, ILL_REASON.RANGE_TG0, ILL_REASON.RANGE_TG0],
+      [{ num: 31 }, ILL_REASON.RANGE_TG0, ILL_REASON.RANGE_TG0],
+      [{ scale: 32 }, ILL_REASON.RANGE_TG0, ILL_REASON.RANGE_TG0],
+      [{}, 0, 0],
+    ];
+    for (const [f, noDs, withDs] of cases) {
+      expect(decodeWords(va(f), out, ril), `${JSON.stringify(f)} without DS`).toBe(noDs);
+      expect(decodeWords(va(f), out, ds), `${JSON.stringify(f)} with DS`).toBe(withDs);
+      // Without RIL any of the four fields is RES0, whatever DS says.
+      expect(decodeWords(va(f), out, makeFeatures({ RIL: false, DS: true })), `${JSON.stringify(f)} without RIL`).toBe(
+        Object.keys(f).length === 0 ? 0 : ILL_REASON.RANGE_NO_RIL,
+      );
+    }
+  });
+
   it('CMD_SYNC MSIAddr[55:52] is RES0 only with CS=IRQ (spec 4.7.3: the MSI fields are IGNORED otherwise)', () => {
     const out = new Uint32Array(FIELD_COUNT);
     for (const cs of [CS.NONE, CS.IRQ, CS.SEV]) {
