@@ -7,9 +7,10 @@
 // (predicted / measured); the issue's target is 0.75..1.25. Nothing here is
 // fitted: the profile comes from the hops and micro steps alone.
 import type { CsMode as LibCsMode } from '../src/index.ts';
+import { CTL_STAT_SLEEPS } from '../src/layout.ts';
 import { ADAPTIVE_DEFAULTS } from '../src/poll-policy.ts';
 import { batchCommands, SIM_PATHS, type SimPathName } from '../src/sim/paths.ts';
-import { runSim, SIM_SPIN_NS, type SimConfig } from '../src/sim/run.ts';
+import { runSim, SIM_SPIN_NS, type SimConfig, type SimResult } from '../src/sim/run.ts';
 import type { LatencyPath } from './baselines.ts';
 import { runInterleaved, type Profile } from './harness.ts';
 import { closeAll, openPaths, SubmitPath, type ScenarioDef } from './scenario-kit.ts';
@@ -49,11 +50,45 @@ export function simcheckRow(path: QueuePathName, params: Params, predictedUs: nu
 /** The real queues' size: vm.openQueue's default (src/host.ts), which openPath takes. */
 export const SIMCHECK_LOG2SIZE = 8;
 
+/** A simulated single-vCPU run as the real one is set up: the bench's ring, and for doorbell-adaptive startHost's default poller (AdaptivePoll with its defaults). */
+export function simulateOne(profile: SimProfile, path: SimPathName, over: Partial<SimConfig>): SimResult {
+  return runSim({ profile, path, vcpus: 1, workload: 'roundtrip', unmaps: 2000, adaptive: ADAPTIVE_DEFAULTS, log2size: SIMCHECK_LOG2SIZE, ...over });
+}
+
+/** p50 of a simulated run, µs (per command for the batch workload: `perOp` commands per operation). */
+export function simP50(r: SimResult, perOp = 1): number {
+  return median(r.latenciesNs) / 1000 / perOp;
+}
+
 /** p50 of a simulated single-vCPU run, µs (per command for the batch workload). */
 export function predictP50(profile: SimProfile, path: SimPathName, over: Partial<SimConfig>, perOp = 1): number {
-  // The real doorbell-adaptive host runs startHost's default poller: AdaptivePoll with its defaults.
-  const r = runSim({ profile, path, vcpus: 1, workload: 'roundtrip', unmaps: 2000, adaptive: ADAPTIVE_DEFAULTS, log2size: SIMCHECK_LOG2SIZE, ...over });
-  return median(r.latenciesNs) / 1000 / perOp;
+  return simP50(simulateOne(profile, path, over), perOp);
+}
+
+/** How often a doorbell path's kernel thread went to sleep per batch iteration, measured and simulated (a wake-up per sleep). */
+export interface SleepCount {
+  path: QueuePathName;
+  measured: number;
+  simulated: number;
+}
+
+/**
+ * The batch figures' diagnostic note: a sleeping kernel thread that runs dry
+ * in the middle of an iteration costs a kick and a wake-up more, so where a
+ * batch figure is off, whether the real thread slept more often than the
+ * simulated one says which side of that race each is on.
+ */
+export function sleepsNote(batch: number, counts: readonly SleepCount[]): string {
+  const each = counts.map((c) => `${c.path} ${c.measured.toFixed(2)} / ${c.simulated.toFixed(2)}`);
+  return `simcheck batch ${batch}: kernel-thread sleeps per iteration, measured / simulated: ${each.length > 0 ? each.join(', ') : 'no doorbell path'}`;
+}
+
+/** The sleep counter of a doorbell path's kernel thread (its CTL_STAT_SLEEPS word); undefined on the other paths. */
+function kthreadSleeps(o: OpenedPath): (() => number) | undefined {
+  if (!o.name.startsWith('doorbell-')) return undefined;
+  const i32 = new Int32Array(o.host.sab);
+  const at = o.host.kthreadCtl(o.vm.kthread) + CTL_STAT_SLEEPS;
+  return () => Atomics.load(i32, at);
 }
 
 /** A submit after an idle gap (busy-waited: a timer cannot do microseconds); the gap is not timed. */
@@ -88,7 +123,12 @@ class BatchIteration implements LatencyPath {
   private readonly words: Uint32Array<ArrayBuffer>;
   private readonly publishes: number;
   private readonly cs: LibCsMode;
+  private readonly sleepCount: (() => number) | undefined;
+  /** Iterations run and kernel-thread sleeps seen during them (doorbell paths), warm-up included. */
+  iterations = 0;
+  sleeps = 0;
   constructor(readonly name: QueuePathName, private readonly o: OpenedPath, private readonly batch: number, private readonly timeoutMs: number) {
+    this.sleepCount = kthreadSleeps(o);
     this.cs = syncCsOf(name) as LibCsMode;
     this.params = { batch };
     this.words = new Uint32Array(4 * batch);
@@ -97,6 +137,7 @@ class BatchIteration implements LatencyPath {
   }
   sample(out: Float64Array, from: number, count: number): void {
     const q = this.o.queue;
+    const sleeps0 = this.sleepCount?.() ?? 0;
     this.o.active(true);
     try {
       for (let i = from; i < from + count; i++) {
@@ -108,6 +149,8 @@ class BatchIteration implements LatencyPath {
     } finally {
       this.o.active(false);
     }
+    this.iterations += count;
+    if (this.sleepCount !== undefined) this.sleeps += this.sleepCount() - sleeps0;
   }
   close(): Promise<void> {
     return Promise.resolve();
@@ -147,10 +190,14 @@ export const simcheck: ScenarioDef = {
       for (const batch of SIMCHECK_BATCHES) {
         const iters = simulated.map((o) => new BatchIteration(o.name, o, batch, profile.timeoutMs));
         const meas = await runInterleaved(`simcheck batch ${batch}`, iters, few, progress);
-        for (const x of meas) {
-          const predicted = predictP50(sp, simPathOf(x.path.name)!, { workload: 'batch', batch, unmaps: 200 }, batchCommands(batch));
-          rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'throughput_us_per_cmd', batch }, predicted, median(x.samples), few.samples));
+        const counts: SleepCount[] = [];
+        for (const [k, x] of meas.entries()) {
+          const r = simulateOne(sp, simPathOf(x.path.name)!, { workload: 'batch', batch, unmaps: 200 });
+          rows.push(simcheckRow(x.path.name as QueuePathName, { figure: 'throughput_us_per_cmd', batch }, simP50(r, batchCommands(batch)), median(x.samples), few.samples));
+          const it = iters[k]!;
+          if (x.path.name.startsWith('doorbell-') && it.iterations > 0) counts.push({ path: it.name, measured: it.sleeps / it.iterations, simulated: r.wakeups / r.unmaps });
         }
+        notes.push(sleepsNote(batch, counts));
       }
       const gapPaths = simulated.filter((o) => o.name === 'doorbell-sleep' || o.name === 'doorbell-spin');
       const gp: Profile = { ...profile, warmup: Math.round(profile.warmup / 10), samples: Math.round(profile.samples / 10), rewarm: 5 };
