@@ -470,11 +470,11 @@ export class KernelThread implements Actor, Server {
         // SLEEPING stays set until the thread runs (layout.ts: only the sleeper clears it): the guest rings again.
         return c.draw(S.exit_kernel);
       case 'spin':
-        // The poll sees PROD move (one line), then reads the slots behind it: the 3-line shape
-        // of layout.ts's line budget (the slot line and q.0 to the kernel thread). The guest
+        // The poll sees the queue's pending bit (one line), then reads PROD and the slots behind it:
+        // layout.ts's line budget (pend, q.0 and the slot line to the kernel thread). The guest
         // takes PROD's line back from the poller (publish_line).
         this.state = 'noticing';
-        env.sim.after(c.draw(S.notice) + c.draw(S.slot_lines), this, K.NOTICE);
+        env.sim.after(this.lines(c), this, K.NOTICE);
         return c.draw(S.publish_line);
       default:
         // Noticing or in a pass: that pass or the next one sees the new PROD; the thread reads PROD's line as the guest writes it.
@@ -520,7 +520,12 @@ export class KernelThread implements Actor, Server {
     }
   }
 
-  /** `seen`: the pass starts on a PROD it has just read (noticed while polling, or the wake-up's re-check). */
+  /** The lines a publish moves to the thread: the pending bitmap's (polled), then PROD's and the slots' behind it (layout.ts's line budget). */
+  private lines(c: Costs): number {
+    return c.draw(S.notice) + c.drawN(S.slot_lines, 2);
+  }
+
+    /** `seen`: the pass starts on a PROD it has just read (noticed while polling, or the wake-up's re-check). */
   private startPass(seen: boolean): void {
     this.state = 'busy';
     this.k = 0;
@@ -545,7 +550,7 @@ export class KernelThread implements Actor, Server {
       // Consumer.consume: PROD's line and the slots' (unless this pass began by reading them), the
       // queue's fixed work (kthread_pass), then each command.
       const c = env.costs;
-      const lines = this.linesSeen ? 0 : c.draw(S.notice) + c.draw(S.slot_lines);
+      const lines = this.linesSeen ? 0 : this.lines(c);
       this.linesSeen = false;
       env.sim.after(lines + c.draw(S.kthread_pass) + c.drawN(S.kthread_cmd, this.cmds), this, K.ISSUED);
       return;

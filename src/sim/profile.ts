@@ -55,7 +55,12 @@ export const STEP_NAMES = [
    * the consumer's view of the write (that is `notice`).
    */
   'publish_line',
-  /** A consumer that saw PROD move reads the published slots: what the slot line adds to PROD's (the 3-line round trip over the 2-line one). */
+  /**
+   * A consumer that saw the line it polls move reads a further line behind
+   * it, paid per line (the 3-line round trip over the 2-line one): the SW
+   * vCMDQ's kernel thread reads two (PROD's behind its pending bitmap's, then
+   * the slots'; layout.ts's line budget), a poller of PROD itself one.
+   */
   'slot_lines',
   /** The guest's PROD write to its hardware VCMDQ page reaching the SMMU (no exit). */
   'hw_doorbell',
