@@ -163,40 +163,68 @@ function checkRange(tg: number, ttl: number, num: number, scale: number, feat: S
 }
 
 /**
- * Per command, a straight-line decoder generated from the table at load time
- * (the decodetree approach QEMU takes for instruction decoders), checks in
- * the order decodeWords documents: the capability the op needs, RES0, one
- * masked shift per field (kept in a local too, so the checks after it read
- * no memory) and an explicit zero for every slot the op lacks, SSec, the
- * range rules. A loop interpreting the part tables costs ~3x more per
- * command on the consumer's hot path; the generated code reads the same
- * tables, so there is still one description of the fields. All-zero range
- * fields are legal whatever the features (checkRange), so only a command
- * that uses them pays for the call.
+ * The checks of each op that no field mask expresses, on its decoded locals
+ * (generated after its range rules): CMD_SYNC's Reserved CS and its MSI
+ * address above the OAS (IGNORED unless CS=IRQ), PRI_RESP's ILLEGAL Resp,
+ * ATC_INV's Size above the invalidate-all size.
+ */
+const OP_CHECKS: Partial<Record<OpName, string>> = {
+  CMD_SYNC: `if (v${F.CS} === 3) return ${ILL_REASON.CS_RESERVED};\n` +
+    `if (v${F.CS} === ${CS.IRQ} && (u[${SYNC_MSIADDR_HIGH_U32}] & ${SYNC_MSIADDR_HIGH_MASK}) !== 0) return ${ILL_REASON.MSIADDR_OAS};`,
+  PRI_RESP: `if (v${F.RESP} === 3) return ${ILL_REASON.PRI_RESP};`,
+  ATC_INV: `if (v${F.SIZE} > ${ATC_INV_SIZE_ALL}) return ${ILL_REASON.ATC_SIZE};`,
+};
+
+/**
+ * One straight-line decoder per command, generated from the table at load
+ * time (the decodetree approach QEMU takes for instruction decoders), as the
+ * cases of one switch on the opcode: checks in the order decodeWords
+ * documents: the capability the op needs, RES0, one masked shift per field
+ * (kept in a local too, so the checks after it read no memory) and an
+ * explicit zero for every slot the op lacks, SSec, the range rules, the op's
+ * own checks (OP_CHECKS). A loop interpreting the part tables costs ~3x more
+ * per command on the consumer's hot path; the generated code reads the same
+ * tables, so there is still one description of the fields. One function,
+ * not one per op: its call site is monomorphic, a direct call where a
+ * function picked from an array per opcode went through the generic Call
+ * builtin (~27 instructions per command, callgrind), and the switch is a
+ * jump table. All-zero range fields are legal whatever the features
+ * (checkRange), so only a command that uses them pays for the call.
  */
 type Decoder = (u: Uint32Array, out: Uint32Array, feat: SmmuFeatures) => number;
-const DECODE: readonly Decoder[] = COMMANDS.map((spec, s) => {
-  const body: string[] = [];
-  if (spec.needs !== undefined) body.push(`if (!(${CAPABILITY_TEST[spec.needs]})) return ${ILL_REASON.CAPABILITY};`);
-  const r = RES0.subarray(4 * s, 4 * s + 4);
-  body.push(`if (((u[0] & ${r[0]}) | (u[1] & ${r[1]})) !== 0) return ${ILL_REASON.RES0};`);
-  body.push(`if (((u[2] & ${r[2]}) | (u[3] & ${r[3]})) !== 0) return ${ILL_REASON.RES0 | (1 << 8)};`);
-  const written = new Set<number>([F.OP]);
-  for (let p = PART_START[s]!; p < PART_START[s + 1]!; p++) {
-    const x = `u[${PART_U32[p]}]`;
-    const v = PART_IN_PLACE[p] ? `${x} & ${PART_MASK[p]}` : `(${x} >>> ${PART_SHIFT[p]}) & ${PART_MASK[p]}`;
-    body.push(`const v${PART_SLOT[p]} = ${v};`, `out[${PART_SLOT[p]}] = v${PART_SLOT[p]};`);
-    written.add(PART_SLOT[p]!);
-  }
-  for (let slot = 0; slot < FIELD_COUNT; slot++) if (!written.has(slot)) body.push(`out[${slot}] = 0;`);
-  if (written.has(F.SSEC)) body.push(`if (v${F.SSEC} !== 0) return ${ILL_REASON.SSEC};`);
-  if (written.has(F.TG)) {
-    const [tg, ttl, num, scale] = [F.TG, F.TTL, F.NUM, F.SCALE].map((slot) => `v${slot}`);
-    body.push(`if ((${tg} | ${ttl} | ${num} | ${scale}) !== 0) { const r = checkRange(${tg}, ${ttl}, ${num}, ${scale}, feat); if (r !== 0) return r; }`);
-  }
-  body.push('return 0;');
-  return new Function('checkRange', `return function decode_${spec.op}(u, out, feat) {\n${body.join('\n')}\n};`)(checkRange) as Decoder;
-});
+const DECODE: Decoder = ((): Decoder => {
+  const cases = COMMANDS.map((spec, s) => {
+    const body: string[] = [`case ${spec.opcode}: {`];
+    if (spec.needs !== undefined) body.push(`if (!(${CAPABILITY_TEST[spec.needs]})) return ${ILL_REASON.CAPABILITY};`);
+    const r = RES0.subarray(4 * s, 4 * s + 4);
+    body.push(`if (((u[0] & ${r[0]}) | (u[1] & ${r[1]})) !== 0) return ${ILL_REASON.RES0};`);
+    body.push(`if (((u[2] & ${r[2]}) | (u[3] & ${r[3]})) !== 0) return ${ILL_REASON.RES0 | (1 << 8)};`);
+    const written = new Set<number>([F.OP]);
+    for (let p = PART_START[s]!; p < PART_START[s + 1]!; p++) {
+      const x = `u[${PART_U32[p]}]`;
+      const v = PART_IN_PLACE[p] ? `${x} & ${PART_MASK[p]}` : `(${x} >>> ${PART_SHIFT[p]}) & ${PART_MASK[p]}`;
+      body.push(`const v${PART_SLOT[p]} = ${v};`, `out[${PART_SLOT[p]}] = v${PART_SLOT[p]};`);
+      written.add(PART_SLOT[p]!);
+    }
+    for (let slot = 0; slot < FIELD_COUNT; slot++) if (!written.has(slot)) body.push(`out[${slot}] = 0;`);
+    if (written.has(F.SSEC)) body.push(`if (v${F.SSEC} !== 0) return ${ILL_REASON.SSEC};`);
+    if (written.has(F.TG)) {
+      const [tg, ttl, num, scale] = [F.TG, F.TTL, F.NUM, F.SCALE].map((slot) => `v${slot}`);
+      body.push(`if ((${tg} | ${ttl} | ${num} | ${scale}) !== 0) { const r = checkRange(${tg}, ${ttl}, ${num}, ${scale}, feat); if (r !== 0) return r; }`);
+    }
+    const checks = OP_CHECKS[spec.op];
+    if (checks !== undefined) {
+      for (const slot of checks.matchAll(/\bv(\d+)\b/g)) {
+        if (!written.has(Number(slot[1]))) throw new Error(`codec.ts: OP_CHECKS.${spec.op} reads F slot ${slot[1]}, which ${spec.op} has not`);
+      }
+      body.push(checks);
+    }
+    body.push('return 0;', '}');
+    return body.join('\n');
+  });
+  const src = `return function decode(u, out, feat) {\nconst opcode = u[0] & 0xff;\nout[${F.OP}] = opcode;\nswitch (opcode) {\n${cases.join('\n')}\ndefault: return ${ILL_REASON.OPCODE};\n}\n};`;
+  return new Function('checkRange', src)(checkRange) as Decoder;
+})();
 
 /** Every capability: illReason decodes a refused command's fields whatever the SMMU lacked. */
 const ALL_CAPABILITIES = makeFeatures({ MPAM: true, DS: true });
@@ -207,20 +235,7 @@ const ALL_CAPABILITIES = makeFeatures({ MPAM: true, DS: true });
  * an ILL_REASON code (out is then partially filled and must not be used).
  */
 export function decodeWords(u: Uint32Array, out: Uint32Array, feat: SmmuFeatures): number {
-  const opcode = u[0]! & 0xff;
-  out[F.OP] = opcode;
-  const s = OPC_SPEC[opcode]!;
-  if (s < 0) return ILL_REASON.OPCODE;
-  const ill = DECODE[s]!(u, out, feat);
-  if (ill !== 0) return ill;
-  switch (opcode) {
-    case OP.CMD_SYNC:
-      if (out[F.CS] === 3) return ILL_REASON.CS_RESERVED;
-      return out[F.CS] === CS.IRQ && (u[SYNC_MSIADDR_HIGH_U32]! & SYNC_MSIADDR_HIGH_MASK) !== 0 ? ILL_REASON.MSIADDR_OAS : 0;
-    case OP.PRI_RESP: return out[F.RESP] === 3 ? ILL_REASON.PRI_RESP : 0;
-    case OP.ATC_INV: return out[F.SIZE]! > ATC_INV_SIZE_ALL ? ILL_REASON.ATC_SIZE : 0;
-    default: return 0;
-  }
+  return DECODE(u, out, feat);
 }
 
 /**
@@ -409,7 +424,7 @@ export function illReason(code: number, u: Uint32Array): string {
   const spec = COMMANDS[s]!;
   const op = spec.op;
   const f = new Uint32Array(FIELD_COUNT);
-  DECODE[s]!(u, f, ALL_CAPABILITIES); // fills the fields unless RES0 bits are set, whose text needs none
+  DECODE(u, f, ALL_CAPABILITIES); // fills the fields unless RES0 bits are set, whose text needs none
   const rangeText = `TG=${f[F.TG]} TTL=${f[F.TTL]} NUM=${f[F.NUM]} SCALE=${f[F.SCALE]}`;
   switch (kind) {
     case ILL_REASON.CAPABILITY: return `${op} needs ${CAPABILITY_TEXT[spec.needs!]}`;
@@ -468,7 +483,7 @@ const U64_MAX = (1n << 64n) - 1n;
 type ObjectEncoder = (cmd: Command, u: Uint32Array, at: number, ds: boolean) => number;
 /**
  * Per command, a straight-line encoder generated from the same part tables
- * as DECODE: one named property read per field (an inline cache per op,
+ * as DECODE's: one named property read per field (an inline cache per op,
  * where a loop over names would be a megamorphic keyed load), the checks
  * encodeCommand documents in field order (the first bad field is the one
  * reported), the value or'ed into its u32, then one for-in pass for keys
