@@ -263,6 +263,8 @@ describe('hot face', () => {
     expect(() => fieldAccessor(F.VMID, [0xff])).toThrow(/has no field/);
     // RESP is w1[13:12] in PRI_RESP, w0[13:12] in RESUME.
     expect(() => fieldAccessor(F.RESP, [OP.PRI_RESP, OP.RESUME])).toThrow(/not in one place/);
+    // SIZE is w1[4:0] in PREFETCH_ADDR, w1[5:0] in ATC_INV: the same u32 and shift, another mask.
+    expect(() => fieldAccessor(F.SIZE, [OP.PREFETCH_ADDR, OP.ATC_INV])).toThrow(/not in one place/);
     expect(() => fieldAccessor(F.SID, [])).toThrow(/not in one place/);
   });
   it('illReason rejects a code it does not know', () => {
