@@ -3,8 +3,9 @@
 import { F, FIELD_COUNT, OP } from '../src/fields.ts';
 import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
 import {
-  GuestMemory, PhysLayout, STE_CFG, SmmuModel, TranslationTable, buildStage2, installNestedSte, readGuestSte,
-  split64, writeGuestCd, writeGuestSte, type Granule, type Stage2, type SmmuModelOptions,
+  GuestMemory, HostTableStore, PhysLayout, STE_CFG, SmmuModel, TranslationTable, buildStage2, encodeCd, encodeSte, installNestedSte,
+  readGuestSte, split64, tg0Of, writeGuestCd, writeGuestSte, writeHostWords, type CdFields, type Granule, type Stage2, type SmmuModelOptions,
+  type SteFields,
 } from '../src/model/index.ts';
 
 export const MiB = 1 << 20;
@@ -48,7 +49,7 @@ export function makeVm(w: World, o: { vmid: number; psids: number[]; asid?: numb
   const cdTable = gm.allocTable(4096);
   const strtab = gm.allocTable(4096);
   const vm: Vm = { vmid: o.vmid, gm, s2, pt, cdTable, strtab, streams: new Map(), stePa: new Map(), dataIpa: ramBytes / 2 };
-  writeGuestCd(gm, cdTable, 0, { asid: o.asid ?? 1, ttb0: pt.root, tg0: tg0(o.granule ?? 4096) });
+  writeGuestCd(gm, cdTable, 0, { asid: o.asid ?? 1, ttb0: pt.root, tg0: tg0Of(o.granule ?? 4096) });
   o.psids.forEach((psid, vsid) => {
     writeGuestSte(gm, strtab, vsid, { config: STE_CFG.S1_TRANS, s1ContextPtr: cdTable, s1CdMax: 0, eats: 1 });
     const stePa = w.layout.alloc(64, 64);
@@ -61,8 +62,50 @@ export function makeVm(w: World, o: { vmid: number; psids: number[]; asid?: numb
   return vm;
 }
 
-function tg0(g: Granule): number {
-  return g === 4096 ? 0 : g === 65536 ? 1 : 2;
+
+export type Field = readonly [number, number, number];
+
+/** Overwrite one field of an encoded STE/CD (the encoders only write legal values). */
+export function patch(w: Uint32Array, [i, sh, width]: Field, v: number): Uint32Array {
+  const mask = (width === 32 ? 0xffffffff : ((1 << width) - 1) << sh) >>> 0;
+  w[i] = ((w[i]! & ~mask) | ((v << sh) & mask)) >>> 0;
+  return w;
+}
+
+export interface S1 {
+  w: World;
+  pt: TranslationTable;
+  cdTable: number;
+  stePa: number;
+  /** Host PA of the data pages map() hands out. */
+  data: number;
+}
+
+/** StreamID of the stream s1Stream attaches. */
+export const S1_PSID = 1;
+
+/**
+ * A stage-1-only stream (STE.Config = S1_TRANS): its CD table and tables in
+ * host memory, as a host driver's own DMA domain has them. `cds` CDs at SSIDs
+ * 0.., each with ASID 9 + ssid over the one table; the STE takes `ste` on top.
+ */
+export function s1Stream(o: { ste?: Partial<SteFields>; cd?: Partial<CdFields>; granule?: Granule; features?: Parameters<typeof makeWorld>[0]; opts?: Parameters<typeof makeWorld>[1]; cds?: number } = {}): S1 {
+  const w = small(o.features ?? {}, o.opts ?? {});
+  const granule = o.granule ?? 4096;
+  const pt = new TranslationTable(new HostTableStore(w.layout), 1, { granule });
+  const cds = o.cds ?? 1;
+  const cdTable = w.layout.alloc(64 * cds, 64);
+  for (let s = 0; s < cds; s++) writeHostWords(w.mem, cdTable + 64 * s, encodeCd({ asid: 9 + s, ttb0: pt.root, tg0: tg0Of(granule), ...o.cd }));
+  const stePa = w.layout.alloc(64, 64);
+  writeHostWords(w.mem, stePa, encodeSte({ config: STE_CFG.S1_TRANS, s1ContextPtr: cdTable, eats: 1, ...o.ste }));
+  w.model.attachStream(S1_PSID, stePa);
+  const data = w.layout.alloc(4 * MiB, 2 * MiB);
+  return { w, pt, cdTable, stePa, data };
+}
+
+/** A world over 8 MiB (its STEs, CDs, tables and a 4 MiB data area) of host memory: allocating the fixture's 96 MiB dominates a short test. */
+export function small(features: Parameters<typeof makeWorld>[0] = {}, opts: Parameters<typeof makeWorld>[1] = {}): World {
+  return makeWorld(features, opts, 8 * MiB);
 }
 
 type Slot = Lowercase<Exclude<keyof typeof F, 'ADDR_LO' | 'ADDR_HI' | 'OP' | 'MSIADDR_LO' | 'MSIADDR_HI'>>;

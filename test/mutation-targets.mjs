@@ -51,15 +51,15 @@ export const targets = {
     note: "the model's cache index (IOTLB, walk cache, CD cache, ATC)",
   },
   'model-inv': {
-    // execute .. atcInvalidate: every invalidation command.
-    mutate: ['src/model/smmu.ts:814-1065'],
-    tests: ['test/model-invalidation.test.ts', 'test/model.test.ts', 'test/isolation.test.ts', 'test/invalidate-range.test.ts', 'test/range-oracle.test.ts'],
+    // execute .. atcInvalidate: every command, invalidations included.
+    mutate: ['src/model/smmu.ts:816-1056'],
+    tests: ['test/model-commands.test.ts', 'test/model-invalidation.test.ts', 'test/model.test.ts', 'test/isolation.test.ts', 'test/invalidate-range.test.ts', 'test/range-oracle.test.ts'],
     note: "the model's invalidation path",
   },
   'model-tr': {
-    // translate .. walk, loadSte, loadCd, dropConfig: the translation path.
-    mutate: ['src/model/smmu.ts:353-813'],
-    tests: ['test/model.test.ts', 'test/model-invalidation.test.ts', 'test/isolation.test.ts', 'test/range-oracle.test.ts'],
+    // translate .. walk, loadSte, loadCd, dropConfig; and permits (the last function of the file).
+    mutate: ['src/model/smmu.ts:355-812', 'src/model/smmu.ts:1059-1065'],
+    tests: ['test/model-translate.test.ts', 'test/model.test.ts', 'test/model-invalidation.test.ts', 'test/model-commands.test.ts', 'test/isolation.test.ts'],
     note: "the model's translation path",
   },
   trap: {
