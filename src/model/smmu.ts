@@ -13,7 +13,7 @@
 
 import { CERROR } from '../errors.ts';
 import type { SmmuFeatures } from '../features.ts';
-import { F, OP, CFGI_ALL_RANGE } from '../fields.ts';
+import { F, OP } from '../fields.ts';
 import { join64, split64 } from './mem.ts';
 import { D_HI, D_LO, blockAllowed, levelShift } from './pgtable.ts';
 import { CD_BYTES, S1DSS, STE_CFG } from './structs.ts';
@@ -869,10 +869,11 @@ export class SmmuModel {
         const range = f[F.RANGE]!;
         const span = POW2[range + 1]!;
         const first = f[F.SID]! - (f[F.SID]! % span);
-        // Cost follows the attached streams, not the 2^(Range+1) SIDs named.
+        // Cost follows the attached streams, not the 2^(Range+1) SIDs named. Range = 31 (CFGI_ALL) spans every
+        // u32 StreamID from 0; a free slot's SID (NONE, -1) is below every span.
         for (let slot = 0; slot < this.maxStreams; slot++) {
           const sid = this.sidOfSlot[slot]!;
-          if (sid !== NONE && (range >= CFGI_ALL_RANGE || (sid >= first && sid < first + span))) this.dropConfig(slot);
+          if (sid >= first && sid < first + span) this.dropConfig(slot);
         }
         return 0;
       }
