@@ -274,3 +274,110 @@ describe('range TLBIs by VA, VA of any ASID, and IPA: exactly the pages of the r
     });
   }
 });
+
+describe('range fields at 16K (SMMUv3 §4.4.1.1: the range starts at Addr; TG = 16K with TTL = 1 is Reserved without IDR5.DS and treated as 0)', () => {
+  /** A 16K-granule stage-1 stream with pages 0..3 of VA cached (level 3): which still hit after `c`. */
+  function left16k(c: Uint32Array, features: Parameters<typeof small>[0] = {}): number[] {
+    const s = s1Stream({ granule: 16384, features });
+    s.pt.map(VA, s.data, 4 * 16384, RW);
+    const pages = [0, 1, 2, 3];
+    for (const p of pages) hits(s.w, S1_PSID, VA + p * 16384);
+    run(s.w.model, c);
+    return pages.filter((p) => hits(s.w, S1_PSID, VA + p * 16384));
+  }
+
+  test('Addr inside a granule: the granule holding Addr is in the range, and the range runs (NUM+1) << SCALE granules from Addr', () => {
+    // [VA + 16K + 12K, +16K) meets pages 1 and 2.
+    expect(left16k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 16384 + 0x3000, tg: 2, ttl: 3, num: 0, scale: 0, leaf: 1 }))).toEqual([0, 3]);
+    expect(left16k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 16384, tg: 2, ttl: 3, num: 0, scale: 0, leaf: 1 }))).toEqual([0, 2, 3]);
+  });
+
+  test('TTL = 1 without DS is TTL = 0 (any level): the level-3 pages of the range go', () => {
+    expect(left16k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 16384, tg: 2, ttl: 1, num: 1, scale: 0, leaf: 1 }))).toEqual([0, 3]);
+    // With DS, TTL = 1 names level 1, and TTL = 2 level 2 in any case: these level-3 pages are outside their scope.
+    expect(left16k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 16384, tg: 2, ttl: 1, num: 1, scale: 0, leaf: 1 }), { DS: true })).toEqual([0, 1, 2, 3]);
+    expect(left16k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 16384, tg: 2, ttl: 2, num: 1, scale: 0, leaf: 1 }))).toEqual([0, 1, 2, 3]);
+  });
+});
+
+describe('edges of the command fields', () => {
+  test('CFGI_STE_RANGE: the aligned 2^(Range+1) StreamIDs, none below or above; Range 31 (CFGI_ALL) every stream', () => {
+    const s = s1Stream();
+    // s1Stream's STE serves any StreamID: attach it under more of them.
+    const sids = [0x3f, 0x40, 0x43, 0x44, 0xffff_ffff];
+    for (const sid of sids) if (sid !== S1_PSID) s.w.model.attachStream(sid, s.stePa);
+    const cachedAll = (): void => { for (const sid of sids) s.w.model.translateIova(sid, -1, VA, ACCESS.READ); };
+    cachedAll();
+    run(s.w.model, cmd('CFGI_STE_RANGE', { sid: 0x42, range: 1 }));
+    expect(s.w.model.stats.steInvalidated).toBe(2);
+    cachedAll();
+    run(s.w.model, cmd('CFGI_STE_RANGE', { sid: 0x42, range: 31 }));
+    expect(s.w.model.stats.steInvalidated).toBe(2 + sids.length);
+  });
+
+  test('the largest VMID and ASID are tags like any other (8-bit and 16-bit)', () => {
+    for (const [bits16, vmid, asid] of [[false, 0xff, 0xff], [true, 0xffff, 0xffff]] as const) {
+      const { w, vms } = world([{ vmid, psids: [1], asid }], { VMID16: bits16, ASID16: bits16 });
+      vms[0]!.pt.map(VA, vms[0]!.dataIpa, 0x1000, RW);
+      for (const c of [
+        cmd('TLBI_NH_ALL', { vmid }), cmd('TLBI_NH_ASID', { vmid, asid }), cmd('TLBI_NH_VA', { vmid, asid, addr: VA }),
+        cmd('TLBI_S12_VMALL', { vmid }),
+      ]) {
+        hits(w, 1, VA);
+        const live = w.model.iotlbSize;
+        run(w.model, c);
+        expect(w.model.iotlbSize, `op 0x${c[0]!.toString(16)}`).toBeLessThan(live);
+        expect(w.model.stats.iotlbInvalidated).toBeGreaterThan(0);
+      }
+      // Stage 2 by IPA: the data page's stage-2 entry goes (the next walk of stage 2 misses).
+      hits(w, 1, VA);
+      const ipa = vms[0]!.dataIpa;
+      run(w.model, cmd('TLBI_S2_IPA', { vmid, addr: ipa }), cmd('TLBI_NH_ALL', { vmid }));
+      const s2Walks = w.model.stats.s2Walks;
+      hits(w, 1, VA);
+      expect(w.model.stats.s2Walks).toBe(s2Walks + 1);
+    }
+  });
+
+  test('NH_ASID counts what it drops; CFGI_CD_ALL counts every CD of the stream', () => {
+    const s = s1Stream({ ste: { s1CdMax: 1, s1Dss: S1DSS.BYPASS }, cds: 2 });
+    s.pt.map(VA, s.data, 0x2000, RW);
+    for (const va of [VA, VA + 0x1000]) for (const ssid of [0, 1]) s.w.model.translateIova(S1_PSID, ssid, va, ACCESS.READ);
+    run(s.w.model, cmd('TLBI_NH_ASID', { vmid: 0, asid: 10 }));
+    expect(s.w.model.stats.iotlbInvalidated).toBe(2);
+    expect(s.w.model.iotlbSize).toBe(2);
+    run(s.w.model, cmd('CFGI_CD_ALL', { sid: S1_PSID }));
+    expect(s.w.model.stats.cdInvalidated).toBe(2);
+  });
+});
+
+describe('the stage-2 walk cache: VMID-wide, all-wide and Leaf=0 IPA TLBIs drop cached stage-2 table descriptors', () => {
+  /**
+   * A stage-2-only stream (VMID 3, 4K pages) caches a walk of IPA VA, then the
+   * host replaces the level-3 table under it (a non-leaf change) and runs `c`.
+   * Returns whether VA then translates through the new table.
+   */
+  function fresh(c: Uint32Array): boolean {
+    const w = small({}, { walkCacheEntries: 64 });
+    const table = new TranslationTable(new HostTableStore(w.layout), 2, { inputBits: 39 });
+    const data = w.layout.alloc(0x2000);
+    table.map(VA, data, 0x1000, RW);
+    const stePa = w.layout.alloc(64, 64);
+    writeHostWords(w.mem, stePa, encodeSte({ config: STE_CFG.S2_TRANS, s2: { vmid: 3, ttb: table.root, t0sz: table.t0sz, sl0: 2 - table.startLevel, tg: 0, ps: 5 } }));
+    w.model.attachStream(9, stePa);
+    expect(w.model.translateIova(9, -1, VA, ACCESS.READ)).toMatchObject({ pa: data });
+    table.unmap(VA - (VA % (2 * MiB)), 2 * MiB);
+    table.map(VA, data + 0x1000, 0x1000, RW);
+    run(w.model, cmd('TLBI_S2_IPA', { vmid: 3, addr: VA, leaf: 1 }), c);
+    return (w.model.translateIova(9, -1, VA, ACCESS.READ) as { pa: number }).pa === data + 0x1000;
+  }
+
+  test('S12_VMALL, NSNH_ALL and S2_IPA with Leaf = 0 drop them; Leaf = 1, NH_ALL and another VMID leave the stale walk', () => {
+    expect(fresh(cmd('TLBI_S12_VMALL', { vmid: 3 }))).toBe(true);
+    expect(fresh(cmd('TLBI_NSNH_ALL'))).toBe(true);
+    expect(fresh(cmd('TLBI_S2_IPA', { vmid: 3, addr: VA, leaf: 0 }))).toBe(true);
+    expect(fresh(cmd('TLBI_S2_IPA', { vmid: 3, addr: VA, leaf: 1 }))).toBe(false);
+    expect(fresh(cmd('TLBI_NH_ALL', { vmid: 3 }))).toBe(false);
+    expect(fresh(cmd('TLBI_S12_VMALL', { vmid: 4 }))).toBe(false);
+  });
+});
