@@ -177,6 +177,11 @@ describe('the CD cache (SMMUv3 §4.3.2 CFGI_CD, §4.3.3 CFGI_CD_ALL)', () => {
     expect(s.w.model.stats.cdInvalidated).toBe(1);
     run(s.w.model, cmd('CFGI_STE', { sid: S1_PSID }), cmd('CFGI_STE', { sid: S1_PSID }));
     expect(s.w.model.stats.steInvalidated).toBe(1);
+    // CFGI_STE drops the stream's CDs with its STE (both fetched again by the next translation).
+    s.w.model.translateIova(S1_PSID, 0, VA, ACCESS.READ);
+    s.w.model.translateIova(S1_PSID, 1, VA, ACCESS.READ);
+    run(s.w.model, cmd('CFGI_STE', { sid: S1_PSID }));
+    expect(s.w.model.stats).toMatchObject({ steInvalidated: 2, cdInvalidated: 3 });
   });
 });
 

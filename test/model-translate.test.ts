@@ -11,7 +11,7 @@
 import { describe, expect, test } from 'vitest';
 import {
   ACCESS, CD, D_HI, D_LO, HostTableStore, descOa, levelShift, PROT, S1DSS, STE, STE_CFG, T_OUT, TRANSLATE_OUT_LEN, TranslationTable,
-  buildStage2, encodeCd, encodeSte, writeHostWords,
+  buildStage2, encodeCd, encodeSte, writeGuestCd, writeHostWords,
 } from '../src/model/index.ts';
 import type { SmmuFeatures } from '../src/features.ts';
 import { MiB, S1_PSID as PSID, cmd, makeVm, patch, run, s1Stream, small, type Field, type S1, type World } from './model-fixture.ts';
@@ -219,7 +219,8 @@ describe('STE.Config: abort, bypass, stage 2 only; addresses above 48 bits', () 
     w.model.attachStream(PSID, stePa);
     expect(tr(w, 0x1_2345)).toEqual({ pa: ram + 0x1_2345, sizeLog2: 21 });
     expect(tr(w, 2 * MiB)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, class: 'IN', ipa: 2 * MiB });
-    const ipa = 2 ** 39 + 0x5000;
+    // The first IPA past IAS 39 (its high word is reported too); the walk would wrap it onto IPA 0.
+    const ipa = 2 ** 39;
     expect(tr(w, ipa)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, level: 0, class: 'IN', ipa });
     expect(w.model.stats.s2Walks).toBe(2);
   });
@@ -311,8 +312,8 @@ describe('stage-1 walk faults (VMSAv8-64; SMMUv3 §7.3 F_TRANSLATION, F_ACCESS, 
     edit(s, descPa(s, VA + 0x2000, 3), { set: 0xfffff000 }); // OA 2^32 - 4K
     expect(tr(s.w, VA + 0x1000)).toMatchObject({ fault: 'F_ADDR_SIZE', stage: 1, level: 3, class: 'IN' });
     expect(tr(s.w, VA + 0x2000)).toEqual({ pa: 2 ** 32 - 0x1000, sizeLog2: 12 });
-    // The level-2 table descriptor pointing at 2^32 + its table: the walk stops there.
-    edit(s, descPa(s, VA, 2), {}, { set: 1 });
+    // The level-2 table descriptor pointing at exactly 2^32: the walk stops there.
+    edit(s, descPa(s, VA, 2), { clear: 0xfffff000 }, { set: 1 });
     expect(tr(s.w, VA)).toMatchObject({ fault: 'F_ADDR_SIZE', stage: 1, level: 2 });
     // IPS = 1: 36 bits; the same 2^32 output is fine.
     const t = s1Stream({ cd: { ips: 1 } });
@@ -452,11 +453,20 @@ describe('nested streams: stage 1 then stage 2, combined or split IOTLB entries'
       vm.pt.map(VA, vm.dataIpa, 0x1000, RW);
       vm.s2.table.protect(vm.dataIpa, 0x1000, PROT.READ);
       run(w.model, cmd('TLBI_S12_VMALL', { vmid: 4 }));
-      expect(tr(w, VA + 8, ACCESS.WRITE)).toMatchObject({ fault: 'F_PERMISSION', stage: 2, ipa: vm.dataIpa + 8, class: 'IN' });
+      expect(tr(w, VA + 8, ACCESS.WRITE)).toMatchObject({ fault: 'F_PERMISSION', stage: 2, level: 3, ipa: vm.dataIpa + 8, class: 'IN' });
       expect(tr(w, VA + 8, ACCESS.READ)).toEqual({ pa: vm.gm.paOf(vm.dataIpa + 8), sizeLog2: 12 });
       const walks = w.model.stats.s1Walks;
-      expect(tr(w, VA + 16, ACCESS.WRITE)).toMatchObject({ fault: 'F_PERMISSION', stage: 2, ipa: vm.dataIpa + 16 });
+      expect(tr(w, VA + 16, ACCESS.WRITE)).toMatchObject({ fault: 'F_PERMISSION', stage: 2, level: 3, ipa: vm.dataIpa + 16 });
       expect(w.model.stats.s1Walks).toBe(walks);
+      // ATS: the translation the ATC keeps, made from that IOTLB entry, carries both stages' permissions.
+      const ats = (a: number) => w.model.translateIova(PSID, -1, VA + 24, a, { ats: true });
+      expect(ats(ACCESS.READ)).toHaveProperty('pa');
+      expect(ats(ACCESS.WRITE)).toMatchObject({ fault: 'F_PERMISSION', stage: 2 });
+      // And made by a walk (nothing cached).
+      run(w.model, cmd('TLBI_S12_VMALL', { vmid: 4 }), cmd('ATC_INV', { sid: PSID, size: 52 }));
+      expect(ats(ACCESS.READ)).toHaveProperty('pa');
+      expect(ats(ACCESS.WRITE)).toMatchObject({ fault: 'F_PERMISSION', stage: 2 });
+      expect(w.model.stats.atcHits).toBe(0);
     });
 
     test(`${kind}: a stage-1 permission fault leaves nothing that would later translate wrong`, () => {
@@ -527,4 +537,61 @@ describe('ATS (SMMUv3 §3.9.1 / §13: translation requests and the device ATC)',
       expect(ats(1)).toEqual({ pa: s.data + 0x1000, sizeLog2: 12 });
     }
   });
+});
+
+describe('more walk rules', () => {
+  test('stage 2 never takes CD.AFFD: AF = 0 in a stage-2 leaf faults F_ACCESS at stage 2 though the CD sets AFFD', () => {
+    const w = small();
+    const vm = makeVm(w, { vmid: 4, psids: [PSID], asid: 9, ramBytes: 4 * MiB });
+    writeGuestCd(vm.gm, vm.cdTable, 0, { asid: 9, ttb0: vm.pt.root, affd: true });
+    vm.pt.map(VA, vm.dataIpa, 0x1000, RW);
+    // Stage 2 of the data page as a level-3 page (splitting the 2 MiB block), then its AF cleared.
+    vm.s2.table.map(vm.dataIpa, vm.gm.paOf(vm.dataIpa), 0x1000, RW);
+    const d = vm.s2.table.leafDescriptor(vm.dataIpa);
+    const u = new Uint32Array(w.mem);
+    u[d / 4] = (u[d / 4]! & ~D_LO.AF) >>> 0;
+    expect(tr(w, VA)).toMatchObject({ fault: 'F_ACCESS', stage: 2, level: 3, ipa: vm.dataIpa, class: 'IN' });
+  });
+
+  test('output-address bits below a block size are RES0 and not used: the block maps from its aligned base', () => {
+    const s = s1Stream();
+    s.pt.map(VA, s.data, 2 * MiB, RW);
+    edit(s, descPa(s, VA, 2), { set: 0x1000 });
+    expect(tr(s.w, VA + 0x1234)).toEqual({ pa: s.data + 0x1234, sizeLog2: 21 });
+  });
+
+  for (const [granule, inputBits] of [[16384, 36], [65536, 42]] as const) {
+    test(`stage 2 with ${granule / 1024}K pages: S2SL0 counts from level 3, the walk and its blocks`, () => {
+      const w = small();
+      const table = new TranslationTable(new HostTableStore(w.layout), 2, { granule, inputBits });
+      const data = w.layout.alloc(2 * granule, granule);
+      table.map(granule, data, granule, RW);
+      const stePa = w.layout.alloc(64, 64);
+      // VTCR.TG: 1 = 64K, 2 = 16K; SL0 for 16K/64K: 0 = level 3, 1 = level 2, 2 = level 1.
+      writeHostWords(w.mem, stePa, encodeSte({ config: STE_CFG.S2_TRANS, s2: { vmid: 3, ttb: table.root, t0sz: table.t0sz, sl0: 3 - table.startLevel, tg: granule === 65536 ? 1 : 2, ps: 5 } }));
+      w.model.attachStream(PSID, stePa);
+      expect(tr(w, granule + 0x123)).toEqual({ pa: data + 0x123, sizeLog2: Math.log2(granule) });
+      expect(tr(w, 0)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, level: 3 });
+    });
+  }
+});
+
+test('the walk cache: a second walk under the same tables resumes from the deepest cached table descriptor and finds its own page', () => {
+  const s = s1Stream({ opts: { walkCacheEntries: 16 } });
+  s.pt.map(VA, s.data, 0x2000, RW);
+  s.pt.map(VA + 2 * MiB, s.data + 0x2000, 0x1000, RW);
+  expect(tr(s.w, VA)).toEqual({ pa: s.data, sizeLog2: 12 });
+  expect(s.w.model.stats.walkCacheHits).toBe(0);
+  // Same level-3 table: resumes at level 3.
+  expect(tr(s.w, VA + 0x1000)).toEqual({ pa: s.data + 0x1000, sizeLog2: 12 });
+  // Another level-3 table under the same level-2 table: resumes at level 2.
+  expect(tr(s.w, VA + 2 * MiB)).toEqual({ pa: s.data + 0x2000, sizeLog2: 12 });
+  expect(s.w.model.stats).toMatchObject({ s1Walks: 3, walkCacheHits: 2 });
+  // Resuming keeps the table attributes met above the cached descriptor.
+  edit(s, descPa(s, VA, 1), {}, { set: D_HI.AP_TABLE_RDONLY });
+  run(s.w.model, cmd('TLBI_NH_ALL', { vmid: 0 }));
+  const hits = s.w.model.stats.walkCacheHits;
+  expect(tr(s.w, VA, ACCESS.READ)).toHaveProperty('pa');
+  expect(tr(s.w, VA + 0x1000, ACCESS.WRITE)).toMatchObject({ fault: 'F_PERMISSION', stage: 1, level: 3 });
+  expect(s.w.model.stats.walkCacheHits).toBe(hits + 1);
 });
