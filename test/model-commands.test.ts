@@ -386,3 +386,42 @@ describe('the stage-2 walk cache: VMID-wide, all-wide and Leaf=0 IPA TLBIs drop 
     expect(fresh(cmd('TLBI_S12_VMALL', { vmid: 4 }))).toBe(false);
   });
 });
+
+describe('range fields with and without IDR3.RIL and IDR5.DS', () => {
+  /** A 4K stage-1-only stream with pages 0..3 of VA cached: which still hit after `c`. */
+  function left4k(c: Uint32Array, features: Parameters<typeof small>[0] = {}): number[] {
+    const s = s1Stream({ features });
+    s.pt.map(VA, s.data, 0x4000, RW);
+    const pages = [0, 1, 2, 3];
+    for (const p of pages) hits(s.w, S1_PSID, VA + p * 0x1000);
+    run(s.w.model, c);
+    return pages.filter((p) => hits(s.w, S1_PSID, VA + p * 0x1000));
+  }
+
+  test('without RIL the range fields are RES0 and ignored: one address, not a range, and never the reserved combination', () => {
+    expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 0x1000, tg: 1, num: 1, scale: 0, ttl: 0 }), { RIL: false })).toEqual([0, 2, 3]);
+    expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 0x1000, tg: 1, num: 1, scale: 0, ttl: 0 }))).toEqual([0, 3]);
+  });
+
+  test('with DS, SCALE has 6 bits: SCALE = 32 spans 2^32 granules from Addr; SCALE 0 one granule', () => {
+    expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: 0, tg: 1, num: 0, scale: 32, ttl: 3 }), { DS: true })).toEqual([]);
+    expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 0x2000, tg: 1, num: 0, scale: 0, ttl: 3 }), { DS: true })).toEqual([0, 1, 3]);
+  });
+});
+
+describe('ASIDs of one VMID (SMMUv3 §4.4.2: NH_VA matches its ASID and global entries only)', () => {
+  test('NH_VA of ASID 9 keeps ASID 10 entries at the same VA (probes and scan) and drops only ASID 9 walk-cache entries', () => {
+    // One address (TG = 0): two probes, as many as the entries cached; 64 pages: the bucket scan.
+    for (const len of [1, 64]) {
+      const s = s1Stream({ ste: { s1CdMax: 1, s1Dss: S1DSS.BYPASS }, cds: 2, opts: { walkCacheEntries: 16 } });
+      s.pt.map(VA, s.data, 0x1000, RW);
+      for (const ssid of [0, 1]) hits(s.w, S1_PSID, VA, ssid);
+      // ASID 9's walk cached the level-0..2 table descriptors; so did ASID 10's.
+      run(s.w.model, ...(len === 1 ? [cmd('TLBI_NH_VA', { asid: 9, addr: VA })] : linuxRangeTlbi(9, 0, VA, len * 0x1000, 4096, false)));
+      expect(s.w.model.stats.walkCacheInvalidated, `${len} pages`).toBe(3);
+      expect(s.w.model.stats.iotlbInvalidated, `${len} pages`).toBe(1);
+      expect(hits(s.w, S1_PSID, VA, 1), `${len} pages`).toBe(true);
+      expect(hits(s.w, S1_PSID, VA, 0), `${len} pages`).toBe(false);
+    }
+  });
+});
