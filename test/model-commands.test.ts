@@ -373,8 +373,13 @@ describe('the stage-2 walk cache: VMID-wide, all-wide and Leaf=0 IPA TLBIs drop 
     expect(w.model.translateIova(9, -1, VA, ACCESS.READ)).toMatchObject({ pa: data });
     table.unmap(VA - (VA % (2 * MiB)), 2 * MiB);
     table.map(VA, data + 0x1000, 0x1000, RW);
-    run(w.model, cmd('TLBI_S2_IPA', { vmid: 3, addr: VA, leaf: 1 }), c);
-    return (w.model.translateIova(9, -1, VA, ACCESS.READ) as { pa: number }).pa === data + 0x1000;
+    run(w.model, cmd('TLBI_S2_IPA', { vmid: 3, addr: VA, leaf: 1 }));
+    const dropped = w.model.stats.walkCacheInvalidated;
+    run(w.model, c);
+    const isFresh = (w.model.translateIova(9, -1, VA, ACCESS.READ) as { pa: number }).pa === data + 0x1000;
+    // The counter follows: what made the walk fresh was dropped and counted (the level-1 and level-2 table descriptors above VA).
+    expect(w.model.stats.walkCacheInvalidated - dropped).toBe(isFresh ? 2 : 0);
+    return isFresh;
   }
 
   test('S12_VMALL, NSNH_ALL and S2_IPA with Leaf = 0 drop them; Leaf = 1, NH_ALL and another VMID leave the stale walk', () => {
