@@ -231,16 +231,43 @@ export class Consumer {
 
   /** Does a pending bit, a stopped queue's ack, a mailbox or a control word want service? (the sleep re-check; see layout.ts) */
   hasWork(): boolean {
+    return this.controlWork() || this.pendingSet(false) || this.otherWork();
+  }
+
+  /**
+   * hasWork() with the pending words peeked (plain reads; layout.ts,
+   * "Peeks"): the idle poll's test. A stale peek costs one more poll, never a
+   * sleep: the re-check before Atomics.wait is hasWork().
+   */
+  private pollWork(): boolean {
+    return this.controlWork() || this.pendingSet(true) || this.otherWork();
+  }
+
+  /** CTRL moved, STATE left RUNNING or the crash hook is armed. Atomics loads: also what keeps the JIT from hoisting a poll's peeks. */
+  private controlWork(): boolean {
     const i32 = this.i32;
     const ctl = this.ctl;
-    if (Atomics.load(i32, ctl + CTL_CTRL) !== this.ctrlSeen || Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING
-      || this.crashNow()) return true;
+    return Atomics.load(i32, ctl + CTL_CTRL) !== this.ctrlSeen || Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING
+      || this.crashNow();
+  }
+
+  /** Is one of this thread's pending bits set? `peek`: plain reads (a poll), else Atomics.load (the sleep re-check (A)). */
+  private pendingSet(peek: boolean): boolean {
+    const i32 = this.i32;
     const words = this.pendWords;
     const masks = this.pendMasks;
+    if (peek) {
+      for (let k = 0; k < words.length; k++) if ((i32[words[k]!]! & masks[k]!) !== 0) return true;
+      return false;
+    }
     for (let k = 0; k < words.length; k++) if ((Atomics.load(i32, words[k]!) & masks[k]!) !== 0) return true;
+    return false;
+  }
+
+  /** A stopped queue acked, an enabled hw queue (the thread polls on), or a mailbox request. */
+  private otherWork(): boolean {
     const s = this.stopped;
     for (let k = 0; k < s.length; k++) if (!this.stoppedOnError(s[k]!)) return true;
-    // An enabled hw queue keeps the thread polling, whether or not PROD moved.
     return this.hwPolling() || this.mailboxes.hasWork();
   }
 
@@ -341,7 +368,7 @@ export class Consumer {
   private spin(fromMs: number, budgetNs: number): boolean {
     const until = fromMs + budgetNs / 1e6;
     for (let n = 1; ; n++) {
-      if (this.hasWork()) return true;
+      if (this.pollWork()) return true;
       if (n % SPIN_CLOCK_EVERY === 0 && (this.polledAt = performance.now()) > until) return false;
     }
   }
@@ -364,9 +391,9 @@ export class Consumer {
     const masks = this.pendMasks;
     for (let k = 0; k < words.length; k++) {
       const w = words[k]!;
-      // Polled with a load: an idle word stays in this thread's cache; only a set one is taken (an RMW).
+      // Peeked (a plain read; layout.ts, "Peeks"): an idle word stays in this thread's cache; only a set one is taken (an RMW).
       const mask = masks[k]!;
-      if ((Atomics.load(i32, w) & mask) === 0) continue;
+      if ((i32[w]! & mask) === 0) continue;
       let bits = Atomics.and(i32, w, ~mask) & mask; // acquire: PENDING bits taken (this consumer's only), before the PROD loads of the queues they name (layout.ts)
       const first = (w - this.bitmap) << 5;
       while (bits !== 0) {
