@@ -91,6 +91,13 @@
 //        hoist a peek out of the loop, and each iteration reads memory
 //        afresh; an aligned Int32Array read never tears (ECMAScript's
 //        memory model: integer TypedArray accesses are [[NoTear]]).
+//    The same rule for a queue's registers in a pass: CONFIG and GERRORN are
+//    read plainly (values with nothing published behind them; after the
+//    take, so ordered after the guest's stores to them; a hw queue's are
+//    sampled every pass, so a stale one waits one pass), while PROD stays an
+//    Atomics.load, once per consume: it publishes the slots (a plain read
+//    could see a newer PROD than the slots it can see). HEARTBEAT, which only
+//    its thread writes, is bumped with a plain read-modify-write.
 //  - What is not announced by a bit: a queue stopped on an error waits for
 //    GERRORN, not PROD, so the thread keeps its own list of stopped queues and
 //    reads their GERRORN each pass (a bit taken while stopped is dropped: the
