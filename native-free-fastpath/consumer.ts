@@ -27,7 +27,7 @@ import {
   CTL_PENDING_WORDS, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PEND, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
-  STATUS_ENABLED, notifyQueueWaiters, pendingBit, pendingWord, queueRegs, sleepUnlessWork,
+  STATUS_ENABLED, notifyQueueWaiters, pendingBit, pendingWord, queueRegs, sleepUnlessWork, storeRelease,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
 import { FixedPoll, type PollPolicy } from '../src/poll-policy.ts';
@@ -552,7 +552,7 @@ export class Consumer {
     // The mid-pass crash hook: everything up to here executed, the commands since the last CMD_SYNC are not yet published as consumed.
     if (crashAtEnd) this.hooks?.crash();
     if (cons !== published) {
-      Atomics.store(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
+      storeRelease(i32, r + Q_CONS, cons | q.errBits); // publish: CONS release
       if (Atomics.load(i32, r + Q_WAITERS) !== 0) Atomics.notify(i32, r + Q_CONS);
     }
     return done;
@@ -592,11 +592,11 @@ export class Consumer {
       const pa = q.vm.stage2(f[F.MSIADDR_LO]!, f[F.MSIADDR_HI]!);
       if (pa < 0 || pa + 4 > i32.byteLength) this.raiseGerror(q, GERROR_MSI_CMDQ_ABT);
       else {
-        Atomics.store(i32, pa >>> 2, f[F.MSIDATA]!); // publish: MSI release (a 32-bit write, as the SMMU's)
+        storeRelease(i32, pa >>> 2, f[F.MSIDATA]!); // publish: MSI release (a 32-bit write, as the SMMU's)
         if (Atomics.load(i32, q.regs + Q_WAITERS) !== 0) Atomics.notify(i32, pa >>> 2);
       }
     }
-    Atomics.store(i32, q.regs + Q_CONS, consAfter | q.errBits); // publish: CONS release
+    storeRelease(i32, q.regs + Q_CONS, consAfter | q.errBits); // publish: CONS release
     // Every CONS waiter, not only CS=SEV's: a space or CS=NONE waiter may
     // have no later publish in this pass to wake it (consume stores CONS
     // again only when commands followed the sync).

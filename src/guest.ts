@@ -23,7 +23,7 @@ import { tlbInvRangeAsid } from './invalidate.ts';
 import {
   CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_PENDING, CTL_SPIN_US, GERROR_CMDQ_ERR, IDLE_HINT_SET, Q_CONFIG, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
   Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_PEND, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
-  Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick, pendingBit, pendingWord,
+  Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick, pendingBit, pendingWord, storeRelease,
 } from './layout.ts';
 import { queueFree, queueIdx, queuePosMask } from './queue.ts';
 import { errReasonText } from './reason.ts';
@@ -142,7 +142,7 @@ class DoorbellTransport implements QueueTransport {
     this.pendBit = pendingBit(slot);
   }
   publishProd(prod: number): void {
-    Atomics.store(this.i32, this.h.regs + Q_PROD, prod); // publish: PROD release
+    storeRelease(this.i32, this.h.regs + Q_PROD, prod); // publish: PROD release
     Atomics.or(this.i32, this.pendWord, this.pendBit); // publish: PENDING, after PROD (layout.ts markPending)
     kick(this.i32, this.h.ctl);
   }
@@ -718,7 +718,7 @@ export class GuestQueue {
       this.transport.publishProd(end & this.posMask);
     } finally {
       // A failed trapped write still passes the turn on: the next PROD write covers these entries too.
-      Atomics.store(i32, pub, end); // publish: PUB release (after PROD: PROD never moves backwards)
+      storeRelease(i32, pub, end); // publish: PUB release (after PROD: PROD never moves backwards)
       if (Atomics.load(i32, this.regs + Q_DRV_TURN_WAITERS) !== 0) Atomics.notify(i32, pub);
     }
   }

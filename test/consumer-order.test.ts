@@ -210,13 +210,14 @@ describe('a CS=IRQ sync is counted before its MSI', () => {
     const plan: Planned[] = [{ kind: 'va', cs: 0 }, { kind: 'sync', cs: CS.IRQ }];
     const words = plan.map((p, seq) => guestWords(p, seq, rig, 0));
     const atStore: { word: string; syncs: number }[] = [];
-    const real = Atomics.store;
-    const spy = vi.spyOn(Atomics, 'store').mockImplementation(((a: Int32Array, i: number, v: number) => {
+    // Both publishes go through storeRelease (layout.ts: an Atomics.exchange).
+    const real = Atomics.exchange;
+    const spy = vi.spyOn(Atomics, 'exchange').mockImplementation(((a: Int32Array, i: number, v: number) => {
       if (a === rig.i32 && (i === rig.msiPa >>> 2 || i === q.regs + Q_CONS)) {
         atStore.push({ word: i === q.regs + Q_CONS ? 'CONS' : 'MSI', syncs: rig.i32[q.regs + Q_STAT_SYNCS]! });
       }
       return real(a, i, v);
-    }) as typeof Atomics.store);
+    }) as typeof Atomics.exchange);
     try {
       submit(rig, q, words);
       expect(rig.consumer.pass()).toBe(2);

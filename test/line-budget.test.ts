@@ -21,6 +21,8 @@ interface Access { side: Side; op: string; word: number }
 
 const WRITES = new Set(['store', 'add', 'sub', 'compareExchange', 'exchange', 'and', 'or', 'xor']);
 const OPS = [...WRITES, 'load', 'notify', 'wait'] as const;
+/** A publishing store: Atomics.store, or storeRelease's exchange (layout.ts). */
+const PUBLISH = new Set(['store', 'exchange']);
 
 /**
  * Records every Atomics call on `i32`'s buffer while `fn` runs, and every
@@ -137,7 +139,7 @@ describe('shared lines per doorbell round trip (the layout.ts list, counted)', (
   it('the kernel thread writes CONS once per pass that ends on its CMD_SYNC, and reads only the pending line, PROD\'s line and the control lines', () => {
     const s = setup(50);
     const { accesses } = roundTrip(s, 1, 'sev', 3);
-    const consStores = accesses.filter((a) => a.side === 'kernel' && a.op === 'store' && a.word === s.q.regs + Q_CONS);
+    const consStores = accesses.filter((a) => a.side === 'kernel' && PUBLISH.has(a.op) && a.word === s.q.regs + Q_CONS);
     expect(consStores).toHaveLength(1);
     // pend: peeked with a plain read (layout.ts, "Peeks": invisible to this recording of Atomics calls, and the same
     // line), and taken with an RMW (a write) when set; so it shows among the writes only.
@@ -165,7 +167,7 @@ describe('shared lines per doorbell round trip (the layout.ts list, counted)', (
     buildCmdSync(sync, CS.NONE, 0, 0, 0);
     submit(s.rig, s.q, [tlbi(0), sync, tlbi(1)]);
     const { accesses } = record(s.rig.i32, () => { s.rig.consumer.pass(); });
-    const stores = accesses.filter((a) => a.op === 'store' && a.word === s.q.regs + Q_CONS);
+    const stores = accesses.filter((a) => PUBLISH.has(a.op) && a.word === s.q.regs + Q_CONS);
     expect(stores).toHaveLength(2); // the sync's, then the pass's for the TLBI after it
     expect(Atomics.load(s.rig.i32, s.q.regs + Q_CONS) & 0x1ff).toBe(3);
   });

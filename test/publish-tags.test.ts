@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const WRITE = /\bAtomics\.(store|add|sub|and|or|xor|exchange|compareExchange)\(/;
+const WRITE = /\bAtomics\.(store|add|sub|and|or|xor|exchange|compareExchange)\(|(?<!function )\bstoreRelease\(/;
 const TAG = /\/\/ (publish|acquire|unordered): \S/;
 
 function sources(dir: string): string[] {
