@@ -257,6 +257,15 @@ export class GuestQueue {
   private encodeBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
   /** invalidateRange's commands: reused, so an unmap allocates nothing. */
   private invBuf = new Uint32Array(4 * CMDQ_BATCH_ENTRIES);
+  // The active lane's RESV and PUB as this driver last left them, so a batch
+  // with no rival producer loads neither before its CAS (each Atomics call
+  // is ~20 ns on Node 20; Linux's cmpxchg loop starts from its cached llq
+  // the same way, and a failed cmpxchg refreshes it). Reset by activate().
+  /** RESV as our last CAS left it (or as a lost CAS returned it): where the next CAS starts. */
+  private resvSeen = 0;
+  /** PUB as our last publish stored it; meaningful while `pubOwned`. */
+  private pubStored = 0;
+  private pubOwned = false;
 
   /** Build the driver for `handle` in this thread. */
   static attach(handle: QueueHandle): GuestQueue {
@@ -285,6 +294,8 @@ export class GuestQueue {
     this.transport = lane.transport;
     this.size = 1 << lane.h.log2size;
     this.posMask = queuePosMask(lane.h.log2size);
+    this.resvSeen = Atomics.load(this.i32, this.regs + Q_DRV_RESV);
+    this.pubOwned = false;
   }
 
   /** Everything another thread needs to `attach` this queue (the active lane, the others as standby). Structured-clone safe. */
@@ -429,7 +440,7 @@ export class GuestQueue {
   // arm_smmu_cmdq_issue_cmdlist:
   //  - stores to page tables (guest RAM) made before the call are visible to
   //    the SMMU before any of the call's commands executes: the PROD publish
-  //    is a release (Atomics.store, or the trapped write's mailbox release);
+  //    is a release (storeRelease, or the trapped write's mailbox release);
   //  - when a call with a CMD_SYNC returns, every command of this call (and
   //    every command published before it, by any producer) has executed;
   //  - on a timeout, an abort or an error thrown by the wait, the commands
@@ -440,8 +451,9 @@ export class GuestQueue {
   //    (Linux's __arm_smmu_cmdq_skip_err, run once per error); other calls
   //    waiting behind it keep waiting, up to their timeout.
   // A single producer pays, over the one-producer driver: one uncontended CAS
-  // (RESV), one load and one store of PUB and one load of TURN_WAITERS per
-  // batch, and one load of RESV per completion check.
+  // (RESV), one store of PUB and one load of TURN_WAITERS per batch, and one
+  // load of RESV per completion check: it loads neither RESV nor PUB before
+  // its CAS while no rival reserves (resvSeen, pubStored: Linux's cached llq).
   // ─────────────────────────────────────────────────────────────────────────
 
   /**
@@ -667,10 +679,24 @@ export class GuestQueue {
   private tryPublish(c: Call, words: Uint32Array, i: number, batch: number): boolean {
     const i32 = this.i32;
     const resv = this.regs + Q_DRV_RESV;
-    const start = Atomics.load(i32, resv);
-    if (queueFree(start, Atomics.load(i32, this.regs + Q_CONS), this.h.log2size) < c.need) return false;
+    const cons = this.regs + Q_CONS;
+    const log2 = this.h.log2size;
+    let start = this.resvSeen;
+    if (queueFree(start, Atomics.load(i32, cons), log2) < c.need) {
+      // No room by the guess, which may be stale (a rival reserved since,
+      // and a stale guess can show no room forever): step 1 as written.
+      start = this.resvSeen = Atomics.load(i32, resv);
+      if (queueFree(start, Atomics.load(i32, cons), log2) < c.need) return false;
+    }
+    // A successful CAS proves RESV was `start` all along (it only grows), so
+    // also when CONS was read: the room shown is exact, guess or not.
     const end = (start + c.need) | 0;
-    if (Atomics.compareExchange(i32, resv, start, end) !== start) return false; // acquire: slots [start, end) are ours
+    const was = Atomics.compareExchange(i32, resv, start, end); // acquire: slots [start, end) are ours
+    if (was !== start) {
+      this.resvSeen = was; // a rival reserved (or the guess was stale): the next try starts there
+      return false;
+    }
+    this.resvSeen = end;
     this.writeBatch(c, words, i, batch, start);
     this.publish(c, start, end);
     return true;
@@ -713,12 +739,17 @@ export class GuestQueue {
   private publish(c: Call, start: number, end: number): void {
     const i32 = this.i32;
     const pub = this.regs + Q_DRV_PUB;
-    if (Atomics.load(i32, pub) !== start) this.awaitTurn(c, start);
+    // Our turn without a load when our own publish left PUB at `start`: our
+    // CAS from `start` proves nobody reserved after that publish, and only a
+    // reservation's owner moves PUB past it.
+    if (!(this.pubOwned && this.pubStored === start) && Atomics.load(i32, pub) !== start) this.awaitTurn(c, start);
     try {
       this.transport.publishProd(end & this.posMask);
     } finally {
       // A failed trapped write still passes the turn on: the next PROD write covers these entries too.
       storeRelease(i32, pub, end); // publish: PUB release (after PROD: PROD never moves backwards)
+      this.pubStored = end;
+      this.pubOwned = true;
       if (Atomics.load(i32, this.regs + Q_DRV_TURN_WAITERS) !== 0) Atomics.notify(i32, pub);
     }
   }

@@ -126,6 +126,26 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
     await expect(g.gq.invalidateRangeAsync(ASID, 0x4000_0000, 4096, 4096, true, { sync: 1 as unknown as boolean })).rejects.toThrow(ArgumentError);
   });
 
+  it('two drivers on one queue: the one whose RESV guess a rival made stale by a whole queue still publishes at once, and in RESV order', () => {
+    // A driver starts its CAS from the RESV it last left (Linux's cached llq). Here a rival reserves exactly one
+    // queue's worth after it, so the guess shows a full queue (RESV - CONS = -size, used = size) though the queue is
+    // empty: the driver must look at RESV again, not wait for space that is already there (timeoutMs 0: check once).
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    const rival = new GuestQueue(g.gq.handle);
+    g.gq.submitWords(asids(1, 1), 1, 'sev', 0);
+    rival.submitWords(asids(7, 2), 7, 'sev', 0); // 8 slots: RESV moves one queue ahead of g's guess
+    g.prods.length = 0;
+    const executed = rig.model.log.length;
+    g.gq.submitWords(asids(1, 9), 1, 'sev', 0);
+    expect(rig.model.log.slice(executed).map((e) => e.f[F.ASID])).toEqual([9]);
+    expect(g.prods).toEqual([(2 + 8 + 2) & 15]);
+    // And the rival, whose own guess is now stale by 2 slots, after it.
+    rival.submitWords(asids(1, 10), 1, 'sev', 0);
+    expect(rig.model.log.slice(executed).map((e) => e.f[F.ASID])).toEqual([9, 10]);
+    expect(Atomics.load(rig.i32, g.q.regs + Q_CONS) & 15).toBe((2 + 8 + 2 + 2) & 15);
+  });
+
   it('an async call leaves no listener on the caller\'s AbortSignal once it settles', async () => {
     const rig = rig1();
     const g = attachGuest(rig, VMID, 3);
