@@ -5,21 +5,17 @@
 // Driven in-thread; test/doorbell-hammer.test.ts races the same on threads.
 import { describe, expect, it } from 'vitest';
 import { Consumer } from '../native-free-fastpath/consumer.ts';
-import { buildCfgiSte, buildCmdSync, buildTlbiNhAsid } from '../src/codec.ts';
+import { buildCfgiSte, buildCmdSync } from '../src/codec.ts';
 import { CS } from '../src/fields.ts';
 import {
   CONFIG_EN, CTL_PENDING, KTHREAD_CTL, Q_CONFIG, Q_GERROR, Q_GERRORN, Q_PROD, Q_STAT_CMDS, Q_STAT_SLOT_READS,
   markPending, pendingBit, pendingSlot, pendingWord,
 } from '../src/layout.ts';
 import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
-import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
+import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue, tlbiAsid } from './consumer-rig.ts';
 
 const VMID = 5;
-const asid = (a: number): Uint32Array => {
-  const u = new Uint32Array(4);
-  buildTlbiNhAsid(u, a, 0);
-  return u;
-};
+const asid = tlbiAsid;
 /** Queue `q`'s pending word (its slot's, Q_PEND). */
 const wordOf = (rig: Rig, q: RigQueue): number => pendingWord(rig.i32, KTHREAD_CTL, pendingSlot(rig.i32, q.qid));
 const pendingOf = (rig: Rig, q: RigQueue): boolean => (Atomics.load(rig.i32, wordOf(rig, q)) & pendingBit(pendingSlot(rig.i32, q.qid))) !== 0;

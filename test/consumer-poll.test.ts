@@ -108,6 +108,21 @@ describe('the consumer tells its policy about idle periods', () => {
   });
 });
 
+/** run() once, calling `onLoad` for every Atomics.load of a queue's Q_IDLE_HINT (how many queues an idle scan read). */
+function runCountingHintLoads(rig: Rig, qs: RigQueue[], onLoad: () => void): void {
+  const hintWords = new Set(qs.map((q) => q.regs + Q_IDLE_HINT));
+  const load = Atomics.load;
+  Atomics.load = ((ta: Int32Array, w: number) => {
+    if (ta === rig.i32 && hintWords.has(w)) onLoad();
+    return load(ta, w);
+  }) as typeof Atomics.load;
+  try {
+    runOnce(rig);
+  } finally {
+    Atomics.load = load;
+  }
+}
+
 describe("the guest's idle hint (Q_IDLE_HINT)", () => {
   const hintSeen = (setup: (rig: Rig, qs: RigQueue[]) => void, queues = 1, usesGuestHint = true): boolean[] => {
     let rig!: Rig;
@@ -173,17 +188,7 @@ describe("the guest's idle hint (Q_IDLE_HINT)", () => {
     rig = made.rig;
     made.qs.forEach((q, k) => k !== 30 && announce(rig, q));
     rig.i32[KTHREAD_CTL + CTL_HEARTBEAT_MS] = 1; // the first sleep ends by its timeout: a second idle transition
-    const hintWords = new Set(made.qs.map((q) => q.regs + Q_IDLE_HINT));
-    const load = Atomics.load;
-    Atomics.load = ((ta: Int32Array, w: number) => {
-      if (ta === rig.i32 && hintWords.has(w)) hintLoads++;
-      return load(ta, w);
-    }) as typeof Atomics.load;
-    try {
-      runOnce(rig);
-    } finally {
-      Atomics.load = load;
-    }
+    runCountingHintLoads(rig, made.qs, () => hintLoads++);
     expect(p.hints).toEqual([false, false]);
     // The first scan reads queues 0..30, the second only queue 30 (still without a hint).
     expect(perIdle).toEqual([31, 1]);
@@ -210,17 +215,7 @@ describe("the guest's idle hint (Q_IDLE_HINT)", () => {
     });
     ({ rig, qs } = rigWith(p, 60));
     qs.forEach((q, k) => k !== 30 && announce(rig, q));
-    const hintWords = new Set(qs.map((q) => q.regs + Q_IDLE_HINT));
-    const load = Atomics.load;
-    Atomics.load = ((ta: Int32Array, w: number) => {
-      if (ta === rig.i32 && hintWords.has(w)) hintLoads++;
-      return load(ta, w);
-    }) as typeof Atomics.load;
-    try {
-      runOnce(rig);
-    } finally {
-      Atomics.load = load;
-    }
+    runCountingHintLoads(rig, qs, () => hintLoads++);
     expect(p.hints).toEqual([false, false]);
     // The first scan reads 0..30; the second starts at 30 and reads 30..59, then 0..10.
     expect(perIdle).toEqual([31, 41]);

@@ -5,6 +5,7 @@
 // consumer does between a PROD and a CONS publish can be observed from the
 // model it calls, and its mutants die in a fast in-thread test.
 import { Consumer, VmEntry, type ConsumerModel, type Stage2Lookup } from '../native-free-fastpath/consumer.ts';
+import { buildTlbiNhAsid } from '../src/codec.ts';
 import type { SmmuFeatures } from '../src/features.ts';
 import { F } from '../src/fields.ts';
 import { GuestQueue, type QueueTransport } from '../src/guest.ts';
@@ -137,6 +138,13 @@ export function submit(rig: Rig, q: RigQueue, cmds: Uint32Array[]): void {
   }
   Atomics.store(rig.i32, q.regs + Q_PROD, q.prod);
   markPending(rig.i32, KTHREAD_CTL, q.qid);
+}
+
+/** A TLBI_NH_ASID of ASID `a`: a command any VM's queue may carry, told apart by its ASID. */
+export function tlbiAsid(a: number): Uint32Array {
+  const u = new Uint32Array(4);
+  buildTlbiNhAsid(u, a, 0);
+  return u;
 }
 
 /** CONS's position bits (wrap|idx) as published. */

@@ -6,7 +6,7 @@
 // the hardware VCMDQs (Tegra241: polled while VCMDQ_EN, never while disabled).
 import { describe, expect, it } from 'vitest';
 import { Consumer } from '../native-free-fastpath/consumer.ts';
-import { buildCfgiSte, buildTlbiNhAsid } from '../src/codec.ts';
+import { buildCfgiSte } from '../src/codec.ts';
 import { F } from '../src/fields.ts';
 import {
   CONFIG_EN, CTL_PENDING, CTL_PENDING_WORDS, CTL_SPIN_US, GERROR_CMDQ_ERR, KTHREAD_CTL, Q_BASE, Q_CMDSET, Q_CONFIG, Q_GERROR, Q_GERRORN,
@@ -14,14 +14,10 @@ import {
 } from '../src/layout.ts';
 import { VCMDQ_CMDSETS } from '../src/vsmmu.ts';
 import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
-import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
+import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue, tlbiAsid } from './consumer-rig.ts';
 
 const VMID = 5;
-const asid = (a: number): Uint32Array => {
-  const u = new Uint32Array(4);
-  buildTlbiNhAsid(u, a, 0);
-  return u;
-};
+const asid = tlbiAsid;
 const illegal = (): Uint32Array => {
   const u = new Uint32Array(4);
   buildCfgiSte(u, 0, 1); // refused on a vCMDQ: CERROR_ILL

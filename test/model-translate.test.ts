@@ -21,6 +21,17 @@ const RW = PROT.READ | PROT.WRITE;
 
 const tr = (w: World, va: number | bigint, access: number = ACCESS.READ, ssid = -1, psid = PSID) => w.model.translateIova(psid, ssid, va, access);
 
+
+/** A small world whose stream PSID translates stage 2 only, through a 2 MiB RAM block mapped at IPA 0 (3 levels). */
+function stage2OnlyStream(): { w: ReturnType<typeof small>; ram: number; s2: ReturnType<typeof buildStage2> } {
+  const w = small();
+  const ram = w.layout.alloc(2 * MiB, 2 * MiB);
+  const s2 = buildStage2(w.mem, w.layout, ram, 2 * MiB, 3);
+  const stePa = w.layout.alloc(64, 64);
+  writeHostWords(w.mem, stePa, encodeSte({ config: STE_CFG.S2_TRANS, s2 }));
+  w.model.attachStream(PSID, stePa);
+  return { w, ram, s2 };
+}
 describe('STE validity (SMMUv3 §5.2: C_BAD_STE, never cached)', () => {
   type Patch = [Field, number];
   /** A legal S1 or S2 STE with fields patched: the stream faults C_BAD_STE. Each case is illegal for that one reason. */
@@ -211,12 +222,7 @@ describe('STE.Config: abort, bypass, stage 2 only; addresses above 48 bits', () 
   });
 
   test('stage 2 only: IPA -> PA through the host table; an IPA past S2T0SZ faults at stage 2 with the IPA (both words)', () => {
-    const w = small();
-    const ram = w.layout.alloc(2 * MiB, 2 * MiB);
-    const s2 = buildStage2(w.mem, w.layout, ram, 2 * MiB, 3);
-    const stePa = w.layout.alloc(64, 64);
-    writeHostWords(w.mem, stePa, encodeSte({ config: STE_CFG.S2_TRANS, s2 }));
-    w.model.attachStream(PSID, stePa);
+    const { w, ram } = stage2OnlyStream();
     expect(tr(w, 0x1_2345)).toEqual({ pa: ram + 0x1_2345, sizeLog2: 21 });
     expect(tr(w, 2 * MiB)).toMatchObject({ fault: 'F_TRANSLATION', stage: 2, class: 'IN', ipa: 2 * MiB });
     // The first IPA past IAS 39 (its high word is reported too); the walk would wrap it onto IPA 0.
@@ -393,12 +399,7 @@ describe('permissions (VMSAv8-64 AP[2:1], UXN, PXN, APTable, UXNTable, PXNTable;
   });
 
   test('stage 2: S2AP[0] read, S2AP[1] write, XN both privileges; privilege does not matter at stage 2', () => {
-    const w = small();
-    const ram = w.layout.alloc(2 * MiB, 2 * MiB);
-    const s2 = buildStage2(w.mem, w.layout, ram, 2 * MiB, 3);
-    const stePa = w.layout.alloc(64, 64);
-    writeHostWords(w.mem, stePa, encodeSte({ config: STE_CFG.S2_TRANS, s2 }));
-    w.model.attachStream(PSID, stePa);
+    const { w, ram, s2 } = stage2OnlyStream();
     const allowed2 = (): boolean[] => ACCESSES.map((a) => {
       run(w.model, cmd('TLBI_S12_VMALL', { vmid: 3 }));
       const r = tr(w, 0x1000, a);
