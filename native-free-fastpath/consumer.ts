@@ -43,6 +43,11 @@ function countTaken(i32: Int32Array, r: number, reads: number, cmds: number): vo
   i32[r + Q_STAT_CMDS]! += cmds;
 }
 
+/** GERROR.CMDQ_ERR active: GERROR and GERRORN differ in it (an error x is active while GERROR[x] != GERRORN[x]; software acks by toggling GERRORN, as Linux arm_smmu_gerror_handler writes back what it read). */
+function errorActive(gerror: number, gerrorn: number): boolean {
+  return ((gerror ^ gerrorn) & GERROR_CMDQ_ERR) !== 0;
+}
+
 /** What the consumer needs of the SMMU model. */
 export interface ConsumerModel {
   execute(f: Uint32Array): number;
@@ -290,7 +295,7 @@ export class Consumer {
     const i32 = this.i32;
     const r = q.regs;
     if ((i32[r + Q_CONFIG]! & CONFIG_EN) === 0) return -1;
-    if (((q.gerror ^ i32[r + Q_GERRORN]!) & GERROR_CMDQ_ERR) !== 0) return -1;
+    if (errorActive(q.gerror, i32[r + Q_GERRORN]!)) return -1;
     // PROD is a register, not a command: no CERROR applies to it. Bits above
     // WR_WRAP are RES0 and ignored; a PROD further ahead than the free space
     // (or behind CONS) is UNPREDICTABLE, and this SMMU, as QEMU's
@@ -299,9 +304,15 @@ export class Consumer {
     return prod !== q.cons ? prod : -1;
   }
 
-  /** GERROR.CMDQ_ERR active (GERROR != GERRORN): the queue waits for the guest's ack. */
+  /** GERROR.CMDQ_ERR active, read atomically (the sleep re-check and the stopped list): the queue waits for the guest's ack. */
   private stoppedOnError(q: QueueEntry): boolean {
-    return ((q.gerror ^ Atomics.load(this.i32, q.regs + Q_GERRORN)) & GERROR_CMDQ_ERR) !== 0;
+    return errorActive(q.gerror, Atomics.load(this.i32, q.regs + Q_GERRORN));
+  }
+
+  /** Consume queue `q` if it wants service (serviceProd); returns commands consumed. */
+  private serve(q: QueueEntry, delayUs: number): number {
+    const prod = this.serviceProd(q);
+    return prod < 0 ? 0 : this.consume(q, prod, delayUs);
   }
 
   /**
@@ -425,16 +436,11 @@ export class Consumer {
         bits &= bits - 1;
         const q = this.bySlot[first + b];
         // null: a bit no queue of this thread owns (a guest may write any in its own words); dropped.
-        if (q == null) continue;
-        const prod = this.serviceProd(q);
-        if (prod >= 0) work += this.consume(q, prod, delayUs);
+        if (q != null) work += this.serve(q, delayUs);
       }
     }
     const hq = this.hwQueues;
-    for (let k = 0; k < hq.length; k++) {
-      const prod = this.serviceProd(hq[k]!);
-      if (prod >= 0) work += this.consume(hq[k]!, prod, delayUs);
-    }
+    for (let k = 0; k < hq.length; k++) work += this.serve(hq[k]!, delayUs);
     return work;
   }
 
@@ -447,8 +453,7 @@ export class Consumer {
       if (this.stoppedOnError(q)) continue;
       s[k] = s[s.length - 1]!;
       s.pop();
-      const prod = this.serviceProd(q);
-      if (prod >= 0) work += this.consume(q, prod, delayUs);
+      work += this.serve(q, delayUs);
     }
     return work;
   }
