@@ -10,7 +10,7 @@ import { CERROR } from '../src/errors.ts';
 import type { SmmuFeatures } from '../src/features.ts';
 import { OP } from '../src/fields.ts';
 import { ACCESS, HostTableStore, PROT, S1DSS, STE_CFG, TranslationTable, encodeCd, encodeSte, writeHostWords } from '../src/model/index.ts';
-import { MiB, S1_PSID, cmd, linuxRangeTlbi, makeVm, makeWorld, run, s1Stream, small, type Vm, type World } from './model-fixture.ts';
+import { MiB, S1_PSID, cmd, linuxRangeTlbi, makeVm, makeWorld, run, s1Stream, small, type S1, type Vm, type World } from './model-fixture.ts';
 
 const VA = 0x4000_0000;
 const RW = PROT.READ | PROT.WRITE;
@@ -408,6 +408,11 @@ describe('range fields with and without IDR3.RIL and IDR5.DS', () => {
     expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 0x1000, tg: 1, num: 1, scale: 0, ttl: 0 }))).toEqual([0, 3]);
   });
 
+  test('TTL = 1 at 4K names level 1 (1 GiB blocks), with or without DS: the level-3 pages of the range stay; TTL = 3 drops them', () => {
+    expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: VA, tg: 1, num: 3, scale: 0, ttl: 1, leaf: 1 }))).toEqual([0, 1, 2, 3]);
+    expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: VA, tg: 1, num: 3, scale: 0, ttl: 3, leaf: 1 }))).toEqual([]);
+  });
+
   test('with DS, SCALE has 6 bits: SCALE = 32 spans 2^32 granules from Addr; SCALE 0 one granule', () => {
     expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: 0, tg: 1, num: 0, scale: 32, ttl: 3 }), { DS: true })).toEqual([]);
     expect(left4k(cmd('TLBI_NH_VA', { asid: 9, addr: VA + 0x2000, tg: 1, num: 0, scale: 0, ttl: 3 }), { DS: true })).toEqual([0, 1, 3]);
@@ -428,5 +433,68 @@ describe('ASIDs of one VMID (SMMUv3 §4.4.2: NH_VA matches its ASID and global e
       expect(hits(s.w, S1_PSID, VA, 1), `${len} pages`).toBe(true);
       expect(hits(s.w, S1_PSID, VA, 0), `${len} pages`).toBe(false);
     }
+  });
+});
+
+describe('the per-address probes of a range TLBI find what the bucket scan finds (SMMUv3 §4.4.1.1, §4.4.2)', () => {
+  // dropRange probes each aligned block of the range when that costs no more lookups than the VMID's bucket holds
+  // entries, and scans the bucket otherwise. `pad` extra pages cached far from VA choose the probes; none, the scan.
+  const FAR = VA + 8 * MiB;
+  function padded(s: S1, pad: number): void {
+    if (pad !== 0) s.pt.map(FAR, s.data + 2 * MiB, pad * 0x1000, RW);
+    for (let p = 0; p < pad; p++) hits(s.w, S1_PSID, FAR + p * 0x1000);
+  }
+
+  for (const pad of [0, 8]) {
+    const how = pad === 0 ? 'scan' : 'probes';
+    test(`${how}: NH_VA at a page inside a cached 2 MiB block drops the block (an entry containing Addr, §4.4.2)`, () => {
+      const s = s1Stream();
+      s.pt.map(VA, s.data, 2 * MiB, RW);
+      padded(s, pad);
+      expect(s.w.model.translateIova(S1_PSID, -1, VA + 0x3000, ACCESS.READ)).toMatchObject({ sizeLog2: 21 });
+      run(s.w.model, cmd('TLBI_NH_VA', { asid: 9, addr: VA + 0x5000 }));
+      expect(s.w.model.stats.iotlbInvalidated).toBe(1);
+      expect(hits(s.w, S1_PSID, VA + 0x3000)).toBe(false);
+    });
+
+    test(`${how}: NH_VA of an ASID drops a global (nG = 0) entry at Addr, whichever ASID it names`, () => {
+      for (const asid of [9, 10]) {
+        const s = s1Stream();
+        s.pt.map(VA, s.data, 0x1000, RW | PROT.GLOBAL);
+        padded(s, pad);
+        hits(s.w, S1_PSID, VA);
+        run(s.w.model, cmd('TLBI_NH_VA', { asid, addr: VA }));
+        expect(s.w.model.stats.iotlbInvalidated, `ASID ${asid}`).toBe(1);
+        expect(hits(s.w, S1_PSID, VA), `ASID ${asid}`).toBe(false);
+      }
+    });
+
+    test(`${how}: a TG names the granule of the entries it drops: a 4K range over a cached 16K page leaves it, a 16K one drops it`, () => {
+      for (const [tg, dropped] of [[1, 0], [2, 1]] as const) {
+        const s = s1Stream({ granule: 16384 });
+        s.pt.map(VA, s.data, 16384, RW);
+        if (pad !== 0) s.pt.map(FAR, s.data + 2 * MiB, pad * 16384, RW);
+        for (let p = 0; p < pad; p++) hits(s.w, S1_PSID, FAR + p * 16384);
+        hits(s.w, S1_PSID, VA);
+        run(s.w.model, cmd('TLBI_NH_VA', { asid: 9, addr: VA, tg, num: 0, scale: 0, ttl: 3, leaf: 1 }));
+        expect(s.w.model.stats.iotlbInvalidated, `TG ${tg}`).toBe(dropped);
+        expect(hits(s.w, S1_PSID, VA), `TG ${tg}`).toBe(dropped === 0);
+      }
+    });
+  }
+
+  test('S2_IPA drops stage-2 entries only: a global stage-1 entry whose VA equals the IPA stays (split nested entries, probes)', () => {
+    const { w, vms } = world([{ vmid: 4, psids: [1], asid: 9 }], {}, { combinedNested: false });
+    const vm = vms[0]!;
+    // VA = the data page's own IPA, so the stage-1 entry and the stage-2 entry of the data share a key but for the tag.
+    const ipa = vm.dataIpa;
+    vm.pt.map(ipa, ipa, 0x1000, RW | PROT.GLOBAL);
+    hits(w, 1, ipa);
+    const s2Walks = w.model.stats.s2Walks;
+    run(w.model, cmd('TLBI_S2_IPA', { vmid: 4, addr: ipa }));
+    expect(w.model.stats.iotlbInvalidated).toBe(1);
+    // Stage 1 still hits (no stage-1 walk); the data's stage 2 is walked again.
+    expect(hits(w, 1, ipa)).toBe(true);
+    expect(w.model.stats.s2Walks).toBe(s2Walks + 1);
   });
 });

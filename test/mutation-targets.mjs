@@ -52,13 +52,13 @@ export const targets = {
   },
   'model-inv': {
     // execute .. atcInvalidate: every command, invalidations included.
-    mutate: ['src/model/smmu.ts:816-1057'],
+    mutate: ['src/model/smmu.ts:816-1058'],
     tests: ['test/model-commands.test.ts', 'test/model-invalidation.test.ts', 'test/model.test.ts', 'test/isolation.test.ts', 'test/invalidate-range.test.ts', 'test/range-oracle.test.ts'],
     note: "the model's invalidation path",
   },
   'model-tr': {
     // translate .. walk, loadSte, loadCd, dropConfig; and permits (the last function of the file).
-    mutate: ['src/model/smmu.ts:355-812', 'src/model/smmu.ts:1060-1066'],
+    mutate: ['src/model/smmu.ts:355-812', 'src/model/smmu.ts:1061-1067'],
     tests: ['test/model-translate.test.ts', 'test/model.test.ts', 'test/model-invalidation.test.ts', 'test/model-commands.test.ts', 'test/isolation.test.ts'],
     note: "the model's translation path",
   },

@@ -1048,8 +1048,9 @@ export class SmmuModel {
     if (slot === undefined || this.atc.bucketCount[slot] === 0) return 0;
     const span = POW2[12 + size]!;
     const addr = join64(f[F.ADDR_LO]! & ~0xfff, f[F.ADDR_HI]!);
-    const start = size === 52 ? 0 : addr - (addr % span);
-    const end = size === 52 ? Infinity : start + span;
+    // Size 52 spans 2^64 from 0: every address.
+    const start = addr - (addr % span);
+    const end = start + span;
     // Without a PASID the invalidation covers every PASID's entries (PCIe ATS).
     const tag = f[F.SSV] && !f[F.GLOBAL] ? f[F.SSID]! + 1 : NONE;
     this.stats.atcInvalidated += this.atc.removeSpan(slot, tag, start, end);
