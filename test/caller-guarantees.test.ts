@@ -20,6 +20,10 @@ const SEEN = 2;
 const VIOLATIONS = 3;
 const FIRST_BAD = 4;
 const TRANSLATIONS = 5;
+// Set by the agent when it stops on an error, with a notify on SEEN: the main
+// thread, blocked in Atomics.wait, would not see the worker's exit until its
+// wait timed out, and would then report the timeout instead of the error.
+const AGENT_FAILED = 6;
 
 // The agent reads EPOCH before each request: a request issued after the main
 // thread published epoch e (which it does after submit returned) must see a
@@ -27,14 +31,20 @@ const TRANSLATIONS = 5;
 const AGENT = `
   const ctl = new Int32Array(data.ctl);
   const dma = lib.DmaAgent.attach(data.dma);
-  while (Atomics.load(ctl, ${STOP}) === 0) {
-    const e = Atomics.load(ctl, ${EPOCH});
-    const fault = dma.translateRaw(data.psid, -1, data.iova, ${ACCESS.READ});
-    if (fault !== 0) throw new Error('translation fault ' + fault);
-    const page = (dma.lastPa - data.ramBase - data.dataIpa) / 4096;
-    if (page < e && Atomics.add(ctl, ${VIOLATIONS}, 1) === 0) Atomics.store(ctl, ${FIRST_BAD}, e * 65536 + page);
-    Atomics.add(ctl, ${TRANSLATIONS}, 1);
-    if (Atomics.load(ctl, ${SEEN}) < e) { Atomics.store(ctl, ${SEEN}, e); Atomics.notify(ctl, ${SEEN}); }
+  try {
+    while (Atomics.load(ctl, ${STOP}) === 0) {
+      const e = Atomics.load(ctl, ${EPOCH});
+      const fault = dma.translateRaw(data.psid, -1, data.iova, ${ACCESS.READ});
+      if (fault !== 0) throw new Error('translation fault ' + fault);
+      const page = (dma.lastPa - data.ramBase - data.dataIpa) / 4096;
+      if (page < e && Atomics.add(ctl, ${VIOLATIONS}, 1) === 0) Atomics.store(ctl, ${FIRST_BAD}, e * 65536 + page);
+      Atomics.add(ctl, ${TRANSLATIONS}, 1);
+      if (Atomics.load(ctl, ${SEEN}) < e) { Atomics.store(ctl, ${SEEN}, e); Atomics.notify(ctl, ${SEEN}); }
+    }
+  } catch (err) {
+    Atomics.store(ctl, ${AGENT_FAILED}, 1);
+    Atomics.notify(ctl, ${SEEN});
+    throw err;
   }
 `;
 
@@ -73,10 +83,13 @@ describe('invalidate then translate, DMA agent on another thread', () => {
           if (e % 5 === 0) await q.invalidateRangeAsync(1, IOVA, 4096, 4096, true, { cs });
           else q.invalidateRange(1, IOVA, 4096, 4096, true, { cs });
           Atomics.store(ctl, EPOCH, e);
-          // Progress, not timing: the agent has translated at least once in this epoch.
-          while (Atomics.load(ctl, SEEN) < e) {
-            expect(Atomics.wait(ctl, SEEN, Atomics.load(ctl, SEEN), 10_000)).not.toBe('timed-out');
+          // Progress, not timing: the agent has translated at least once in this epoch. The wait's
+          // expected value is the one the loop tested: loading SEEN again for it could read the
+          // agent's update to e, whose notify has already gone, and wait for a change that never comes.
+          for (let seen = Atomics.load(ctl, SEEN); seen < e && Atomics.load(ctl, AGENT_FAILED) === 0; seen = Atomics.load(ctl, SEEN)) {
+            expect(Atomics.wait(ctl, SEEN, seen, 10_000)).not.toBe('timed-out');
           }
+          if (Atomics.load(ctl, AGENT_FAILED) !== 0) break;
         }
         Atomics.store(ctl, STOP, 1);
         const out = await done;
