@@ -165,9 +165,10 @@ export class Consumer {
       throw new RangeError(`control block ${ctl} has no pending bitmap (CTL_PENDING ${this.bitmap}, CTL_PENDING_WORDS ${words}): layout.initMmio sets them`);
     }
     this.slots = words * 32;
-    // The crash test hook is read after a request is seen, as after PROD in consume(): a test's request meets a dead thread.
+    // The crash test hook is read after a request is seen, as after PROD in consume(): a test's request meets a
+    // dead thread. A plain read for the same reason as there: the request's STATE was just loaded atomically.
     this.mailboxes = new MailboxServer(i32, () => {
-      if (Atomics.load(i32, ctl + CTL_CRASH) !== 0) this.hooks?.crash();
+      if (i32[ctl + CTL_CRASH] !== 0) this.hooks?.crash();
     });
     this.mailboxes.register(KTHREAD_OP.TRANSLATE, (m, base) => {
       const a = base + MB_ARG0;
@@ -236,50 +237,54 @@ export class Consumer {
 
   /** Does a pending bit, a stopped queue's ack, a mailbox or a control word want service? (the sleep re-check; see layout.ts) */
   hasWork(): boolean {
-    return this.controlWork() || this.pendingSet(false) || this.otherWork();
+    return this.controlWork(false) || this.pendingSet(false) || this.otherWork(false);
   }
 
   /**
-   * hasWork() with the pending words peeked (plain reads; layout.ts,
+   * hasWork() with every word but CTRL peeked (plain reads; layout.ts,
    * "Peeks"): the idle poll's test. A stale peek costs one more poll, never a
    * sleep: the re-check before Atomics.wait is hasWork().
    */
   private pollWork(): boolean {
-    return this.controlWork() || this.pendingSet(true) || this.otherWork();
+    return this.controlWork(true) || this.pendingSet(true) || this.otherWork(true);
   }
 
-  /** CTRL moved, STATE left RUNNING or the crash hook is armed. Atomics loads: also what keeps the JIT from hoisting a poll's peeks. */
-  private controlWork(): boolean {
-    const i32 = this.i32;
+  /** Word `index`: a plain read when `peek` (a poll), else an Atomics.load (the sleep re-check (A)). */
+  private read(index: number, peek: boolean): number {
+    return peek ? this.i32[index]! : Atomics.load(this.i32, index);
+  }
+
+  /**
+   * CTRL moved, STATE left RUNNING or the crash hook is armed. CTRL is always
+   * an Atomics.load: a call the JIT cannot see through, so no peek of a poll
+   * is hoisted out of its loop; and a move of it is acted on (hooks.control)
+   * only after that load.
+   */
+  private controlWork(peek: boolean): boolean {
     const ctl = this.ctl;
-    return Atomics.load(i32, ctl + CTL_CTRL) !== this.ctrlSeen || Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING
-      || this.crashNow();
+    return Atomics.load(this.i32, ctl + CTL_CTRL) !== this.ctrlSeen || this.read(ctl + CTL_STATE, peek) !== SERVER_STATE.RUNNING
+      || (this.read(ctl + CTL_CRASH, peek) !== 0 && this.crashNow());
   }
 
   /** Is one of this thread's pending bits set? `peek`: plain reads (a poll), else Atomics.load (the sleep re-check (A)). */
   private pendingSet(peek: boolean): boolean {
-    const i32 = this.i32;
     const words = this.pendWords;
     const masks = this.pendMasks;
-    if (peek) {
-      for (let k = 0; k < words.length; k++) if ((i32[words[k]!]! & masks[k]!) !== 0) return true;
-      return false;
-    }
-    for (let k = 0; k < words.length; k++) if ((Atomics.load(i32, words[k]!) & masks[k]!) !== 0) return true;
+    for (let k = 0; k < words.length; k++) if ((this.read(words[k]!, peek) & masks[k]!) !== 0) return true;
     return false;
   }
 
-  /** A stopped queue acked, an enabled hw queue (the thread polls on), or a mailbox request. */
-  private otherWork(): boolean {
+  /** A stopped queue acked, an enabled hw queue (the thread polls on), or a mailbox request; `peek` as pendingSet. */
+  private otherWork(peek: boolean): boolean {
     const s = this.stopped;
-    for (let k = 0; k < s.length; k++) if (!this.stoppedOnError(s[k]!)) return true;
-    return this.hwPolling() || this.mailboxes.hasWork();
+    for (let k = 0; k < s.length; k++) if (!errorActive(s[k]!.gerror, this.read(s[k]!.regs + Q_GERRORN, peek))) return true;
+    return this.hwPolling(peek) || this.mailboxes.hasWork(peek);
   }
 
-  /** Is a hardware VCMDQ enabled? Then the thread is the SMMU polling it, and never sleeps. */
-  private hwPolling(): boolean {
+  /** Is a hardware VCMDQ enabled? Then the thread is the SMMU polling it, and never sleeps. `peek` as pendingSet. */
+  private hwPolling(peek: boolean): boolean {
     const hq = this.hwQueues;
-    for (let k = 0; k < hq.length; k++) if ((Atomics.load(this.i32, hq[k]!.regs + Q_CONFIG) & CONFIG_EN) !== 0) return true;
+    for (let k = 0; k < hq.length; k++) if ((this.read(hq[k]!.regs + Q_CONFIG, peek) & CONFIG_EN) !== 0) return true;
     return false;
   }
 
@@ -358,20 +363,22 @@ export class Consumer {
     // STARTING -> RUNNING only: a stop() that came first (STOPPING) is not overwritten.
     Atomics.compareExchange(i32, ctl + CTL_STATE, SERVER_STATE.STARTING, SERVER_STATE.RUNNING); // publish: STATE RUNNING
     for (;;) {
-      if (this.crashNow()) hooks.crash();
+      // CTRL is loaded atomically (it publishes the control message that hooks.control reads); STATE and the
+      // crash hook are peeked, as in a poll: a stale peek costs one more pass (layout.ts, "Peeks").
+      if (i32[ctl + CTL_CRASH] !== 0 && this.crashNow()) hooks.crash();
       const ctrl = Atomics.load(i32, ctl + CTL_CTRL);
       if (ctrl !== this.ctrlSeen) {
         this.ctrlSeen = ctrl;
         hooks.control();
       }
-      if (Atomics.load(i32, ctl + CTL_STATE) !== SERVER_STATE.RUNNING) return;
+      if (i32[ctl + CTL_STATE] !== SERVER_STATE.RUNNING) return;
       const work = this.pass();
       this.beat();
       if (work !== 0) {
         i32[ctl + CTL_STAT_PASSES]!++;
         continue;
       }
-      if (this.hwQueues.length !== 0 && this.hwPolling()) continue;
+      if (this.hwQueues.length !== 0 && this.hwPolling(true)) continue;
       const policy = this.policy;
       const idleAt = performance.now();
       this.polledAt = idleAt;
@@ -464,11 +471,14 @@ export class Consumer {
     const r = q.regs;
     const log2 = q.log2size;
     // The crash test hook is read after PROD: a PROD published after the
-    // hook was armed is then never consumed (seq_cst order), so a test can
-    // rely on its submission meeting a dead thread. Armed to fail mid-pass,
-    // it shortens this pass to end at the fatal command instead.
+    // hook was armed is then never consumed, so a test can rely on its
+    // submission meeting a dead thread. A plain read: the arming store
+    // happens before that PROD store (the test arms, then submits), which
+    // happens before serviceProd's Atomics.load that read it, which precedes
+    // this read, so it sees the hook armed. Armed to fail mid-pass, it
+    // shortens this pass to end at the fatal command instead.
     let crashAtEnd = false;
-    if (Atomics.load(i32, this.ctl + CTL_CRASH) !== 0) {
+    if (i32[this.ctl + CTL_CRASH] !== 0) {
       const end = this.crashPoint(q, prod);
       crashAtEnd = end >= 0;
       if (crashAtEnd) prod = end;

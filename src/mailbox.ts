@@ -193,10 +193,16 @@ export class MailboxServer {
     this.bases = Int32Array.from(this.ids, mailboxWords);
   }
 
-  /** Any request waiting? (part of the sleep re-check) */
-  hasWork(): boolean {
+  /**
+   * Any request waiting? `peek`: plain reads (a server's idle poll: a stale
+   * one costs one more poll), else Atomics.load (the sleep re-check).
+   */
+  hasWork(peek = false): boolean {
+    const i32 = this.i32;
     const b = this.bases;
-    for (let k = 0; k < b.length; k++) if (Atomics.load(this.i32, b[k]! + MB_STATE) === MAILBOX_STATE.REQUEST) return true;
+    for (let k = 0; k < b.length; k++) {
+      if ((peek ? i32[b[k]! + MB_STATE] : Atomics.load(i32, b[k]! + MB_STATE)) === MAILBOX_STATE.REQUEST) return true;
+    }
     return false;
   }
 
@@ -207,7 +213,8 @@ export class MailboxServer {
     let served = 0;
     for (let k = 0; k < b.length; k++) {
       const base = b[k]!;
-      if (Atomics.load(i32, base + MB_STATE) !== MAILBOX_STATE.REQUEST) continue;
+      // Peeked first (an idle slot stays in this thread's cache); the Atomics.load is the acquire of the request's arguments.
+      if (i32[base + MB_STATE] !== MAILBOX_STATE.REQUEST || Atomics.load(i32, base + MB_STATE) !== MAILBOX_STATE.REQUEST) continue;
       this.onRequest?.();
       const h = this.handlers.get(i32[base + MB_OP]!);
       if (h === undefined) i32[base + MB_RES0] = MB_ENOSYS;

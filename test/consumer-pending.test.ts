@@ -8,8 +8,8 @@ import { Consumer } from '../native-free-fastpath/consumer.ts';
 import { buildCfgiSte, buildCmdSync } from '../src/codec.ts';
 import { CS } from '../src/fields.ts';
 import {
-  CONFIG_EN, CTL_PENDING, KTHREAD_CTL, Q_CONFIG, Q_GERROR, Q_GERRORN, Q_PROD, Q_STAT_CMDS, Q_STAT_SLOT_READS,
-  markPending, pendingBit, pendingSlot, pendingWord,
+  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_PENDING, CTL_STATE, KTHREAD_CTL, MAILBOX_STATE, MB_STATE, Q_CONFIG, Q_GERROR, Q_GERRORN, Q_PROD,
+  Q_STAT_CMDS, Q_STAT_SLOT_READS, mailboxWords, markPending, pendingBit, pendingSlot, pendingWord,
 } from '../src/layout.ts';
 import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
 import { addQueue, consPos, makeRig, submit, type Rig, type RigQueue, tlbiAsid } from './consumer-rig.ts';
@@ -165,6 +165,45 @@ describe('the pending bitmap', () => {
     expect(rig.consumer.pass()).toBe(1);
     expect(consPos(rig, q)).toBe(1);
     expect(pendingOf(rig, q)).toBe(false);
+  });
+
+  it('the idle poll makes one Atomics call, CTRL\'s load, and peeks at the rest: STATE, the crash hook, the pending words, the mailboxes; the re-check loads them all', () => {
+    const { rig, qs } = rigN(40);
+    const c = rig.consumer as unknown as { pollWork: () => boolean; hasWork: () => boolean; pass: () => number };
+    rig.consumer.mailboxes.add(3);
+    rig.consumer.mailboxes.add(4);
+    const ctl = (w: number): number => KTHREAD_CTL + w;
+    const mb = (id: number): number => mailboxWords(id) + MB_STATE;
+    const all = [ctl(CTL_CTRL), ctl(CTL_STATE), ctl(CTL_CRASH), ...new Set(qs.map((q) => wordOf(rig, q))), mb(3), mb(4)].sort((x, y) => x - y);
+    const loads: number[] = [];
+    const load = Atomics.load;
+    const loaded = (f: () => unknown): { value: unknown; words: number[] } => {
+      loads.length = 0;
+      Atomics.load = ((ta: Int32Array, i: number) => {
+        if (ta === rig.i32) loads.push(i);
+        return load(ta, i);
+      }) as typeof Atomics.load;
+      try {
+        return { value: f(), words: [...new Set(loads)].sort((x, y) => x - y) };
+      } finally {
+        Atomics.load = load;
+      }
+    };
+    // CTRL stays a load: a call the JIT cannot see through, so no peek is hoisted out of the spin (layout.ts, "Peeks").
+    expect(loaded(() => c.pollWork())).toEqual({ value: false, words: [ctl(CTL_CTRL)] });
+    expect(loaded(() => c.hasWork())).toEqual({ value: false, words: all });
+    // An idle pass loads nothing; a request is seen by its peek, then loaded (the acquire of its arguments) and served.
+    expect(loaded(() => c.pass())).toEqual({ value: 0, words: [] });
+    Atomics.store(rig.i32, mb(4), MAILBOX_STATE.REQUEST);
+    expect(loaded(() => c.pollWork()).value).toBe(true);
+    expect(loaded(() => c.pass())).toEqual({ value: 1, words: [mb(4)] });
+    expect(Atomics.load(rig.i32, mb(4))).toBe(MAILBOX_STATE.RESPONSE);
+    // STATE and the crash hook, peeked, still end the poll.
+    Atomics.store(rig.i32, ctl(CTL_CRASH), 1);
+    expect(loaded(() => c.pollWork()).value).toBe(true);
+    Atomics.store(rig.i32, ctl(CTL_CRASH), 0);
+    Atomics.store(rig.i32, ctl(CTL_STATE), Atomics.load(rig.i32, ctl(CTL_STATE)) + 1);
+    expect(loaded(() => c.pollWork()).value).toBe(true);
   });
 
   it('a control block without a pending bitmap is refused at construction', () => {
