@@ -182,12 +182,47 @@ describe('histogram buckets', () => {
   it('bucket k holds [2^(8+k), 2^(9+k)) ns, bucket 0 everything below 512 ns', () => {
     expect(bucketOf(0)).toBe(0);
     expect(bucketOf(511)).toBe(0);
+    expect(bucketOf(511.99)).toBe(0);
     expect(bucketOf(512)).toBe(1);
     expect(bucketOf(1023)).toBe(1);
+    expect(bucketOf(1023.99)).toBe(1);
     expect(bucketOf(1024)).toBe(2);
+    expect(bucketOf(2 ** 25 - 0.5)).toBe(16);
+    expect(bucketOf(2 ** 25)).toBe(17);
+    expect(bucketOf(2 ** 31)).toBe(17);
+    expect(bucketOf(2 ** 32 + 700)).toBe(17);
     expect(bucketOf(1e12)).toBe(17);
     for (let k = 0; k < 17; k++) expect(bucketOf(bucketUpperNs(k))).toBe(k + 1);
+    for (let k = 0; k < 17; k++) expect(bucketOf(bucketUpperNs(k) - 1e-3)).toBe(k);
     expect(bucketUpperNs(17)).toBe(Infinity);
+  });
+
+  it('bucketOf is floor(log2(ns)) - 8, clamped to 0..17, for fractional and whole ns across the range (no Math.log2 on the idle path)', () => {
+    let x = 0x9e3779b9;
+    for (let i = 0; i < 20_000; i++) {
+      x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      const ns = (x / 2 ** 32) * 2 ** (i % 34) + (i & 1 ? 0.25 : 0);
+      const want = ns < 512 ? 0 : Math.min(17, Math.floor(Math.log2(ns)) - 8);
+      if (bucketOf(ns) !== want) expect({ ns, bucket: bucketOf(ns) }).toEqual({ ns, bucket: want });
+    }
+  });
+
+  it('a bucket no period lands in decays to exactly 0, never into the subnormal range where x * decay rounds back to x', () => {
+    // One long period, then only short ones: the long one's bucket decays by 31/32 per period. Without a floor it
+    // reaches 8e-323 after ~23 000 periods and stays there (16 x 2^-1074 x 31/32 rounds to even, back to 16 x
+    // 2^-1074), and every later idle transition computes on subnormals, which the CPU does slowly.
+    const p = new AdaptivePoll(ADAPTIVE_DEFAULTS);
+    const h = p as unknown as { weight: Float64Array; sumNs: Float64Array };
+    drive(p, [5 * US, ...repeat(300, 30_000)]);
+    const subnormal = (v: number): boolean => v !== 0 && Math.abs(v) < 2 ** -1022;
+    expect([...h.weight, ...h.sumNs].filter(subnormal)).toEqual([]);
+    expect(h.weight[bucketOf(5 * US)]).toBe(0);
+    expect(h.sumNs[bucketOf(5 * US)]).toBe(0);
+    // The short periods' bucket is untouched by the floor: ~historyPeriods of weight, 300 ns each.
+    expect(h.weight[0]).toBeCloseTo(ADAPTIVE_DEFAULTS.historyPeriods, 6);
+    expect(h.sumNs[0]! / h.weight[0]!).toBeCloseTo(300, 6);
+    // And the decision is what the short mode asks for: poll just past it.
+    expect(p.idle(1e12, false)).toBe(bucketUpperNs(0));
   });
 });
 
