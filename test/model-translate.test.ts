@@ -588,6 +588,11 @@ test('the walk cache: a second walk under the same tables resumes from the deepe
   // Another level-3 table under the same level-2 table: resumes at level 2.
   expect(tr(s.w, VA + 2 * MiB)).toEqual({ pa: s.data + 0x2000, sizeLog2: 12 });
   expect(s.w.model.stats).toMatchObject({ s1Walks: 3, walkCacheHits: 2 });
+  // Another GiB under the same level-0 (root) table descriptor: resumes at level 1 from the root's cached descriptor.
+  expect(s.pt.startLevel).toBe(0);
+  s.pt.map(VA + 2 ** 30, s.data + 0x3000, 0x1000, RW);
+  expect(tr(s.w, VA + 2 ** 30)).toEqual({ pa: s.data + 0x3000, sizeLog2: 12 });
+  expect(s.w.model.stats).toMatchObject({ s1Walks: 4, walkCacheHits: 3 });
   // Resuming keeps the table attributes met above the cached descriptor.
   edit(s, descPa(s, VA, 1), {}, { set: D_HI.AP_TABLE_RDONLY });
   run(s.w.model, cmd('TLBI_NH_ALL', { vmid: 0 }));
@@ -595,4 +600,40 @@ test('the walk cache: a second walk under the same tables resumes from the deepe
   expect(tr(s.w, VA, ACCESS.READ)).toHaveProperty('pa');
   expect(tr(s.w, VA + 0x1000, ACCESS.WRITE)).toMatchObject({ fault: 'F_PERMISSION', stage: 1, level: 3 });
   expect(s.w.model.stats.walkCacheHits).toBe(hits + 1);
+});
+
+test('stage-1 and stage-2 walk-cache entries of one VMID never meet, though a VA and an IPA share a table descriptor\'s span', () => {
+  // Both stages' level-1 descriptors cover [0, 1 GiB) here: the VA below 1 GiB and the guest's IPAs (its 4 MiB of RAM).
+  const w = small({}, { walkCacheEntries: 16 });
+  const vm = makeVm(w, { vmid: 4, psids: [PSID], asid: 9, ramBytes: 4 * MiB });
+  const low = 0x20_0000;
+  vm.pt.map(low, vm.dataIpa, 0x2000, RW);
+  const pa = vm.gm.paOf(vm.dataIpa);
+  expect(tr(w, low + 8)).toEqual({ pa: pa + 8, sizeLog2: 12 });
+  // A second walk resumes from both stages' cached descriptors (the IOTLB emptied, the walk caches kept).
+  run(w.model, cmd('TLBI_NH_VA', { vmid: 4, asid: 9, addr: low, leaf: 1 }), cmd('TLBI_S2_IPA', { vmid: 4, addr: vm.dataIpa, leaf: 1 }));
+  const hits = w.model.stats.walkCacheHits;
+  expect(tr(w, low + 0x1008)).toEqual({ pa: pa + 0x1008, sizeLog2: 12 });
+  expect(tr(w, low + 16)).toEqual({ pa: pa + 16, sizeLog2: 12 });
+  expect(w.model.stats.walkCacheHits).toBeGreaterThan(hits);
+});
+
+describe('the stage-2 IOTLB and the fault record', () => {
+  test('stage-2 entries of every cached size are found: 4K pages beside 2 MiB blocks hit, and each lookup counts a hit or a miss', () => {
+    const { w, ram, s2 } = stage2OnlyStream();
+    s2.table.map(4 * MiB, ram + 0x5000, 0x1000, RW);
+    expect(tr(w, 0x1234)).toEqual({ pa: ram + 0x1234, sizeLog2: 21 });
+    expect(tr(w, 4 * MiB + 8)).toEqual({ pa: ram + 0x5008, sizeLog2: 12 });
+    expect(w.model.stats).toMatchObject({ s2Walks: 2, iotlbMisses: 2, iotlbHits: 0 });
+    expect(tr(w, 4 * MiB + 16)).toEqual({ pa: ram + 0x5010, sizeLog2: 12 });
+    expect(tr(w, 0x2234)).toEqual({ pa: ram + 0x2234, sizeLog2: 21 });
+    expect(w.model.stats).toMatchObject({ s2Walks: 2, iotlbMisses: 2, iotlbHits: 2 });
+  });
+
+  test('a stage-1 fault reports no IPA (the event record\'s IPA is a stage-2 fault\'s, SMMUv3 §7.3): the IPA words are 0, not the VA', () => {
+    const s = s1Stream();
+    const out = new Float64Array(TRANSLATE_OUT_LEN).fill(7);
+    expect(s.w.model.translate(PSID, -1, VA, 0x12, ACCESS.READ, out)).not.toBe(0);
+    expect([out[T_OUT.STAGE], out[T_OUT.IPA_LO], out[T_OUT.IPA_HI]]).toEqual([1, 0, 0]);
+  });
 });

@@ -228,12 +228,12 @@ export class SmmuModel {
   private readonly tLevel2: Uint8Array;
   private readonly combined: boolean;
 
-  // Walk cache: key (VMID, ASID or TAG_S2, coverage log2 of the descriptor, base), bucket as the IOTLB's.
+  // Walk cache: key (VMID, ASID or TAG_S2, coverage log2 of the descriptor, base), bucket as the IOTLB's. The
+  // coverage also names the granule: no two granules share one (4K 21/30/39, 16K 25/36/47, 64K 29/42).
   private readonly wc: TagStore | null;
-  /** The next-level table address (an IPA for a nested stream's stage 1), the table attributes gathered so far, the granule. */
+  /** The next-level table address (an IPA for a nested stream's stage 1), the table attributes gathered so far. */
   private readonly wcTable: Float64Array;
   private readonly wcAttrs: Uint32Array;
-  private readonly wcPs: Uint8Array;
 
   // ATC: key (slot, SSID + 1), bucket = slot.
   private readonly atc: TagStore;
@@ -312,7 +312,6 @@ export class SmmuModel {
     this.wc = nw > 0 ? new TagStore(nw, 2 * VMIDS) : null;
     this.wcTable = new Float64Array(nw);
     this.wcAttrs = new Uint32Array(nw);
-    this.wcPs = new Uint8Array(nw);
 
     const na = opts.atcEntries ?? 1024;
     this.atc = new TagStore(na, n);
@@ -642,7 +641,7 @@ export class SmmuModel {
       for (let l = 2; l >= level; l--) {
         const cover = levelShift(ps, l);
         const e = wc.find(wcVmid, wcTag, cover, addr - (addr % POW2[cover]!));
-        if (e === NONE || this.wcPs[e] !== ps) continue;
+        if (e === NONE) continue;
         this.stats.walkCacheHits++;
         table = this.wcTable[e]!;
         tableAttrs = this.wcAttrs[e]!;
@@ -671,7 +670,6 @@ export class SmmuModel {
           const e = wc.insert(wcVmid, wcTag, shift, addr - (addr % POW2[shift]!), wcBucket);
           this.wcTable[e] = table;
           this.wcAttrs[e] = tableAttrs;
-          this.wcPs[e] = ps;
         }
         level++;
         bits = ps - 3;
