@@ -19,8 +19,8 @@ import { DEFAULT_FEATURES, makeFeatures, type SmmuFeatures } from './features.ts
 import { GuestQueue, type QueueHandle } from './guest.ts';
 import {
   CONFIG_EN, CRASH_CODE, CTL_CRASH, CTL_CRASH_AFTER, CTL_EPOCH, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_SLEEPING, CTL_SLOWDOWN_NS, CTL_SPIN_US,
-  CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, KTHREAD_OP, MAILBOX_STATE, MAX_MAILBOXES, MB_STATE, Q_BASE,
-  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_PEND, Q_VINTF, Q_VMID, SERVER_STATE, PendingSlots, initMmio, mailboxWords, mmioLayout, notifyQueueWaiters, queueRegs,
+  CTL_STALE_MS, CTL_STATE, DEFAULT_MAX_QUEUES, FIXED_MAILBOXES, KTHREAD_OP, MAILBOX_STATE, MB_STATE, Q_BASE,
+  Q_BASE_IPA, Q_CMDSET, Q_CONFIG, Q_LOG2SIZE, Q_PEND, Q_VINTF, Q_VMID, SERVER_STATE, PendingSlots, initMmio, mailboxAt, mmioLayout, notifyQueueWaiters, queueRegs,
   type CrashHow, type MmioLayout,
 } from './layout.ts';
 import { MailboxClient, type MailboxHandle } from './mailbox.ts';
@@ -60,6 +60,14 @@ export interface HostOptions {
    * memBytes must hold with room to spare.
    */
   maxQueues?: number;
+  /**
+   * Mailboxes the host can hand out (default 64, at least 64): one per
+   * `trap` queue (its vCPU's exit into the VMM), per DMA agent, per kernel
+   * thread carrying `trap` ioctls and per VM's `trap-inline` VMM. Past 64
+   * each costs 4224 bytes of the MMIO region (its slot and its 4 KiB
+   * payload area).
+   */
+  maxMailboxes?: number;
   /**
    * Kernel-thread workers (default 1). VMs are spread over them (each new VM
    * goes to the thread with the fewest), each thread with its own control
@@ -194,6 +202,8 @@ export class Host {
     features: SmmuFeatures,
     /** HostOptions.maxQueues: register blocks in the MMIO region. */
     readonly maxQueues: number,
+    /** HostOptions.maxMailboxes: mailbox slots in the MMIO region. */
+    readonly maxMailboxes: number,
     mmio: MmioLayout,
     autoRestart: number,
     cmdqv: boolean,
@@ -239,9 +249,10 @@ export class Host {
     const features = makeFeatures(checkFeatures(opts['features']));
     const maxQueues = checkInt('startHost: maxQueues', opts['maxQueues'] ?? DEFAULT_MAX_QUEUES, 1, 1 << 20, 'queues');
     const kernelThreads = checkInt('startHost: kernelThreads', opts['kernelThreads'] ?? 1, 1, MAX_KERNEL_THREADS, 'kernel-thread workers');
-    const mmio = mmioLayout(maxQueues, kernelThreads);
+    const maxMailboxes = checkInt('startHost: maxMailboxes', opts['maxMailboxes'] ?? FIXED_MAILBOXES, FIXED_MAILBOXES, 1 << 16, 'mailboxes');
+    const mmio = mmioLayout(maxQueues, kernelThreads, maxMailboxes);
     const memBytes = checkInt('startHost: memBytes', opts['memBytes'] ?? 64 << 20, mmio.bytes + 65536, 2 ** 31,
-      `bytes: the MMIO region of maxQueues ${maxQueues} and kernelThreads ${kernelThreads} takes ${mmio.bytes} and 64 KiB must be left`);
+      `bytes: the MMIO region of maxQueues ${maxQueues}, kernelThreads ${kernelThreads} and maxMailboxes ${maxMailboxes} takes ${mmio.bytes} and 64 KiB must be left`);
     if (memBytes % 65536 !== 0) throw new ArgumentError('startHost: memBytes', `must be a multiple of 64 KiB, got ${memBytes}`);
     if (opts['spinUs'] !== undefined && opts['poll'] !== undefined) throw new ArgumentError('startHost: poll', 'cannot be combined with spinUs (a fixed budget): give one of them');
     const spinUs = opts['spinUs'] === undefined ? undefined : checkInt('startHost: spinUs', opts['spinUs'], 0, 1_000_000, 'µs');
@@ -254,7 +265,7 @@ export class Host {
     const slowdownNs = checkInt('startHost: slowdownNs', opts['slowdownNs'] ?? 0, 0, 1_000_000, 'ns per command');
     const sab = new SharedArrayBuffer(memBytes);
     const i32 = new Int32Array(sab);
-    initMmio(i32, maxQueues, kernelThreads);
+    initMmio(i32, maxQueues, kernelThreads, maxMailboxes);
     for (const ctl of mmio.ctl) {
       i32[ctl + CTL_SPIN_US] = guestSpinUs;
       i32[ctl + CTL_HEARTBEAT_MS] = heartbeatMs;
@@ -273,7 +284,7 @@ export class Host {
     if (typeof bypass !== 'boolean') throw new ArgumentError('startHost: model.bypass', `must be a boolean, got ${show(bypass)}`);
     const cmdqv = opts['cmdqv'] ?? false;
     if (typeof cmdqv !== 'boolean') throw new ArgumentError('startHost: cmdqv', `must be a boolean, got ${show(cmdqv)}`);
-    const host = new Host(sab, features, maxQueues, mmio, autoRestart, cmdqv, { iommufd, model: { combinedNested, walkCacheEntries }, bypass, poll });
+    const host = new Host(sab, features, maxQueues, maxMailboxes, mmio, autoRestart, cmdqv, { iommufd, model: { combinedNested, walkCacheEntries }, bypass, poll });
     await Promise.all(host.kthreads.map((kt) => kt.thread.expectReply(0)));
     return host;
   }
@@ -355,8 +366,8 @@ export class Host {
     // Slots the dead thread left claimed or answered are freed; a client still waiting on one sees no
     // RESPONSE and gets ServerDeadError (MailboxClient), its request may have run or not, as after a timeout.
     for (const id of kt.mailboxes) {
-      Atomics.store(i32, mailboxWords(id) + MB_STATE, MAILBOX_STATE.IDLE); // publish: mailbox IDLE release, as a client's finish
-      Atomics.notify(i32, mailboxWords(id) + MB_STATE);
+      Atomics.store(i32, mailboxAt(i32, id) + MB_STATE, MAILBOX_STATE.IDLE); // publish: mailbox IDLE release, as a client's finish
+      Atomics.notify(i32, mailboxAt(i32, id) + MB_STATE);
     }
     kt.thread = this.spawn(kt);
     await kt.thread.expectReply(0);
@@ -476,8 +487,18 @@ export class Host {
    * hands it to the thread that serves it (the trap path's VMM).
    */
   allocMailboxId(): number {
-    if (this.nextMailbox >= MAX_MAILBOXES) throw new RangeError(`at most ${MAX_MAILBOXES} mailboxes`);
+    if (this.mailboxesLeft === 0) throw this.mailboxesExhausted();
     return this.nextMailbox++;
+  }
+
+  /** Mailboxes this host can still hand out. */
+  get mailboxesLeft(): number {
+    return this.maxMailboxes - this.nextMailbox;
+  }
+
+  /** @internal the refusal of a call that needs a mailbox when none is left: it names the option to raise. */
+  mailboxesExhausted(): ArgumentError {
+    return new ArgumentError('startHost: maxMailboxes', `is ${this.maxMailboxes}, and every one is taken (one per trap queue, per DMA agent, per kernel thread carrying trap ioctls and per VM's trap-inline VMM; ids are not reused): start the host with a larger maxMailboxes`);
   }
 
   /** @internal `stop` runs `fn` (last registered first) before stopping the kernel thread; it returns the threads it killed. */
@@ -594,7 +615,7 @@ class KernelThread {
 
 /** Guests' default spin before blocking, µs: longer than one wake of a sleeping kernel thread (~15-25 µs here), so the guest catches its completion without a second wake. */
 const GUEST_SPIN_US = 50;
-const HOST_OPTIONS = ['features', 'spinUs', 'poll', 'guestSpinUs', 'memBytes', 'maxQueues', 'kernelThreads', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model', 'cmdqv'] as const;
+const HOST_OPTIONS = ['features', 'spinUs', 'poll', 'guestSpinUs', 'memBytes', 'maxQueues', 'maxMailboxes', 'kernelThreads', 'injectDelayUs', 'slowdownNs', 'heartbeatMs', 'staleMs', 'autoRestart', 'iommufd', 'model', 'cmdqv'] as const;
 const MODEL_OPTIONS = ['combinedNested', 'walkCacheEntries', 'bypass'] as const;
 const VM_OPTIONS = ['vmid', 'ramBytes', 'streams', 'signal'] as const;
 const QUEUE_OPTIONS = ['path', 'standby', 'log2size', 'signal', 'cmdset'] as const;

@@ -296,6 +296,14 @@ export const CTL_EPOCH = 37;
 export const CTL_PENDING = 38;
 /** Line 2: Int32 words in that bitmap (pendingBitmapWords), written with it: a slot must lie below 32 times it. */
 export const CTL_PENDING_WORDS = 39;
+/**
+ * Line 2, in thread 0's control block (KTHREAD_CTL) only: word offset of
+ * mailbox FIXED_MAILBOXES, the first of those past the fixed region (a host
+ * with `maxMailboxes` above FIXED_MAILBOXES); 0 when it has none. Written
+ * once by initMmio before any thread starts and never again, so no reader
+ * sees it stale (mailboxAt).
+ */
+export const CTL_MAILBOXES_MORE = 40;
 export const CTL_WORDS = 64;
 
 export const SERVER_STATE = { STARTING: 0, RUNNING: 1, STOPPING: 2, DEAD: 3 } as const;
@@ -414,13 +422,16 @@ export const ERR_KIND = {
 } as const;
 
 // ── The MMIO region, in address order ──
-// Fixed part first (the two control blocks above, then the mailboxes and
-// their payloads), so the offsets of a default host (KTHREAD_CTL, a mailbox
-// id, `queueRegs(qid)`) are constants of this module. Then the queue register
-// blocks, as many as the host's `maxQueues` (startHost), then what follows
-// them (mmioLayout): the control blocks of kernel threads 1..N-1 and one
-// pending bitmap per kernel thread. A reader finds its thread's control block
-// in its handle (`ctl`) and its bitmap in the control block (CTL_PENDING).
+// Fixed part first (the two control blocks above, then FIXED_MAILBOXES
+// mailboxes and their payloads), so the offsets of a default host
+// (KTHREAD_CTL, a fixed mailbox's id, `queueRegs(qid)`) are constants of
+// this module. Then the queue register blocks, as many as the host's
+// `maxQueues` (startHost), then what follows them (mmioLayout): the control
+// blocks of kernel threads 1..N-1, one pending bitmap per kernel thread, and
+// the mailboxes past the fixed ones (`maxMailboxes`), each followed by its
+// payload. A reader finds its thread's control block in its handle (`ctl`),
+// its bitmap in the control block (CTL_PENDING) and a mailbox through
+// mailboxAt (CTL_MAILBOXES_MORE).
 
 // ── Mailboxes ──
 /** Line 0: STATE (MAILBOX_STATE); the only word both sides spin on. */
@@ -446,22 +457,41 @@ export const KTHREAD_OP = {
   IOMMUFD_INVALIDATE: 2,
 } as const;
 
-export const MAX_MAILBOXES = 64;
+/**
+ * Mailboxes of the fixed region (ids 0..FIXED_MAILBOXES-1), and startHost's
+ * default `maxMailboxes`. Each trap-path queue (its vCPU's exit into the
+ * VMM), each DMA agent and each kernel thread's trap-path ioctl channel takes
+ * one; ids are never reused.
+ */
+export const FIXED_MAILBOXES = 64;
 export const MAILBOXES = VMM_CTL + CTL_WORDS;
 
-/** Word offset of mailbox `id`. */
+/** Word offset of mailbox `id` of the fixed region (id < FIXED_MAILBOXES; mailboxAt finds any). */
 export function mailboxWords(id: number): number {
   return MAILBOXES + id * MB_WORDS;
 }
 
-/** Byte PA of mailbox `id`'s payload area. */
-export const MAILBOX_PAYLOADS = (MAILBOXES + MAX_MAILBOXES * MB_WORDS) * 4;
+/** Byte PA of fixed mailbox `id`'s payload area (mailboxPayloadOf finds any mailbox's). */
+export const MAILBOX_PAYLOADS = (MAILBOXES + FIXED_MAILBOXES * MB_WORDS) * 4;
 export function mailboxPayload(id: number): number {
   return MAILBOX_PAYLOADS + id * MB_PAYLOAD_BYTES;
 }
 
-// ── Queue register blocks: the last region, `maxQueues` of them ──
-export const QUEUE_REGS = (MAILBOX_PAYLOADS + MAX_MAILBOXES * MB_PAYLOAD_BYTES) / 4;
+/** Words of a mailbox past the fixed region: its slot, then its payload. */
+const MORE_MAILBOX_WORDS = MB_WORDS + MB_PAYLOAD_BYTES / 4;
+
+/** Word offset of mailbox `id` of the host whose MMIO `i32` views: fixed, or past the fixed region (CTL_MAILBOXES_MORE). */
+export function mailboxAt(i32: Int32Array, id: number): number {
+  return id < FIXED_MAILBOXES ? mailboxWords(id) : i32[KTHREAD_CTL + CTL_MAILBOXES_MORE]! + (id - FIXED_MAILBOXES) * MORE_MAILBOX_WORDS;
+}
+
+/** Byte PA of the payload area of the mailbox whose slot is at word `words` (mailboxAt's result). */
+export function mailboxPayloadOf(words: number): number {
+  return words < MAILBOX_PAYLOADS / 4 ? mailboxPayload((words - MAILBOXES) / MB_WORDS) : (words + MB_WORDS) * 4;
+}
+
+// ── Queue register blocks: `maxQueues` of them ──
+export const QUEUE_REGS = (MAILBOX_PAYLOADS + FIXED_MAILBOXES * MB_PAYLOAD_BYTES) / 4;
 
 /** Word offset of queue `qid`'s register block. */
 export function queueRegs(qid: number): number {
@@ -492,23 +522,28 @@ export interface MmioLayout {
   readonly pending: readonly number[];
   /** Int32 words in each of those bitmaps (pendingBitmapWords). */
   readonly pendingWords: number;
+  /** Word offset of mailbox FIXED_MAILBOXES (CTL_MAILBOXES_MORE), 0 when there are no more than the fixed ones. */
+  readonly mailboxesMore: number;
   /** Bytes of the MMIO region; host-private memory and VM RAM start here (64 KiB aligned). */
   readonly bytes: number;
 }
 
-export function mmioLayout(maxQueues: number, kernelThreads = 1): MmioLayout {
+export function mmioLayout(maxQueues: number, kernelThreads = 1, maxMailboxes = FIXED_MAILBOXES): MmioLayout {
   const ctlBase = queueRegs(maxQueues);
   const ctl = Array.from({ length: kernelThreads }, (_, t) => (t === 0 ? KTHREAD_CTL : ctlBase + (t - 1) * CTL_WORDS));
   const bitmaps = ctlBase + (kernelThreads - 1) * CTL_WORDS;
   const words = pendingBitmapWords(maxQueues);
   const pending = ctl.map((_, t) => bitmaps + t * words);
-  const end = bitmaps + kernelThreads * words;
-  return { maxQueues, ctl, pending, pendingWords: words, bytes: Math.ceil((end * 4) / 65536) * 65536 };
+  const more = bitmaps + kernelThreads * words;
+  const end = more + Math.max(0, maxMailboxes - FIXED_MAILBOXES) * MORE_MAILBOX_WORDS;
+  return {
+    maxQueues, ctl, pending, pendingWords: words, mailboxesMore: end > more ? more : 0, bytes: Math.ceil((end * 4) / 65536) * 65536,
+  };
 }
 
-/** Bytes of the MMIO region of a host with `maxQueues` queues and `kernelThreads` kernel threads. */
-export function mmioBytes(maxQueues: number, kernelThreads = 1): number {
-  return mmioLayout(maxQueues, kernelThreads).bytes;
+/** Bytes of the MMIO region of a host with `maxQueues` queues, `kernelThreads` kernel threads and `maxMailboxes` mailboxes. */
+export function mmioBytes(maxQueues: number, kernelThreads = 1, maxMailboxes = FIXED_MAILBOXES): number {
+  return mmioLayout(maxQueues, kernelThreads, maxMailboxes).bytes;
 }
 
 /** The MMIO bytes of a host with the default options (startHost without maxQueues). */
@@ -527,9 +562,10 @@ export function storeRelease(i32: Int32Array, index: number, value: number): voi
   Atomics.exchange(i32, index, value); // publish: the caller's (tagged at the call)
 }
 
-/** Point each kernel thread's control block at its pending bitmap (before the threads start); returns the layout. */
-export function initMmio(i32: Int32Array, maxQueues = DEFAULT_MAX_QUEUES, kernelThreads = 1): MmioLayout {
-  const m = mmioLayout(maxQueues, kernelThreads);
+/** Point each kernel thread's control block at its pending bitmap, and thread 0's at the mailboxes past the fixed ones (before the threads start); returns the layout. */
+export function initMmio(i32: Int32Array, maxQueues = DEFAULT_MAX_QUEUES, kernelThreads = 1, maxMailboxes = FIXED_MAILBOXES): MmioLayout {
+  const m = mmioLayout(maxQueues, kernelThreads, maxMailboxes);
+  i32[KTHREAD_CTL + CTL_MAILBOXES_MORE] = m.mailboxesMore;
   m.ctl.forEach((ctl, t) => {
     i32[ctl + CTL_PENDING] = m.pending[t]!;
     i32[ctl + CTL_PENDING_WORDS] = m.pendingWords;

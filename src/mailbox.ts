@@ -13,7 +13,7 @@
 
 import {
   CTL_SPIN_US, MAILBOX_STATE, MB_ARG0, MB_ARGS, MB_OP, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0, MB_STATE, kick,
-  mailboxPayload, mailboxWords,
+  mailboxAt, mailboxPayloadOf,
 } from './layout.ts';
 import { show } from './args.ts';
 import { ArgumentError } from './errors.ts';
@@ -62,8 +62,8 @@ export class MailboxClient {
   constructor(handle: MailboxHandle, private readonly beat = -1) {
     this.handle = handle;
     this.i32 = new Int32Array(handle.sab);
-    this.base = mailboxWords(handle.id);
-    this.payloadPa = mailboxPayload(handle.id);
+    this.base = mailboxAt(this.i32, handle.id);
+    this.payloadPa = mailboxPayloadOf(this.base);
     this.payload = new Uint8Array(handle.sab, this.payloadPa, MB_PAYLOAD_BYTES);
     this.live = new Liveness(this.i32, handle.ctl);
   }
@@ -190,7 +190,7 @@ export class MailboxServer {
 
   add(id: number): void {
     if (!this.ids.includes(id)) this.ids.push(id);
-    this.bases = Int32Array.from(this.ids, mailboxWords);
+    this.bases = Int32Array.from(this.ids, (i) => mailboxAt(this.i32, i));
   }
 
   /**

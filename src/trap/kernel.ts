@@ -6,7 +6,7 @@
 
 import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import type { SmmuFeatures } from '../features.ts';
-import { MAILBOXES, MB_ARG0, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0, MB_WORDS, mailboxPayload } from '../layout.ts';
+import { MB_ARG0, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0, mailboxPayloadOf } from '../layout.ts';
 import type { MailboxServer } from '../mailbox.ts';
 import { STE, getAddr, getField, installNestedSte, type Stage2Config } from '../model/structs.ts';
 import type { VSmmu } from '../vsmmu.ts';
@@ -137,7 +137,7 @@ export class TrapKernelSide {
  * -EFAULT, never read.
  */
 function userRange(base: number, pa: number, bytes: number): boolean {
-  const lo = mailboxPayload((base - MAILBOXES) / MB_WORDS);
+  const lo = mailboxPayloadOf(base);
   return pa % 4 === 0 && pa >= lo && pa + bytes <= lo + MB_PAYLOAD_BYTES;
 }
 

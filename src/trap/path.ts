@@ -69,6 +69,8 @@ export class TrapPath {
       await this.control({ op: 'addVm', vmid: vm.vmid, ramBase: vm.ramBase, ramBytes: vm.ramBytes, vsids: vm.streams.map((s) => s.vsid), kthread: vm.kthread });
       this.vms.add(vm.vmid);
     }
+    // Refused before its register block is taken, so a refusal leaves the host as it was.
+    if (this.host.mailboxesLeft === 0) throw this.host.mailboxesExhausted();
     const { qid, regs: r, log2size, baseIpa } = vm.allocQueueRegs(opts);
     const features = this.host.features;
     // The mailbox is this vCPU's exit into the VMM: the VMM knows the queue

@@ -12,7 +12,7 @@ import { crashNow, drainControlPort } from '../control-port.ts';
 import { makeFeatures, type SmmuFeatures } from '../features.ts';
 import {
   CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_STATE, CTL_STAT_PASSES, CTL_STAT_SLEEPS, MB_ARG0, MB_RES0,
-  SERVER_STATE, VMM_CTL, mailboxWords, sleepUnlessWork,
+  SERVER_STATE, VMM_CTL, mailboxAt, sleepUnlessWork,
 } from '../layout.ts';
 import { MailboxServer, type MailboxHandle } from '../mailbox.ts';
 import { TRAP_OP, Vmm, type VmmCtrl } from './vmm.ts';
@@ -41,7 +41,7 @@ function control(msg: VmmCtrl): void {
   switch (msg.op) {
     case 'addVm': return vmm.addVm(msg.vmid, msg.ramBase, msg.ramBytes, msg.vsids, -1, msg.kthread);
     case 'addQueue':
-      vmm.addQueue(msg.qid, msg.vmid, mailboxWords(msg.mbid));
+      vmm.addQueue(msg.qid, msg.vmid, mailboxAt(i32, msg.mbid));
       return server.add(msg.mbid);
   }
 }
