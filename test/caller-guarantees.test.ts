@@ -11,7 +11,7 @@ import { ACCESS } from '../src/model/smmu.ts';
 import '../src/trap/path.ts';
 import { SyncTimeoutError } from '../src/waiter.ts';
 import type { HostOptions } from '../src/host.ts';
-import { IOVA, POLL_EXTREMES, evalWorker, makeVm, mapPage, outcome, pageOfPa, thrown, withHost } from './doorbell-helpers.ts';
+import { IOVA, POLL_EXTREMES, evalWorker, expectInvalidationSeen, makeVm, mapPage, outcome, pageOfPa, thrown, withHost } from './doorbell-helpers.ts';
 
 // Words of the test's control SAB.
 const EPOCH = 0;
@@ -58,15 +58,7 @@ describe('invalidate then translate, DMA agent on another thread', () => {
       await withHost(opts, async (host) => {
         const t = await makeVm(host, 1, 0x10);
         const q = await t.vm.openQueue({ path, log2size: 8 });
-        const dma = await host.dma();
-        mapPage(t, IOVA, 0);
-
-        // The control: without the TLBI the cached translation survives the PTE change.
-        expect(pageOfPa(t, dma.translate(t.psid, -1, IOVA).pa)).toBe(0);
-        mapPage(t, IOVA, 1);
-        expect(pageOfPa(t, dma.translate(t.psid, -1, IOVA).pa)).toBe(0);
-        q.invalidateRange(1, IOVA, 4096);
-        expect(pageOfPa(t, dma.translate(t.psid, -1, IOVA).pa)).toBe(1);
+        expectInvalidationSeen(t, q, await host.dma());
 
         const ctl = new Int32Array(new SharedArrayBuffer(64));
         Atomics.store(ctl, EPOCH, 1);

@@ -2,9 +2,11 @@
 // guest stage-1 mapping, and workers that run the built library (dist/) so
 // guest drivers and DMA agents live on real other threads.
 import { once } from 'node:events';
+import { expect } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { ArgumentError } from '../src/errors.ts';
-import { startHost, type Host, type HostOptions, type Vm } from '../src/host.ts';
+import { startHost, type DmaAgent, type Host, type HostOptions, type Vm } from '../src/host.ts';
+import type { GuestQueue } from '../src/guest.ts';
 import { PROT } from '../src/model/pgtable.ts';
 import type { TranslationTable } from '../src/model/pgtable.ts';
 
@@ -37,6 +39,21 @@ export function mapPage(t: TestVm, iova: number, page: number): void {
 export function pageOfPa(t: TestVm, pa: number): number {
   const off = pa - t.vm.ramBase - DATA_IPA;
   return off >= 0 && off % 4096 === 0 ? off / 4096 : -1;
+}
+
+/**
+ * The model as the oracle of one invalidation through `q`, seen by `dma`:
+ * IOVA at page 0 is cached; moved to page 1 it still translates to 0 (the
+ * control: without the TLBI the cached translation survives the PTE change);
+ * after invalidateRange it translates to 1.
+ */
+export function expectInvalidationSeen(t: TestVm, q: GuestQueue, dma: DmaAgent): void {
+  mapPage(t, IOVA, 0);
+  expect(pageOfPa(t, dma.translate(t.psid, -1, IOVA).pa)).toBe(0);
+  mapPage(t, IOVA, 1);
+  expect(pageOfPa(t, dma.translate(t.psid, -1, IOVA).pa)).toBe(0);
+  q.invalidateRange(1, IOVA, 4096);
+  expect(pageOfPa(t, dma.translate(t.psid, -1, IOVA).pa)).toBe(1);
 }
 
 /**
