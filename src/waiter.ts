@@ -70,19 +70,27 @@ export class Liveness {
    * round trip at the floor (~0.2-1 µs) would pay a clock read (~40 ns) for
    * nothing. The deadline starts at the first `now()`, which every path that
    * can block takes within SPIN_CLOCK_EVERY polls (spinUntil, sliceMs,
-   * check), so a call may outlast `timeoutMs` by those polls (~1 µs).
+   * check), so a call may outlast `timeoutMs` by those polls (~1 µs). EPOCH
+   * is loaded there too, not here: an Atomics call (~15-35 ns on Node 20)
+   * before every publish for a wait most round trips never make. A restart
+   * in those first polls is one whose new thread serves the queue as the
+   * old one would have (a thread that starts looks at every queue once,
+   * layout.ts), so the call ends as if the restart had come before it;
+   * restarts take milliseconds (a heartbeat gone stale), not a microsecond.
    */
   begin(timeoutMs: number): void {
-    this.epoch = Atomics.load(this.i32, this.ctl + CTL_EPOCH);
     this.timeoutMs = timeoutMs;
     this.deadline = -1;
     this.hbAt = -1;
   }
 
-  /** The clock; its first read in a wait starts the deadline. */
+  /** The clock; its first read in a wait starts the deadline and takes the server's EPOCH. */
   now(): number {
     const t = performance.now();
-    if (this.deadline < 0) this.deadline = t + this.timeoutMs;
+    if (this.deadline < 0) {
+      this.deadline = t + this.timeoutMs;
+      this.epoch = Atomics.load(this.i32, this.ctl + CTL_EPOCH);
+    }
     return t;
   }
 
@@ -95,6 +103,7 @@ export class Liveness {
   }
 
   check(): number {
+    const now = this.now(); // first: it may start the wait (deadline, EPOCH)
     if (Atomics.load(this.i32, this.ctl + CTL_EPOCH) !== this.epoch) {
       this.why = 'it died and was restarted during this wait';
       return LIVE.DEAD;
@@ -104,7 +113,6 @@ export class Liveness {
       this.why = state === SERVER_STATE.DEAD ? 'STATE=DEAD' : 'stopping';
       return LIVE.DEAD;
     }
-    const now = this.now();
     const hb = Atomics.load(this.i32, this.ctl + CTL_HEARTBEAT);
     if (hb !== this.hb || this.hbAt < 0) {
       this.hb = hb;

@@ -12,7 +12,7 @@ import { buildCmdSync, buildTlbiNhVa } from '../src/codec.ts';
 import { CS } from '../src/fields.ts';
 import { GuestQueue, type CsMode, type QueueHandle } from '../src/guest.ts';
 import {
-  CTL_SPIN_US, CTL_WORDS, KTHREAD_CTL, LINE_WORDS, Q_CONS, Q_PROD, Q_WORDS, pendingSlot, pendingWord,
+  CTL_EPOCH, CTL_HEARTBEAT, CTL_SPIN_US, CTL_WORDS, KTHREAD_CTL, LINE_WORDS, Q_CONS, Q_PROD, Q_WORDS, pendingSlot, pendingWord,
 } from '../src/layout.ts';
 import { addQueue, makeRig, submit, type Rig, type RigQueue } from './consumer-rig.ts';
 
@@ -128,12 +128,25 @@ describe('shared lines per doorbell round trip (the layout.ts list, counted)', (
   it('the guest reads only its own lines, CONS\'s and the config/SLEEPING lines; it writes PROD\'s line, its pending bit\'s line and its driver line; no clock on either side', () => {
     const s = setup(50);
     const { accesses, clock } = roundTrip(s, 1, 'sev', 10);
-    // q.0: PROD, GERRORN (and WAITERS); q.1: CONS, GERROR; q.4: RESV, PUB, TURN_WAITERS; ctl.1: SLEEPING (kick); ctl.2: EPOCH, SPIN_US.
+    // q.0: PROD, GERRORN (and WAITERS); q.1: CONS, GERROR; q.4: RESV, PUB, TURN_WAITERS; ctl.1: SLEEPING (kick); ctl.2: SPIN_US.
     expect(lines(s, accesses, 'guest', false)).toEqual(['ctl.1', 'ctl.2', 'q.0', 'q.1', 'q.4']);
     // pend: the OR of the queue's pending bit after PROD.
     expect(lines(s, accesses, 'guest', true)).toEqual(['pend', 'q.0', 'q.4']);
     // Never the lines the kernel thread dirties per pass or per command (ctl.3 HEARTBEAT and pass counts, q.3 statistics).
     expect(clock).toEqual({ guest: 0, kernel: 0 });
+  });
+
+  it('liveness costs a round trip that completes while spinning nothing: no EPOCH or HEARTBEAT load; a wait past the first clock read takes EPOCH once (waiter.ts Liveness)', () => {
+    const epochLoads = (answerAt: number): number => {
+      const s = setup(50);
+      const { accesses } = roundTrip(s, 1, 'sev', answerAt);
+      expect(accesses.some((a) => a.side === 'guest' && a.word === KTHREAD_CTL + CTL_HEARTBEAT)).toBe(false);
+      return accesses.filter((a) => a.side === 'guest' && a.word === KTHREAD_CTL + CTL_EPOCH).length;
+    };
+    // Answered at the 10th poll: before the spin's first clock read (SPIN_CLOCK_EVERY polls).
+    expect(epochLoads(10)).toBe(0);
+    // Answered at the 70th: the spin read the clock at the 64th, which started the wait's deadline and took EPOCH.
+    expect(epochLoads(70)).toBe(1);
   });
 
   it('the kernel thread writes CONS once per pass that ends on its CMD_SYNC, and loads only PROD\'s line: the pending and control words are peeked', () => {
