@@ -8,7 +8,7 @@ import { Consumer } from '../native-free-fastpath/consumer.ts';
 import { buildCfgiSte, buildCmdSync } from '../src/codec.ts';
 import { CS } from '../src/fields.ts';
 import {
-  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_PENDING, CTL_STATE, KTHREAD_CTL, MAILBOX_STATE, MB_STATE, Q_CONFIG, Q_GERROR, Q_GERRORN, Q_PROD,
+  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_PENDING, CTL_STATE, KTHREAD_CTL, MAILBOX_STATE, MB_STATE, Q_CONFIG, Q_CONS, Q_GERROR, Q_GERRORN, Q_PROD,
   Q_STAT_CMDS, Q_STAT_SLOT_READS, mailboxWords, markPending, pendingBit, pendingSlot, pendingWord,
 } from '../src/layout.ts';
 import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
@@ -83,6 +83,26 @@ describe('the pending bitmap', () => {
     expect(rig.consumer.hasWork()).toBe(false);
   });
 
+  it('while CMDQ_ERR is active nothing is consumed (spec 7.1): a queue stopped past slot 1 whose bit is taken runs nothing, and CONS, GERROR and its counters stay', () => {
+    // Past slot 1 on purpose: a stopped queue must not be consumed up to any position, whatever it stopped at.
+    const { rig, qs } = rigN(1);
+    const q = qs[0]!;
+    const bad = new Uint32Array(4);
+    buildCfgiSte(bad, 0, 1); // refused on a vCMDQ: CERROR_ILL
+    submit(rig, q, [asid(1), asid(2), asid(3), bad]);
+    expect(rig.consumer.pass()).toBe(4);
+    const regs = (): number[] => [Q_CONS, Q_GERROR, Q_STAT_CMDS, Q_STAT_SLOT_READS].map((r) => Atomics.load(rig.i32, q.regs + r));
+    const stopped = regs();
+    expect(consPos(rig, q)).toBe(3);
+    expect(stopped[1]).not.toBe(Atomics.load(rig.i32, q.regs + Q_GERRORN));
+    const executed = rig.model.log.length;
+    submit(rig, q, [asid(5)]);
+    expect(rig.consumer.pass()).toBe(0);
+    expect(pendingOf(rig, q)).toBe(false); // taken
+    expect(regs()).toEqual(stopped);
+    expect(rig.model.log.length).toBe(executed);
+  });
+
   it('a new consumer over queues whose PROD moved with no bit (a restart) looks at each once', () => {
     const { rig, qs } = rigN(3);
     submit(rig, qs[1]!, [asid(1)]);
@@ -136,33 +156,40 @@ describe('the pending bitmap', () => {
     expect(consPos(rig, q)).toBe(2);
   });
 
-  it('peeks and the sleep re-check: a pass and the idle poll read the words plainly, the re-check before Atomics.wait loads each one atomically (layout.ts, "Peeks")', () => {
+  it('peeks and the sleep re-check: a pass and the idle poll read the words plainly, the re-check before Atomics.wait loads each one atomically; a pass takes (an RMW) only a word with a bit of its own (layout.ts, "Peeks")', () => {
     const { rig, qs } = rigN(40);
     const words = [...new Set(qs.map((q) => wordOf(rig, q)))];
     expect(words.length).toBe(2);
     const loads: number[] = [];
-    const load = Atomics.load;
-    const spy = ((ta: Int32Array, i: number) => {
-      if (ta === rig.i32) loads.push(i);
-      return load(ta, i);
-    }) as typeof Atomics.load;
-    const loaded = (f: () => unknown): { value: unknown; words: number[] } => {
+    const ands: number[] = [];
+    const { load, and } = Atomics;
+    const loaded = (f: () => unknown): { value: unknown; words: number[]; taken: number[] } => {
       loads.length = 0;
-      Atomics.load = spy;
+      ands.length = 0;
+      Atomics.load = ((ta: Int32Array, i: number) => {
+        if (ta === rig.i32) loads.push(i);
+        return load(ta, i);
+      }) as typeof Atomics.load;
+      Atomics.and = ((ta: Int32Array, i: number, v: number) => {
+        if (ta === rig.i32) ands.push(i);
+        return and(ta, i, v);
+      }) as typeof Atomics.and;
       try {
-        return { value: f(), words: words.filter((w) => loads.includes(w)) };
+        return { value: f(), words: words.filter((w) => loads.includes(w)), taken: [...ands] };
       } finally {
-        Atomics.load = load;
+        Object.assign(Atomics, { load, and });
       }
     };
-    // Nothing pending: an idle pass peeks (no Atomics call per word: ~18 ns each on Node 20), the re-check loads both.
-    expect(loaded(() => rig.consumer.pass())).toEqual({ value: 0, words: [] });
-    expect(loaded(() => rig.consumer.hasWork())).toEqual({ value: false, words });
-    // A publish on the second word: the re-check sees it through its atomic load, and the pass that follows takes and consumes it.
+    // Nothing pending: an idle pass peeks (no Atomics call per word: ~18 ns a load, ~35 ns an RMW on Node 20) and
+    // takes nothing (an RMW of an idle word would pull the guest's line away every pass); the re-check loads both.
+    expect(loaded(() => rig.consumer.pass())).toEqual({ value: 0, words: [], taken: [] });
+    expect(loaded(() => rig.consumer.hasWork())).toEqual({ value: false, words, taken: [] });
+    // A publish on the second word: the re-check sees it through its atomic load, and the pass that follows takes that
+    // word alone and consumes it.
     const q = qs[37]!;
     submit(rig, q, [asid(9)]);
-    expect(loaded(() => rig.consumer.hasWork())).toEqual({ value: true, words });
-    expect(rig.consumer.pass()).toBe(1);
+    expect(loaded(() => rig.consumer.hasWork())).toEqual({ value: true, words, taken: [] });
+    expect(loaded(() => rig.consumer.pass())).toEqual({ value: 1, words: [], taken: [words[1]] });
     expect(consPos(rig, q)).toBe(1);
     expect(pendingOf(rig, q)).toBe(false);
   });
