@@ -85,7 +85,7 @@ export const targets = {
   guest: {
     // planBatch, batchSlots; submitWords .. invalidateRangeAsync; advance .. publish; consumed, unwrapCons. Not
     // awaitTurn: only another producer thread reaches it (guest-multi-producer covers it on real threads).
-    mutate: ['src/guest.ts:45-54', 'src/guest.ts:456-523', 'src/guest.ts:645-724', 'src/guest.ts:753-763'],
+    mutate: ['src/guest.ts:45-54', 'src/guest.ts:468-536', 'src/guest.ts:657-762', 'src/guest.ts:784-795'],
     tests: ['test/guest-inthread.test.ts', 'test/line-budget.test.ts', 'test/guest-error-blame.test.ts', 'test/encode-object.test.ts'],
     note: "the guest driver's batching and range code",
   },
