@@ -409,9 +409,10 @@ export class GuestQueue {
   // rte_ring enqueue, the protocol of equal strength to Linux's
   // arm_smmu_cmdq_issue_cmdlist chosen here (words: Q_DRV_* in layout.ts):
   //  1. Reserve: load RESV (r), load CONS; if queueFree(r, CONS) >= need,
-  //     CAS RESV r -> r + need (else wait for space, or retry after a lost
-  //     CAS). Exact: a successful CAS proves RESV was r when CONS was read,
-  //     and CONS <= PUB <= RESV, so the 20-bit difference is the real one.
+  //     CAS RESV r -> r + need (else wait for space, whose test loads CONS
+  //     first (poll), or retry after a lost CAS). Exact: a successful CAS
+  //     proves RESV was r when CONS was read, and CONS <= PUB <= RESV, so
+  //     the 20-bit difference is the real one.
   //     Invariant: RESV - CONS <= queue size (nobody overwrites an entry the
   //     SMMU has not consumed).
   //  2. Write the entries (and the CMD_SYNC) into the reserved slots.
@@ -796,11 +797,20 @@ export class GuestQueue {
   private poll(c: Call, cond: number): number {
     const i32 = this.i32;
     const r = this.regs;
-    const resv = Atomics.load(i32, r + Q_DRV_RESV);
-    const cons = Atomics.load(i32, r + Q_CONS);
+    let cons: number;
     if (cond === COND_SPACE) {
-      if (queueFree(resv, cons, this.h.log2size) >= c.need) return 0;
+      // CONS before RESV: CONS never passes a RESV loaded after it, so the
+      // room is never negative (a stale CONS only understates it, and the
+      // wait on that CONS value then returns at once). The other order lets
+      // producers that reserve and are consumed between the two loads put
+      // CONS past the RESV loaded: no room shown in an empty queue, and a
+      // wait for a CONS move that may never come (SyncTimeoutError at
+      // timeoutMs 0). Linux reads prod and cons together, one 64-bit llq.
+      cons = Atomics.load(i32, r + Q_CONS);
+      if (queueFree(Atomics.load(i32, r + Q_DRV_RESV), cons, this.h.log2size) >= c.need) return 0;
     } else {
+      const resv = Atomics.load(i32, r + Q_DRV_RESV); // before CONS (step 4)
+      cons = Atomics.load(i32, r + Q_CONS);
       if (this.consumed(resv, cons, c.syncEnd)) return 0;
       if (c.cs === CS.IRQ) {
         const v = Atomics.load(i32, c.syncWord);

@@ -18,9 +18,9 @@ import { ArgumentError, CERROR } from '../src/errors.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import { CMDQ_BATCH_ENTRIES, GuestQueue, QueueError, type CsMode } from '../src/guest.ts';
 import { tlbInvRangeAsid } from '../src/invalidate.ts';
-import { Q_CONS, Q_DRV_PUB, Q_DRV_TURN_WAITERS, Q_STAT_CMDS, Q_STAT_SYNCS } from '../src/layout.ts';
+import { Q_CONS, Q_DRV_PUB, Q_DRV_RESV, Q_DRV_TURN_WAITERS, Q_STAT_CMDS, Q_STAT_SYNCS, Q_WAITERS } from '../src/layout.ts';
 import { ACCESS, PROT } from '../src/model/index.ts';
-import { SyncTimeoutError } from '../src/waiter.ts';
+import { SPIN_CLOCK_EVERY, SyncTimeoutError } from '../src/waiter.ts';
 import { attachGuest, makeRig, type GuestRig, type Rig } from './consumer-rig.ts';
 
 const VMID = 7;
@@ -146,6 +146,125 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
     expect(Atomics.load(rig.i32, g.q.regs + Q_CONS) & 15).toBe((2 + 8 + 2 + 2) & 15);
   });
 
+  it('two drivers on one queue: a driver whose RESV guess shows room but a rival reserved since loses its CAS, tries again from the rival\'s RESV and publishes after it; at timeoutMs 0 one lost CAS is no timeout', () => {
+    // Linux arm_smmu_cmdq_issue_cmdlist: a failed cmpxchg on the llq retries from the value it returned. Here the
+    // rival (a fresh driver: its guess is RESV 0) finds CONS at 0, so its guess shows 8 free slots, but g has reserved
+    // slot 0 meanwhile: the rival's CAS from 0 fails, and it must neither write slot 0 nor count its command sent.
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    g.pump = false;
+    const rival = new GuestQueue(g.gq.handle);
+    g.gq.submitWords(asids(1, 1), 1, null, 0);
+    rival.submitWords(asids(1, 2), 1, null, 0);
+    expect(g.prods).toEqual([1, 2]);
+    rig.consumer.pass();
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual([1, 2]);
+  });
+
+  it('a driver that keeps losing RESV to a rival (one reserving right before each of its CASes) checks its deadline every SPIN_CLOCK_EVERY failed tries: at timeoutMs 0 it throws SyncTimeoutError, having published nothing', () => {
+    // The bound on lost CASes (advance): each lost CAS is followed by a space wait that returns at once (there is
+    // room), so only the count of tries gets the call to its liveness and timeout check (afterSlice).
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    const rival = new GuestQueue(g.gq.handle);
+    const cas = Atomics.compareExchange;
+    const budget = 4 * SPIN_CLOCK_EVERY;
+    let rivals = 0;
+    let inRival = false;
+    const spy = vi.spyOn(Atomics, 'compareExchange').mockImplementation(((a: Int32Array, i: number, expected: number, v: number) => {
+      // Before each of g's CASes on RESV the rival reserves, publishes and is consumed: the CAS then fails.
+      if (!inRival && rivals < budget && a.buffer === rig.i32.buffer && a.byteOffset === 0 && i === g.q.regs + Q_DRV_RESV) {
+        inRival = true;
+        try {
+          rival.submitWords(asids(1, 1000 + rivals++), 1, null, 0);
+        } finally {
+          inRival = false;
+        }
+      }
+      return cas(a, i, expected, v);
+    }) as typeof Atomics.compareExchange);
+    try {
+      expect(() => g.gq.submitWords(asids(1, 1), 1, null, 0)).toThrow(SyncTimeoutError);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(rivals).toBe(SPIN_CLOCK_EVERY);
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual(Array.from({ length: rivals }, (_, k) => 1000 + k));
+  });
+
+  it('a space wait overtaken between its loads by other producers\' reservations and their consumption still sees the room: at timeoutMs 0 the call publishes, no SyncTimeoutError', () => {
+    // A full queue (no pass on PROD writes); then, at each of g's loads of CONS (10 times), the consumer empties the
+    // queue and a rival reserves one slot, publishes and is consumed: CONS moves past any RESV g loaded before it.
+    // Linux reads prod and cons as one 64-bit llq value, so it never compares a RESV with a later CONS.
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    const rival = new GuestQueue(g.gq.handle);
+    g.pump = false;
+    g.gq.submitWords(asids(8, 1), 8, null, 0);
+    const load = Atomics.load;
+    let rivals = 0;
+    let inRival = false;
+    const spy = vi.spyOn(Atomics, 'load').mockImplementation(((a: Int32Array, i: number) => {
+      if (!inRival && rivals < 10 && a.buffer === rig.i32.buffer && a.byteOffset === 0 && i === g.q.regs + Q_CONS) {
+        inRival = true;
+        try {
+          rig.consumer.pass();
+          rival.submitWords(asids(1, 100 + rivals++), 1, null, 0);
+          rig.consumer.pass();
+        } finally {
+          inRival = false;
+        }
+      }
+      return load(a, i);
+    }) as typeof Atomics.load);
+    try {
+      g.gq.submitWords(asids(1, 9), 1, null, 0);
+    } finally {
+      spy.mockRestore();
+    }
+    rig.consumer.pass();
+    const log = rig.model.log.map((e) => e.f[F.ASID]);
+    expect(log.slice(0, 8)).toEqual(Array.from({ length: 8 }, (_, k) => 1 + k));
+    expect(log.filter((a) => a === 9)).toEqual([9]);
+    expect(log.length).toBe(9 + rivals);
+  });
+
+  it('a driver alone loads neither RESV nor PUB to publish after its first (its own guess, its own PUB: Linux\'s cached llq); after a rival published, RESV and PUB once each', () => {
+    // Loads counted on calls without a sync (a sync's wait loads RESV to unwrap CONS). 8 commands fill the 8 slots
+    // exactly: the guess shows just enough room.
+    const rig = rig1();
+    const g = attachGuest(rig, VMID, 3);
+    const rival = new GuestQueue(g.gq.handle);
+    const load = Atomics.load;
+    const loads = { resv: 0, pub: 0 };
+    const counted = (f: () => void): { resv: number; pub: number } => {
+      loads.resv = 0;
+      loads.pub = 0;
+      const spy = vi.spyOn(Atomics, 'load').mockImplementation(((a: Int32Array, i: number) => {
+        if (a.buffer === rig.i32.buffer && a.byteOffset === 0) {
+          if (i === g.q.regs + Q_DRV_RESV) loads.resv++;
+          if (i === g.q.regs + Q_DRV_PUB) loads.pub++;
+        }
+        return load(a, i);
+      }) as typeof Atomics.load);
+      try {
+        f();
+      } finally {
+        spy.mockRestore();
+      }
+      return { ...loads };
+    };
+    // A new driver's first publish loads PUB (no publish of its own yet), its guess (RESV 0) is right.
+    expect(counted(() => g.gq.submitWords(asids(8, 1), 8, null, 0))).toEqual({ resv: 0, pub: 1 });
+    expect(counted(() => g.gq.submitWords(asids(1, 9), 1, null, 0))).toEqual({ resv: 0, pub: 0 });
+    // The rival reserves, publishes and is consumed: g's guess is behind CONS (no room by it), and PUB is not where g
+    // left it. The fresh RESV shows exactly the 8 slots g needs.
+    rival.submitWords(asids(1, 10), 1, null, 0);
+    expect(counted(() => g.gq.submitWords(asids(8, 11), 8, null, 0))).toEqual({ resv: 1, pub: 1 });
+    expect(counted(() => g.gq.submitWords(asids(1, 19), 1, null, 0))).toEqual({ resv: 0, pub: 0 });
+    expect(rig.model.log.map((e) => e.f[F.ASID])).toEqual(Array.from({ length: 19 }, (_, k) => 1 + k));
+  });
+
   it('an async call leaves no listener on the caller\'s AbortSignal once it settles', async () => {
     const rig = rig1();
     const g = attachGuest(rig, VMID, 3);
@@ -160,39 +279,45 @@ describe('submitWords batching (Linux arm_smmu_cmdq_issue_cmdlist)', () => {
   });
 
   it('a full queue: the call waits for space and goes on publishing, returning only when all of it executed (both forms)', async () => {
-    // No pass on PROD writes: the consumer runs at every second load of CONS by the guest (a kernel thread answering
-    // while the guest waits; not at the space check right after a publish), so a batch finds the queue full, waits
-    // for space (COND_SPACE), and the call must go on publishing after that wait.
+    // No pass on PROD writes: the consumer runs only when the guest announces that it waits (its Atomics.add on
+    // WAITERS, in block and blockAsync), a kernel thread answering a waiting guest. So each batch after the first finds
+    // the queue full and waits for space (COND_SPACE), and the call must go on publishing after that wait.
     const rig = rig1();
     const g = attachGuest(rig, VMID, 3);
     g.pump = false;
-    const load = Atomics.load;
+    const add = Atomics.add;
     let inPass = false;
-    let consLoads = 0;
-    const spy = vi.spyOn(Atomics, 'load').mockImplementation(((a: Int32Array, i: number) => {
-      if (!inPass && a.buffer === rig.i32.buffer && a.byteOffset === 0 && i === g.q.regs + Q_CONS && ++consLoads % 2 === 0) {
+    let answered = 0;
+    const spy = vi.spyOn(Atomics, 'add').mockImplementation(((a: Int32Array, i: number, v: number) => {
+      const was = add(a, i, v);
+      if (!inPass && a.buffer === rig.i32.buffer && a.byteOffset === 0 && i === g.q.regs + Q_WAITERS) {
         inPass = true;
         try {
-          rig.consumer.pass();
+          if (rig.consumer.pass() > 0) answered++;
         } finally {
           inPass = false;
         }
       }
-      return load(a, i);
-    }) as typeof Atomics.load);
+      return was;
+    }) as typeof Atomics.add);
     try {
       let first = 1;
       for (const cs of [null, 'sev'] as (CsMode | null)[]) {
         const executed = rig.model.log.length;
         // With a sync the call returns when all 30 executed; without one, when all 30 are published (a pass runs them).
+        answered = 0;
         g.gq.submitWords(asids(30, first), 30, cs, 5000);
         if (cs === null) rig.consumer.pass();
         expect(rig.model.log.slice(executed).map((e) => e.f[F.ASID]), `cs ${cs}`).toEqual(Array.from({ length: 30 }, (_, k) => first + k));
+        // 30 commands in batches of 8 on 8 slots: three waits for space (and the sync's own wait).
+        expect(answered, `cs ${cs}`).toBe(cs === null ? 3 : 4);
         first += 30;
         const before = rig.model.log.length;
+        answered = 0;
         await g.gq.submitWordsAsync(asids(30, first), 30, cs, 5000);
         if (cs === null) rig.consumer.pass();
         expect(rig.model.log.slice(before).map((e) => e.f[F.ASID]), `async cs ${cs}`).toEqual(Array.from({ length: 30 }, (_, k) => first + k));
+        expect(answered, `async cs ${cs}`).toBe(cs === null ? 3 : 4);
         first += 30;
       }
     } finally {
