@@ -184,8 +184,8 @@ describe('SubstreamIDs (SMMUv3 §3.9, STE.S1CDMax and S1DSS)', () => {
     expect(tr(byp.w, VA, ACCESS.READ, 0)).toEqual({ pa: byp.data, sizeLog2: 12 });
     const ssid0 = ssidStream(S1DSS.SSID0);
     expect(tr(ssid0.w, VA)).toEqual({ pa: ssid0.data, sizeLog2: 12 });
-    // With S1DSS = SSID0, SSID 0 itself is reserved for the no-SSID traffic.
-    expect(tr(ssid0.w, VA, ACCESS.READ, 0)).toMatchObject({ fault: 'C_BAD_SUBSTREAMID' });
+    // With S1DSS = SSID0, SSID 0 itself is reserved for the no-SSID traffic: F_STREAM_DISABLED (§5.2 S1DSS, §7.3.7).
+    expect(tr(ssid0.w, VA, ACCESS.READ, 0)).toMatchObject({ fault: 'F_STREAM_DISABLED', stage: 0, class: 'IN' });
     expect(tr(ssid0.w, VA, ACCESS.READ, 1)).toHaveProperty('pa');
   });
 });
@@ -419,7 +419,8 @@ describe('permissions (VMSAv8-64 AP[2:1], UXN, PXN, APTable, UXNTable, PXNTable;
   test('a permission fault from the IOTLB reports the leaf level, without a walk; the entry was cached by the faulting walk', () => {
     const s = s1Stream();
     s.pt.map(VA, s.data, 2 * MiB, PROT.READ);
-    expect(tr(s.w, VA, W)).toMatchObject({ fault: 'F_PERMISSION', stage: 1, level: 2 });
+    // Inside the block, not at its base: the entry is cached at the block's base.
+    expect(tr(s.w, VA + 0x3000, W)).toMatchObject({ fault: 'F_PERMISSION', stage: 1, level: 2 });
     const walks = s.w.model.stats.s1Walks;
     expect(tr(s.w, VA + 0x5000, R)).toEqual({ pa: s.data + 0x5000, sizeLog2: 21 });
     expect(tr(s.w, VA + 0x6000, W)).toMatchObject({ fault: 'F_PERMISSION', stage: 1, level: 2 });
@@ -635,5 +636,98 @@ describe('the stage-2 IOTLB and the fault record', () => {
     const out = new Float64Array(TRANSLATE_OUT_LEN).fill(7);
     expect(s.w.model.translate(PSID, -1, VA, 0x12, ACCESS.READ, out)).not.toBe(0);
     expect([out[T_OUT.STAGE], out[T_OUT.IPA_LO], out[T_OUT.IPA_HI]]).toEqual([1, 0, 0]);
+  });
+});
+
+describe('SubstreamIDs, ATS requests and counters at their edges (SMMUv3 §5.2 STE.S1CDMax/S1DSS, §7.3.6, §7.3.9)', () => {
+  test('a SubstreamID on a stream with stage 1 disabled (bypass, stage 2 only) is C_BAD_SUBSTREAMID; without one it translates', () => {
+    const { w, ram } = stage2OnlyStream();
+    const bypass = w.layout.alloc(64, 64);
+    writeHostWords(w.mem, bypass, encodeSte({ config: STE_CFG.BYPASS }));
+    w.model.attachStream(6, bypass);
+    for (const psid of [PSID, 6]) {
+      for (const ssid of [0, 1]) expect(tr(w, 0x1000, ACCESS.READ, ssid, psid)).toMatchObject({ fault: 'C_BAD_SUBSTREAMID', stage: 0, class: 'IN' });
+    }
+    expect(tr(w, 0x1000)).toEqual({ pa: ram + 0x1000, sizeLog2: 21 });
+    expect(tr(w, 0x1000, ACCESS.READ, -1, 6)).toEqual({ pa: 0x1000, sizeLog2: 12 });
+  });
+
+  test('S1DSS is ignored while S1CDMax = 0: traffic without a SubstreamID uses the one CD even with S1DSS = BYPASS', () => {
+    const s = s1Stream({ ste: { s1CdMax: 0, s1Dss: S1DSS.BYPASS } });
+    s.pt.map(VA, s.data, 0x1000, RW);
+    expect(tr(s.w, VA + 8)).toEqual({ pa: s.data + 8, sizeLog2: 12 });
+  });
+
+  test('ATS: an invalid STE answers C_BAD_STE (F_BAD_ATS_TREQ needs STE.V = 1, §7.3.6); a bypass STE\'s EATS counts as 0', () => {
+    const s = s1Stream();
+    writeHostWords(s.w.mem, s.stePa, patch(encodeSte({ config: STE_CFG.S1_TRANS, s1ContextPtr: s.cdTable, eats: 0 }), STE.V, 0));
+    expect(s.w.model.translateIova(PSID, -1, VA, ACCESS.READ, { ats: true })).toMatchObject({ fault: 'C_BAD_STE' });
+    const w = small();
+    const stePa = w.layout.alloc(64, 64);
+    writeHostWords(w.mem, stePa, encodeSte({ config: STE_CFG.BYPASS, eats: 1 }));
+    w.model.attachStream(6, stePa);
+    expect(w.model.translateIova(6, -1, VA, ACCESS.READ, { ats: true })).toMatchObject({ fault: 'F_BAD_ATS_TREQ', stage: 0 });
+    expect(tr(w, VA, ACCESS.READ, -1, 6)).toEqual({ pa: VA, sizeLog2: 12 });
+  });
+
+  test('ATS: a request that faults fills nothing; a later request after the mapping is made gets the new page', () => {
+    const s = s1Stream();
+    s.pt.map(VA, s.data, 0x1000, RW);
+    const ats = (va: number) => s.w.model.translateIova(PSID, -1, va, ACCESS.READ, { ats: true });
+    expect(ats(VA)).toEqual({ pa: s.data, sizeLog2: 12 });
+    expect(ats(VA + 0x1000)).toMatchObject({ fault: 'F_TRANSLATION', stage: 1, level: 3 });
+    s.pt.map(VA + 0x1000, s.data + 0x5000, 0x1000, RW);
+    expect(ats(VA + 0x1010)).toEqual({ pa: s.data + 0x5010, sizeLog2: 12 });
+    expect(s.w.model.stats).toMatchObject({ atcHits: 0, atcMisses: 3 });
+  });
+
+  test('ATS: ATC entries of every cached size are found (4K pages beside a 2 MiB block); any negative SSID is "no SubstreamID"', () => {
+    const s = s1Stream();
+    s.pt.map(VA, s.data, 0x1000, RW);
+    s.pt.map(VA + 2 * MiB, s.data + 2 * MiB, 2 * MiB, RW);
+    const ats = (va: number, ssid = -1) => s.w.model.translateIova(PSID, ssid, va, ACCESS.READ, { ats: true });
+    expect(ats(VA + 8)).toEqual({ pa: s.data + 8, sizeLog2: 12 });
+    expect(ats(VA + 2 * MiB + 8)).toEqual({ pa: s.data + 2 * MiB + 8, sizeLog2: 21 });
+    expect(ats(VA + 16, -2)).toEqual({ pa: s.data + 16, sizeLog2: 12 });
+    expect(ats(VA + 2 * MiB + 16)).toEqual({ pa: s.data + 2 * MiB + 16, sizeLog2: 21 });
+    expect(s.w.model.stats).toMatchObject({ atcHits: 2, atcMisses: 2 });
+  });
+
+  test('a stage-1 fault carries no IPA; the IOTLB and CD cache count their hits and misses', () => {
+    const s = s1Stream();
+    s.pt.map(VA, s.data, 0x1000, RW);
+    expect(tr(s.w, VA + 0x1000)).toEqual({ fault: 'F_TRANSLATION', stage: 1, level: 3, class: 'IN' });
+    tr(s.w, VA);
+    tr(s.w, VA + 8);
+    expect(s.w.model.stats).toMatchObject({ iotlbHits: 1, iotlbMisses: 2, cdHits: 2, cdMisses: 1 });
+  });
+
+  test('a stage-2-only STE ignores the stage-1 fields and needs no IDR0.S1P (§5.2: S1ContextPtr, S1Fmt, S1CDMax IGNORED)', () => {
+    const w = small({ S1P: false });
+    const ram = w.layout.alloc(2 * MiB, 2 * MiB);
+    const s2 = buildStage2(w.mem, w.layout, ram, 2 * MiB, 3);
+    const stePa = w.layout.alloc(64, 64);
+    const words = encodeSte({ config: STE_CFG.S2_TRANS, s2 });
+    patch(words, STE.S1FMT, 3);
+    patch(words, STE.S1CDMAX, 31);
+    writeHostWords(w.mem, stePa, words);
+    w.model.attachStream(PSID, stePa);
+    expect(tr(w, 0x1234)).toEqual({ pa: ram + 0x1234, sizeLog2: 21 });
+  });
+
+  test('the table bases\' high words are their own: an STE or a CD after non-zero memory still finds its tables', () => {
+    // S2TTB and CD.TTB0 span two words each; the words just before each structure are all ones here.
+    const w = small();
+    const ram = w.layout.alloc(2 * MiB, 2 * MiB);
+    const s2 = buildStage2(w.mem, w.layout, ram, 2 * MiB, 3);
+    const area = w.layout.alloc(128, 64);
+    writeHostWords(w.mem, area, new Uint32Array(16).fill(0xffffffff));
+    writeHostWords(w.mem, area + 64, encodeSte({ config: STE_CFG.S2_TRANS, s2 }));
+    w.model.attachStream(PSID, area + 64);
+    expect(tr(w, 0x1234)).toEqual({ pa: ram + 0x1234, sizeLog2: 21 });
+    const s = s1Stream({ ste: { s1CdMax: 1, s1Dss: S1DSS.BYPASS }, cds: 2 });
+    writeHostWords(s.w.mem, s.cdTable, new Uint32Array(16).fill(0xffffffff));
+    s.pt.map(VA, s.data, 0x1000, RW);
+    expect(tr(s.w, VA, ACCESS.READ, 1)).toEqual({ pa: s.data, sizeLog2: 12 });
   });
 });

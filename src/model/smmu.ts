@@ -384,7 +384,8 @@ export class SmmuModel {
     }
     this.stats.atcMisses++;
     let r = this.loadSte(slot);
-    if (r === 0 && this.steEats[slot] !== 1) r = this.fault(FAULT.F_BAD_ATS_TREQ, 0, 0, FAULT_CLASS.IN, 0);
+    // A bypass STE's effective EATS is 0b00 (§7.3.6).
+    if (r === 0 && (this.steEats[slot] !== 1 || this.steCfg[slot] === STE_CFG.BYPASS)) r = this.fault(FAULT.F_BAD_ATS_TREQ, 0, 0, FAULT_CLASS.IN, 0);
     if (r === 0) r = this.translateCore(psid, ssid, iovaLo >>> 0, iovaHi >>> 0, access);
     if (r === 0) {
       const s = this.rShift;
@@ -438,6 +439,9 @@ export class SmmuModel {
     if (sf !== 0) return sf;
     const cfg = this.steCfg[slot]!;
     if (cfg === STE_CFG.ABORT) return this.fault(FAULT.STE_ABORT, 0, 0, FAULT_CLASS.IN, 0);
+    // A SubstreamID needs stage 1: with stage 1 disabled (Config = bypass or stage 2 only) it is C_BAD_SUBSTREAMID
+    // whether or not stage 2 translates (SMMUv3 §7.3.9).
+    if (ssid >= 0 && (cfg === STE_CFG.BYPASS || cfg === STE_CFG.S2_TRANS)) return this.fault(FAULT.C_BAD_SUBSTREAMID, 0, 0, FAULT_CLASS.IN, 0);
     // Above 2^48 no stage covers the address; the double would also lose bits.
     if (hi > 0xffff) return this.fault(cfg === STE_CFG.BYPASS ? FAULT.F_ADDR_SIZE : FAULT.F_TRANSLATION, cfg === STE_CFG.S2_TRANS ? 2 : 1, 0, FAULT_CLASS.IN, 0);
     const va = join64(lo, hi);
@@ -455,8 +459,11 @@ export class SmmuModel {
       if (ssid < 0) {
         if (cdMax !== 0 && dss === S1DSS.TERMINATE) return this.fault(FAULT.F_STREAM_DISABLED, 0, 0, FAULT_CLASS.IN, 0);
         if (cdMax !== 0 && dss === S1DSS.BYPASS) s1 = false;
-      } else if (cdMax === 0 || ssid >= POW2[cdMax]! || (ssid === 0 && dss === S1DSS.SSID0)) {
+      } else if (cdMax === 0 || ssid >= POW2[cdMax]!) {
         return this.fault(FAULT.C_BAD_SUBSTREAMID, 0, 0, FAULT_CLASS.IN, 0);
+      } else if (ssid === 0 && dss === S1DSS.SSID0) {
+        // CD 0 is kept for the traffic without a SubstreamID (§5.2 S1DSS = 0b10): F_STREAM_DISABLED, §7.3.7.
+        return this.fault(FAULT.F_STREAM_DISABLED, 0, 0, FAULT_CLASS.IN, 0);
       } else {
         cdIndex = ssid;
       }
