@@ -55,6 +55,8 @@ describe('STE validity (SMMUv3 §5.2: C_BAD_STE, never cached)', () => {
     { name: 'S2T0SZ = 40 (IAS 24 < 25), from level 2', base: 'S2', p: [[STE.S2T0SZ, 40], [STE.S2SL0, 0]] },
     { name: 'S2T0SZ = 15 (IAS 49 > 48), from level 0', base: 'S2', p: [[STE.S2T0SZ, 15], [STE.S2SL0, 2]] },
     { name: 'S2SL0 = 3 (reserved)', base: 'S2', p: [[STE.S2SL0, 3]] },
+    // 16K, IAS 48: SL0 = 3 would start at level 0 with one bit left for it, which only FEAT_LPA2 (not modelled) allows.
+    { name: 'S2SL0 = 3 with 16K pages and IAS 48', base: 'S2', p: [[STE.S2TG, 2], [STE.S2T0SZ, 16], [STE.S2SL0, 3]] },
     // IAS 35 from level 2 (SL0 = 0): 2^(35-21) = 16384 entries, more than 16 concatenated 512-entry tables.
     { name: 'IAS 35 from level 2 (more than 16 concatenated tables)', base: 'S2', p: [[STE.S2T0SZ, 29], [STE.S2SL0, 0]] },
     // IAS 39 from level 0 (SL0 = 2): a level-0 entry covers 2^39, so the root would have one entry.
