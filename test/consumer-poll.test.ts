@@ -6,7 +6,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { buildTlbiNhAsid } from '../src/codec.ts';
 import {
-  CONFIG_EN, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_SLEEPING, CTL_STAT_SLEEPS, CTL_STATE, IDLE_HINT_SET, KTHREAD_CTL, Q_CONFIG, Q_IDLE_HINT, Q_PROD, SERVER_STATE,
+  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_SLEEPING, CTL_STAT_SLEEPS, CTL_STATE, IDLE_HINT_SET, KTHREAD_CTL, Q_CONFIG, Q_IDLE_HINT, Q_PROD, SERVER_STATE,
 } from '../src/layout.ts';
 import type { PollPolicy, PollPolicyName } from '../src/poll-policy.ts';
 import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
@@ -365,5 +365,40 @@ describe('a hardware VCMDQ keeps the thread polling (the SMMU polls an enabled V
       expect(rig.i32[KTHREAD_CTL + CTL_HEARTBEAT]! - beat0).toBe(passes);
       expect(rig.i32[KTHREAD_CTL + CTL_STAT_SLEEPS]).toBe(0);
     }
+  });
+
+  it('the loop\'s own looks between passes are peeks: CTRL is its one Atomics.load per iteration; STATE, the crash hook and the enabled VCMDQ\'s CONFIG are read plainly (layout.ts, "Peeks")', () => {
+    let rig!: Rig;
+    const p = new RecordingPolicy(false, () => {
+      STOP(rig);
+      return 0;
+    });
+    rig = makeRig([{ vmid: VMID, psids: [1], asid: 2 }], { policy: p });
+    const vintf = rig.w.layout.alloc(VINTF_WORDS * 4, 64) >>> 2;
+    writeVintf(rig.i32, vintf, VMID, [{ vsid: 0, psid: 1 }]);
+    const hw = addQueue(rig, VMID, 3, vintf);
+    let passes = 0;
+    const pass = rig.consumer.pass.bind(rig.consumer);
+    rig.consumer.pass = (): number => {
+      const work = pass();
+      if (++passes === 3) STOP(rig);
+      return work;
+    };
+    const loads: number[] = [];
+    const load = Atomics.load;
+    Atomics.load = ((ta: Int32Array, i: number) => {
+      if (ta === rig.i32) loads.push(i);
+      return load(ta, i);
+    }) as typeof Atomics.load;
+    try {
+      runOnce(rig);
+    } finally {
+      Atomics.load = load;
+    }
+    expect(passes).toBe(3);
+    const count = (w: number): number => loads.filter((i) => i === w).length;
+    // Three passes and the look that sees STOPPING: four iterations, one CTRL load each.
+    expect([CTL_CTRL, CTL_STATE, CTL_CRASH].map((w) => count(KTHREAD_CTL + w))).toEqual([4, 0, 0]);
+    expect(count(hw.regs + Q_CONFIG)).toBe(0);
   });
 });
