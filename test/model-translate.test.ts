@@ -733,3 +733,13 @@ describe('SubstreamIDs, ATS requests and counters at their edges (SMMUv3 §5.2 S
     expect(tr(s.w, VA, ACCESS.READ, 1)).toEqual({ pa: s.data, sizeLog2: 12 });
   });
 });
+
+test('an STE rewritten from stage 1 with substreams (S1DSS = TERMINATE) to stage 2 only, then CFGI_STE: traffic without a SubstreamID translates', () => {
+  // Nothing of the old stage-1 configuration outlives the CFGI_STE (§4.3.1): S1CDMax and S1DSS are IGNORED once stage 1 is disabled.
+  const s = s1Stream({ ste: { s1CdMax: 2, s1Dss: S1DSS.TERMINATE }, cds: 4 });
+  expect(tr(s.w, VA)).toMatchObject({ fault: 'F_STREAM_DISABLED' });
+  const ram = s.data; // 2 MiB aligned: the guest RAM of the new stage 2
+  writeHostWords(s.w.mem, s.stePa, encodeSte({ config: STE_CFG.S2_TRANS, s2: buildStage2(s.w.mem, s.w.layout, ram, 2 * MiB, 3) }));
+  run(s.w.model, cmd('CFGI_STE', { sid: PSID }));
+  expect(tr(s.w, 0x1234)).toEqual({ pa: ram + 0x1234, sizeLog2: 21 });
+});
