@@ -23,11 +23,11 @@ import { CERROR } from '../src/errors.ts';
 import type { SmmuFeatures } from '../src/features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
-  CONFIG_EN, CONS_ERR_SHIFT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_PENDING,
+  CONFIG_EN, CONS_ERR_SHIFT, CTL_KICKED_AT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_PENDING,
   CTL_PENDING_WORDS, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PEND, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
-  STATUS_ENABLED, notifyQueueWaiters, pendingBit, pendingWord, queueRegs, sleepUnlessWork, storeRelease,
+  STATUS_ENABLED, clockUsAt, notifyQueueWaiters, pendingBit, pendingWord, queueRegs, sleepUnlessWork, storeRelease,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
 import { FixedPoll, type PollPolicy } from '../src/poll-policy.ts';
@@ -389,9 +389,14 @@ export class Consumer {
         continue;
       }
       i32[ctl + CTL_STAT_SLEEPS]!++;
-      // Woken: work ends the idle period; a heartbeat timeout leaves it open (the policy polls it no more).
+      // Woken: work ends the idle period; a heartbeat timeout leaves it open (the policy polls it no more). The
+      // period ended at the first kick (CTL_KICKED_AT), ~15-25 µs before the wake-up reached this thread, not at it.
       const wokeAt = performance.now();
-      if (this.hasWork()) policy.arrived(wokeAt * 1e6, true);
+      if (this.hasWork()) {
+        const kicked = Atomics.load(i32, ctl + CTL_KICKED_AT);
+        const ago = kicked === 0 ? 0 : ((clockUsAt(wokeAt) - kicked) | 0) / 1000;
+        policy.arrived((ago > 0 ? wokeAt - ago : wokeAt) * 1e6, true);
+      }
     }
   }
 

@@ -254,6 +254,19 @@ export const CTL_CRASH_AFTER = 3;
  * HEARTBEAT moved off it).
  */
 export const CTL_SLEEPING = 16;
+/**
+ * Line 1: when the idle period of a sleeping server really ended, for its
+ * polling policy: the clockUs() of the first kick that found SLEEPING set
+ * since the server last cleared it (0: none). The sleeper clears it before
+ * it announces sleep; a kicker that sees SLEEPING set stamps it with
+ * compareExchange(0 -> now) before it adds to WAKE, so only the first kick
+ * counts; the sleeper reads it after it wakes. Without it the period ends
+ * when the wake-up reached the server, ~15-25 us after the kick on Node: a
+ * 20 us gap was learnt as ~36 us, longer than a wake is worth, so the
+ * adaptive poller slept on every such gap and every sleep confirmed it.
+ * Written only on the sleep path, never per pass.
+ */
+export const CTL_KICKED_AT = 17;
 /** Line 1: SERVER_STATE (changes a few times in a thread's life; waiters read it). */
 export const CTL_STATE = 18;
 /**
@@ -619,9 +632,27 @@ export function markPending(i32: Int32Array, ctl: number, qid: number): void {
 
 // ── The wake-up protocol, in one place for every producer and every server ──
 
+/**
+ * A clock every thread of the process reads alike: µs since the epoch,
+ * mod 2^32, never 0 (0 is CTL_KICKED_AT's "none"). performance.now() counts
+ * from each thread's own timeOrigin; timeOrigin + now() is one clock across
+ * threads (measured here: a worker's stamp falls inside the main thread's
+ * sub-µs round trip). Differences of two readings, | 0, are exact for spans
+ * below ~35 minutes.
+ */
+export function clockUs(): number {
+  return clockUsAt(performance.now());
+}
+
+/** clockUs() of this thread's performance.now() reading `nowMs`. */
+export function clockUsAt(nowMs: number): number {
+  return (Math.round((performance.timeOrigin + nowMs) * 1000) | 0) || 1;
+}
+
 /** After a publishing store: wake the server only if it said it may sleep. */
 export function kick(i32: Int32Array, ctl: number): void {
   if (Atomics.load(i32, ctl + CTL_SLEEPING) !== 0) {
+    Atomics.compareExchange(i32, ctl + CTL_KICKED_AT, 0, clockUs()); // publish: KICKED_AT, the first kick's time (the sleeper's policy)
     Atomics.add(i32, ctl + CTL_WAKE, 1); // publish: WAKE (the sleeper's futex word)
     Atomics.notify(i32, ctl + CTL_WAKE, 1);
   }
@@ -633,6 +664,7 @@ export function kick(i32: Int32Array, ctl: number): void {
  * Returns true when it slept (or tried to), false when the re-check found work.
  */
 export function sleepUnlessWork(i32: Int32Array, ctl: number, hasWork: () => boolean, timeoutMs: number): boolean {
+  Atomics.store(i32, ctl + CTL_KICKED_AT, 0); // unordered: before SLEEPING, so a kick that sees SLEEPING stamps a clear word
   Atomics.store(i32, ctl + CTL_SLEEPING, 1); // publish: SLEEPING, before the re-check (A)
   const seen = Atomics.load(i32, ctl + CTL_WAKE);
   if (hasWork()) {

@@ -6,7 +6,8 @@
 import { describe, expect, it, vi } from 'vitest';
 import { buildTlbiNhAsid } from '../src/codec.ts';
 import {
-  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_SLEEPING, CTL_STAT_SLEEPS, CTL_STATE, IDLE_HINT_SET, KTHREAD_CTL, Q_CONFIG, Q_IDLE_HINT, Q_PROD, SERVER_STATE,
+  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_KICKED_AT, CTL_SLEEPING, CTL_STAT_SLEEPS, CTL_STATE, IDLE_HINT_SET, KTHREAD_CTL, Q_CONFIG, Q_IDLE_HINT,
+  Q_PROD, SERVER_STATE, kick,
 } from '../src/layout.ts';
 import type { PollPolicy, PollPolicyName } from '../src/poll-policy.ts';
 import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
@@ -244,7 +245,7 @@ interface IdleTrace {
  * 100000th poll or clock read stops the thread, so a spin or an idle loop
  * that never ends ends the run (and the test fails instead of hanging).
  */
-function runIdle(rig: Rig, onPoll: (n: number) => void = () => {}): IdleTrace {
+function runIdle(rig: Rig, onPoll: (n: number) => void = () => {}, onWait: () => void = () => {}): IdleTrace {
   const t: IdleTrace = { clock: [], pollsAtClock: [], polls: 0, waits: 0, sleepAnnounced: 0 };
   let now = 1000;
   const clock = vi.spyOn(performance, 'now').mockImplementation(() => {
@@ -256,6 +257,7 @@ function runIdle(rig: Rig, onPoll: (n: number) => void = () => {}): IdleTrace {
   const { wait, store } = Atomics;
   Atomics.wait = ((): 'ok' => {
     t.waits++;
+    onWait();
     STOP(rig);
     return 'ok';
   }) as typeof Atomics.wait;
@@ -313,6 +315,27 @@ describe('the idle poll and the sleep, on a fake clock (io_uring SQPOLL: poll sq
     expect(t.waits).toBe(1);
     expect(p.arrivedAt).toEqual([1002e6]);
     expect(p.arrivals).toEqual([true]);
+  });
+
+  it('a sleep ended by a kick: the arrival is the first kick\'s time (CTL_KICKED_AT), not the wake-up\'s; a kick that found the thread awake stamps nothing', () => {
+    let rig!: Rig;
+    const p = new RecordingPolicy(false, () => 0);
+    rig = rigWith(p).rig;
+    kick(rig.i32, KTHREAD_CTL); // awake: no stamp
+    expect(Atomics.load(rig.i32, KTHREAD_CTL + CTL_KICKED_AT)).toBe(0);
+    // Two producers kick the sleeping thread (clock 1002, then 1003); it wakes at 1004.
+    const t = runIdle(rig, () => {}, () => {
+      kick(rig.i32, KTHREAD_CTL);
+      kick(rig.i32, KTHREAD_CTL);
+    });
+    expect(t.clock).toEqual([1001, 1002, 1003, 1004]);
+    expect(p.arrivals).toEqual([true]);
+    // The first kick's reading, to the µs clockUs keeps (the fake clock's ms plus a fractional timeOrigin).
+    expect(Math.abs(p.arrivedAt[0]! - 1002e6)).toBeLessThanOrEqual(500);
+    // The next sleep starts from a clear word.
+    expect(Atomics.load(rig.i32, KTHREAD_CTL + CTL_KICKED_AT)).not.toBe(0);
+    runIdle(rig);
+    expect(Atomics.load(rig.i32, KTHREAD_CTL + CTL_KICKED_AT)).toBe(0);
   });
 
   it('work seen while polling ends the poll without a sleep, or its announcement; its arrival is the last clock read', () => {

@@ -447,6 +447,8 @@ export class KernelThread implements Actor, Server {
   cpuNs = 0;
   spinNs = 0;
   wakeups = 0;
+  /** When the guest rang the sleeping thread (the end of its idle period, as CTL_KICKED_AT tells the real one). */
+  private kickedAt = 0;
 
   constructor(private readonly env: SimEnv, private readonly policy: PollPolicy) {}
 
@@ -459,8 +461,10 @@ export class KernelThread implements Actor, Server {
     const c = env.costs;
     switch (this.state) {
       case 'sleep': {
-        // The guest saw SLEEPING and rings: an ioeventfd exit on its CPU, then the wake-up.
+        // The guest saw SLEEPING and rings: an ioeventfd exit on its CPU, then the wake-up. The idle period ends
+        // here, at the first ring (layout.ts CTL_KICKED_AT), not when the wake-up reaches the thread.
         const exit = c.draw(S.exit_kernel);
+        this.kickedAt = env.sim.now;
         this.state = 'waking';
         this.wakeups++;
         env.sim.after(exit + c.draw(S.wake), this, K.WOKEN);
@@ -490,7 +494,7 @@ export class KernelThread implements Actor, Server {
         return;
       case K.CPU:
         this.cpuFrom = env.sim.now;
-        this.policy.arrived(env.sim.now, true);
+        this.policy.arrived(this.kickedAt, true);
         this.startPass(true);
         return;
       case K.NOTICE:
