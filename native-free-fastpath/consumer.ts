@@ -393,9 +393,11 @@ export class Consumer {
       // period ended at the first kick (CTL_KICKED_AT), ~15-25 µs before the wake-up reached this thread, not at it.
       const wokeAt = performance.now();
       if (this.hasWork()) {
+        // (Two threads' readings of one clock: a kick can read up to ~1 µs "after" the wake-up's reading, an arrival
+        // that much later, which changes the period by as little.)
         const kicked = Atomics.load(i32, ctl + CTL_KICKED_AT);
         const ago = kicked === 0 ? 0 : ((clockUsAt(wokeAt) - kicked) | 0) / 1000;
-        policy.arrived((ago > 0 ? wokeAt - ago : wokeAt) * 1e6, true);
+        policy.arrived((wokeAt - ago) * 1e6, true);
       }
     }
   }
