@@ -109,12 +109,11 @@ describe('the consumer tells its policy about idle periods', () => {
   });
 });
 
-/** run() once, calling `onLoad` for every Atomics.load of a queue's Q_IDLE_HINT (how many queues an idle scan read). */
-function runCountingHintLoads(rig: Rig, qs: RigQueue[], onLoad: () => void): void {
-  const hintWords = new Set(qs.map((q) => q.regs + Q_IDLE_HINT));
+/** run() once, calling `onLoad(word)` for every Atomics.load of the rig's memory. */
+function runRecordingLoads(rig: Rig, onLoad: (word: number) => void): void {
   const load = Atomics.load;
   Atomics.load = ((ta: Int32Array, w: number) => {
-    if (ta === rig.i32 && hintWords.has(w)) onLoad();
+    if (ta === rig.i32) onLoad(w);
     return load(ta, w);
   }) as typeof Atomics.load;
   try {
@@ -122,6 +121,14 @@ function runCountingHintLoads(rig: Rig, qs: RigQueue[], onLoad: () => void): voi
   } finally {
     Atomics.load = load;
   }
+}
+
+/** run() once, calling `onLoad` for every Atomics.load of a queue's Q_IDLE_HINT (how many queues an idle scan read). */
+function runCountingHintLoads(rig: Rig, qs: RigQueue[], onLoad: () => void): void {
+  const hintWords = new Set(qs.map((q) => q.regs + Q_IDLE_HINT));
+  runRecordingLoads(rig, (w) => {
+    if (hintWords.has(w)) onLoad();
+  });
 }
 
 describe("the guest's idle hint (Q_IDLE_HINT)", () => {
@@ -361,36 +368,12 @@ describe('the idle poll and the sleep, on a fake clock (io_uring SQPOLL: poll sq
 });
 
 describe('a hardware VCMDQ keeps the thread polling (the SMMU polls an enabled VCMDQ; its guest rings no doorbell)', () => {
-  it('while one is enabled the loop never goes idle (no idle(), no sleep); disabled, it goes idle as usual', () => {
-    for (const enabled of [true, false]) {
-      let rig!: Rig;
-      const p = new RecordingPolicy(false, () => {
-        STOP(rig);
-        return 0;
-      });
-      rig = makeRig([{ vmid: VMID, psids: [1], asid: 2 }], { policy: p });
-      const vintf = rig.w.layout.alloc(VINTF_WORDS * 4, 64) >>> 2;
-      writeVintf(rig.i32, vintf, VMID, [{ vsid: 0, psid: 1 }]);
-      const hw = addQueue(rig, VMID, 3, vintf);
-      if (!enabled) Atomics.store(rig.i32, hw.regs + Q_CONFIG, 0);
-      // The host stops the thread after its third pass: a thread that polls on ends there.
-      let passes = 0;
-      const pass = rig.consumer.pass.bind(rig.consumer);
-      rig.consumer.pass = (): number => {
-        const work = pass();
-        if (++passes === 3) STOP(rig);
-        return work;
-      };
-      const beat0 = rig.i32[KTHREAD_CTL + CTL_HEARTBEAT]!;
-      runOnce(rig);
-      expect([passes, p.hints]).toEqual(enabled ? [3, []] : [1, [false]]);
-      // HEARTBEAT moves once per pass (liveness), whoever bumps it how.
-      expect(rig.i32[KTHREAD_CTL + CTL_HEARTBEAT]! - beat0).toBe(passes);
-      expect(rig.i32[KTHREAD_CTL + CTL_STAT_SLEEPS]).toBe(0);
-    }
-  });
-
-  it('the loop\'s own looks between passes are peeks: CTRL is its one Atomics.load per iteration; STATE, the crash hook and the enabled VCMDQ\'s CONFIG are read plainly (layout.ts, "Peeks")', () => {
+  /**
+   * A rig whose one queue is a hw VCMDQ (enabled or not), with a policy that
+   * stops the thread at its first idle(); the host also stops it after its
+   * third pass, so a thread that polls on ends there. `passes()` counts them.
+   */
+  function hwRig(enabled: boolean): { rig: Rig; p: RecordingPolicy; hw: RigQueue; passes: () => number } {
     let rig!: Rig;
     const p = new RecordingPolicy(false, () => {
       STOP(rig);
@@ -400,6 +383,7 @@ describe('a hardware VCMDQ keeps the thread polling (the SMMU polls an enabled V
     const vintf = rig.w.layout.alloc(VINTF_WORDS * 4, 64) >>> 2;
     writeVintf(rig.i32, vintf, VMID, [{ vsid: 0, psid: 1 }]);
     const hw = addQueue(rig, VMID, 3, vintf);
+    if (!enabled) Atomics.store(rig.i32, hw.regs + Q_CONFIG, 0);
     let passes = 0;
     const pass = rig.consumer.pass.bind(rig.consumer);
     rig.consumer.pass = (): number => {
@@ -407,18 +391,26 @@ describe('a hardware VCMDQ keeps the thread polling (the SMMU polls an enabled V
       if (++passes === 3) STOP(rig);
       return work;
     };
-    const loads: number[] = [];
-    const load = Atomics.load;
-    Atomics.load = ((ta: Int32Array, i: number) => {
-      if (ta === rig.i32) loads.push(i);
-      return load(ta, i);
-    }) as typeof Atomics.load;
-    try {
+    return { rig, p, hw, passes: () => passes };
+  }
+
+  it('while one is enabled the loop never goes idle (no idle(), no sleep); disabled, it goes idle as usual', () => {
+    for (const enabled of [true, false]) {
+      const { rig, p, passes } = hwRig(enabled);
+      const beat0 = rig.i32[KTHREAD_CTL + CTL_HEARTBEAT]!;
       runOnce(rig);
-    } finally {
-      Atomics.load = load;
+      expect([passes(), p.hints]).toEqual(enabled ? [3, []] : [1, [false]]);
+      // HEARTBEAT moves once per pass (liveness), whoever bumps it how.
+      expect(rig.i32[KTHREAD_CTL + CTL_HEARTBEAT]! - beat0).toBe(passes());
+      expect(rig.i32[KTHREAD_CTL + CTL_STAT_SLEEPS]).toBe(0);
     }
-    expect(passes).toBe(3);
+  });
+
+  it('the loop\'s own looks between passes are peeks: CTRL is its one Atomics.load per iteration; STATE, the crash hook and the enabled VCMDQ\'s CONFIG are read plainly (layout.ts, "Peeks")', () => {
+    const { rig, hw, passes } = hwRig(true);
+    const loads: number[] = [];
+    runRecordingLoads(rig, (w) => loads.push(w));
+    expect(passes()).toBe(3);
     const count = (w: number): number => loads.filter((i) => i === w).length;
     // Three passes and the look that sees STOPPING: four iterations, one CTRL load each.
     expect([CTL_CTRL, CTL_STATE, CTL_CRASH].map((w) => count(KTHREAD_CTL + w))).toEqual([4, 0, 0]);
