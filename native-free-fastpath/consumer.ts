@@ -27,7 +27,7 @@ import {
   CTL_PENDING_WORDS, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
   IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PEND, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
-  STATUS_ENABLED, clockUsAt, notifyQueueWaiters, pendingBit, pendingWord, queueRegs, sleepUnlessWork, storeRelease,
+  STATUS_ENABLED, clockUsAt, notifyQueueWaiters, readWord, pendingBit, pendingWord, queueRegs, sleepUnlessWork, storeRelease,
 } from '../src/layout.ts';
 import { MailboxServer } from '../src/mailbox.ts';
 import { FixedPoll, type PollPolicy } from '../src/poll-policy.ts';
@@ -249,11 +249,6 @@ export class Consumer {
     return this.controlWork(true) || this.pendingSet(true) || this.otherWork(true);
   }
 
-  /** Word `index`: a plain read when `peek` (a poll), else an Atomics.load (the sleep re-check (A)). */
-  private read(index: number, peek: boolean): number {
-    return peek ? this.i32[index]! : Atomics.load(this.i32, index);
-  }
-
   /**
    * CTRL moved, STATE left RUNNING or the crash hook is armed. CTRL is always
    * an Atomics.load: a call the JIT cannot see through, so no peek of a poll
@@ -262,29 +257,29 @@ export class Consumer {
    */
   private controlWork(peek: boolean): boolean {
     const ctl = this.ctl;
-    return Atomics.load(this.i32, ctl + CTL_CTRL) !== this.ctrlSeen || this.read(ctl + CTL_STATE, peek) !== SERVER_STATE.RUNNING
-      || (this.read(ctl + CTL_CRASH, peek) !== 0 && this.crashNow());
+    return Atomics.load(this.i32, ctl + CTL_CTRL) !== this.ctrlSeen || readWord(this.i32, ctl + CTL_STATE, peek) !== SERVER_STATE.RUNNING
+      || (readWord(this.i32, ctl + CTL_CRASH, peek) !== 0 && this.crashNow());
   }
 
   /** Is one of this thread's pending bits set? `peek`: plain reads (a poll), else Atomics.load (the sleep re-check (A)). */
   private pendingSet(peek: boolean): boolean {
     const words = this.pendWords;
     const masks = this.pendMasks;
-    for (let k = 0; k < words.length; k++) if ((this.read(words[k]!, peek) & masks[k]!) !== 0) return true;
+    for (let k = 0; k < words.length; k++) if ((readWord(this.i32, words[k]!, peek) & masks[k]!) !== 0) return true;
     return false;
   }
 
   /** A stopped queue acked, an enabled hw queue (the thread polls on), or a mailbox request; `peek` as pendingSet. */
   private otherWork(peek: boolean): boolean {
     const s = this.stopped;
-    for (let k = 0; k < s.length; k++) if (!errorActive(s[k]!.gerror, this.read(s[k]!.regs + Q_GERRORN, peek))) return true;
+    for (let k = 0; k < s.length; k++) if (!this.stoppedOnError(s[k]!, peek)) return true;
     return this.hwPolling(peek) || this.mailboxes.hasWork(peek);
   }
 
   /** Is a hardware VCMDQ enabled? Then the thread is the SMMU polling it, and never sleeps. `peek` as pendingSet. */
   private hwPolling(peek: boolean): boolean {
     const hq = this.hwQueues;
-    for (let k = 0; k < hq.length; k++) if ((this.read(hq[k]!.regs + Q_CONFIG, peek) & CONFIG_EN) !== 0) return true;
+    for (let k = 0; k < hq.length; k++) if ((readWord(this.i32, hq[k]!.regs + Q_CONFIG, peek) & CONFIG_EN) !== 0) return true;
     return false;
   }
 
@@ -309,9 +304,9 @@ export class Consumer {
     return prod !== q.cons ? prod : -1;
   }
 
-  /** GERROR.CMDQ_ERR active, read atomically (the sleep re-check and the stopped list): the queue waits for the guest's ack. */
-  private stoppedOnError(q: QueueEntry): boolean {
-    return errorActive(q.gerror, Atomics.load(this.i32, q.regs + Q_GERRORN));
+  /** GERROR.CMDQ_ERR active (GERRORN loaded atomically, or peeked in a poll): the queue waits for the guest's ack. */
+  private stoppedOnError(q: QueueEntry, peek = false): boolean {
+    return errorActive(q.gerror, readWord(this.i32, q.regs + Q_GERRORN, peek));
   }
 
   /** Consume queue `q` if it wants service (serviceProd); returns commands consumed. */

@@ -571,6 +571,15 @@ export const MMIO_BYTES = mmioBytes(DEFAULT_MAX_QUEUES);
  * against ~35 ns for the exchange. A round trip publishes PROD, PUB, CONS and,
  * for CS=IRQ, the MSI through it; cold stores keep Atomics.store.
  */
+/**
+ * Word `index` as a poll or a re-check reads it (layout.ts, "Peeks"): a plain
+ * read when `peek` (a stale value costs one more poll), else an Atomics.load
+ * (the re-check before a server sleeps, which must see every publish).
+ */
+export function readWord(i32: Int32Array, index: number, peek: boolean): number {
+  return peek ? i32[index]! : Atomics.load(i32, index);
+}
+
 export function storeRelease(i32: Int32Array, index: number, value: number): void {
   Atomics.exchange(i32, index, value); // publish: the caller's (tagged at the call)
 }

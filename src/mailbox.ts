@@ -13,7 +13,7 @@
 
 import {
   CTL_SPIN_US, MAILBOX_STATE, MB_ARG0, MB_ARGS, MB_OP, MB_PAYLOAD, MB_PAYLOAD_BYTES, MB_RES0, MB_STATE, kick,
-  mailboxAt, mailboxPayloadOf,
+  mailboxAt, mailboxPayloadOf, readWord,
 } from './layout.ts';
 import { show } from './args.ts';
 import { ArgumentError } from './errors.ts';
@@ -200,9 +200,7 @@ export class MailboxServer {
   hasWork(peek = false): boolean {
     const i32 = this.i32;
     const b = this.bases;
-    for (let k = 0; k < b.length; k++) {
-      if ((peek ? i32[b[k]! + MB_STATE] : Atomics.load(i32, b[k]! + MB_STATE)) === MAILBOX_STATE.REQUEST) return true;
-    }
+    for (let k = 0; k < b.length; k++) if (readWord(i32, b[k]! + MB_STATE, peek) === MAILBOX_STATE.REQUEST) return true;
     return false;
   }
 

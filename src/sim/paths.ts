@@ -529,7 +529,7 @@ export class KernelThread implements Actor, Server {
     return c.draw(S.notice) + c.drawN(S.slot_lines, 2);
   }
 
-    /** `seen`: the pass starts on a PROD it has just read (noticed while polling, or the wake-up's re-check). */
+  /** `seen`: the pass starts on a PROD it has just read (noticed while polling, or the wake-up's re-check). */
   private startPass(seen: boolean): void {
     this.state = 'busy';
     this.k = 0;
