@@ -387,9 +387,8 @@ export class GuestQueue {
    * encodeCommand's TypeError or RangeError) names the field.
    */
   submit(cmds: readonly Command[], opts: SubmitOptions = {}): void {
-    checkOpts(opts);
-    const words = this.encode(cmds, false);
-    this.submitWords(words, cmds.length, syncCs(opts), opts.timeoutMs);
+    const cs = syncCs(checkOpts(opts));
+    this.send(this.encode(cmds, false), cmds.length, cs, opts.timeoutMs);
   }
 
   /**
@@ -468,6 +467,11 @@ export class GuestQueue {
    */
   submitWords(words: Uint32Array, n: number, cs: CsMode | null, timeoutMs = 5000): void {
     checkWords(words, n);
+    this.send(words, n, cs, timeoutMs);
+  }
+
+  /** submitWords once `words` and `n` are known good: submit's encoder made them. */
+  private send(words: Uint32Array, n: number, cs: CsMode | null, timeoutMs = 5000): void {
     const c = this.begin(this.lane.call, cs, timeoutMs, undefined);
     for (;;) {
       const wait = this.advance(c, words, n);
