@@ -266,6 +266,14 @@ export class GuestQueue {
   /** PUB as our last publish stored it; meaningful while `pubOwned`. */
   private pubStored = 0;
   private pubOwned = false;
+  /**
+   * CONS as tryPublish last loaded it (Linux's llq.cons), trusted while
+   * `consOwn`: set by our successful CAS, cleared when resvSeen takes a
+   * rival's value. A stale CONS only understates the room, and a batch
+   * without a sync then reads no line the consumer writes per command.
+   */
+  private consSeen = 0;
+  private consOwn = false;
 
   /** Build the driver for `handle` in this thread. */
   static attach(handle: QueueHandle): GuestQueue {
@@ -296,6 +304,7 @@ export class GuestQueue {
     this.posMask = queuePosMask(lane.h.log2size);
     this.resvSeen = Atomics.load(this.i32, this.regs + Q_DRV_RESV);
     this.pubOwned = false;
+    this.consOwn = false;
   }
 
   /** Everything another thread needs to `attach` this queue (the active lane, the others as standby). Structured-clone safe. */
@@ -453,7 +462,10 @@ export class GuestQueue {
   // A single producer pays, over the one-producer driver: one uncontended CAS
   // (RESV), one store of PUB and one load of TURN_WAITERS per batch, and one
   // load of RESV per completion check: it loads neither RESV nor PUB before
-  // its CAS while no rival reserves (resvSeen, pubStored: Linux's cached llq).
+  // its CAS while no rival reserves (resvSeen, pubStored: Linux's cached llq),
+  // and loads CONS for room only when the CONS it last saw shows too little
+  // (consSeen, as Linux refreshes llq.cons only in
+  // arm_smmu_cmdq_poll_until_not_full).
   // ─────────────────────────────────────────────────────────────────────────
 
   /**
@@ -687,11 +699,21 @@ export class GuestQueue {
     const cons = this.regs + Q_CONS;
     const log2 = this.h.log2size;
     let start = this.resvSeen;
-    if (queueFree(start, Atomics.load(i32, cons), log2) < c.need) {
-      // No room by the guess, which may be stale (a rival reserved since,
-      // and a stale guess can show no room forever): step 1 as written.
-      start = this.resvSeen = Atomics.load(i32, resv);
-      if (queueFree(start, Atomics.load(i32, cons), log2) < c.need) return false;
+    // The cached CONS first. While consOwn, start is the end of our last
+    // reservation, made with the room consSeen showed: start - consSeen <=
+    // size then. If the CAS below succeeds, nobody has reserved since, so it
+    // still holds and the room consSeen shows is real, only understated (a
+    // rival's reservation fails our CAS, which clears consOwn).
+    if (!this.consOwn || queueFree(start, this.consSeen, log2) < c.need) {
+      if (queueFree(start, (this.consSeen = Atomics.load(i32, cons)), log2) < c.need) {
+        // No room by the guess, which may be stale (a rival reserved since,
+        // and a stale guess can show no room forever): step 1 as written.
+        start = this.resvSeen = Atomics.load(i32, resv);
+        if (queueFree(start, (this.consSeen = Atomics.load(i32, cons)), log2) < c.need) {
+          this.consOwn = false;
+          return false;
+        }
+      }
     }
     // A successful CAS proves RESV was `start` all along (it only grows), so
     // also when CONS was read: the room shown is exact, guess or not.
@@ -699,8 +721,10 @@ export class GuestQueue {
     const was = Atomics.compareExchange(i32, resv, start, end); // acquire: slots [start, end) are ours
     if (was !== start) {
       this.resvSeen = was; // a rival reserved (or the guess was stale): the next try starts there
+      this.consOwn = false;
       return false;
     }
+    this.consOwn = true;
     this.resvSeen = end;
     this.writeBatch(c, words, i, batch, start);
     this.publish(c, start, end);

@@ -171,7 +171,9 @@
 //  Guest (submitWords, kick, its wait):
 //    reads  ctl.2 (EPOCH in Liveness.begin, SPIN_US: written at setup only),
 //           q.4 (RESV, PUB, TURN_WAITERS: its own driver line),
-//           q.1 (CONS, GERROR: the space check and every poll of the wait),
+//           q.1 (CONS, GERROR: every poll of the wait; the space check
+//           only when the CONS it last saw shows too little room, so a
+//           batch without a sync reads no line the kernel thread writes),
 //           q.0 (GERRORN, in every poll's error check: its own line),
 //           ctl.1 (SLEEPING, in kick: written only when the thread sleeps);
 //    writes the slot line(s) of the ring (plain stores; a pair of slots

@@ -11,10 +11,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { encodeCommand, encodeCommandInto, type Command } from '../src/codec.ts';
 import { ArgumentError } from '../src/errors.ts';
-import { makeFeatures, type SmmuFeatures } from '../src/features.ts';
+import { makeFeatures } from '../src/features.ts';
 import { COMMANDS, type CommandSpec, type FieldSpec } from '../src/fields.ts';
-import { GuestQueue, type QueueHandle } from '../src/guest.ts';
-import { KTHREAD_CTL, MMIO_BYTES, Q_CONS, Q_DRV_RESV, Q_PROD, initMmio, queueRegs } from '../src/layout.ts';
+import { Q_CONS, Q_DRV_RESV, Q_PROD } from '../src/layout.ts';
+import { bareQueue } from './bare-queue.ts';
 
 const U64_MAX = (1n << 64n) - 1n;
 const genmask = (f: FieldSpec): bigint => ((1n << BigInt(f.hi + 1)) - 1n) ^ ((1n << BigInt(f.lo)) - 1n);
@@ -81,21 +81,6 @@ const invalidArb = (ds: boolean): fc.Arbitrary<Record<string, unknown>> =>
     }
     return bad;
   }).filter((c) => isRefusal(reference(c, ds)));
-
-/**
- * A GuestQueue on a bare SAB laid out as host.ts lays it out, with the test
- * as its SMMU: sync: false submissions only publish, the test reads the ring
- * and frees it by moving CONS to PROD.
- */
-function bareQueue(features: SmmuFeatures, log2size: number): { q: GuestQueue; i32: Int32Array; ring: Uint32Array; regs: number } {
-  const sab = new SharedArrayBuffer(MMIO_BYTES + (16 << log2size));
-  initMmio(new Int32Array(sab));
-  const regs = queueRegs(0);
-  const handle: QueueHandle = {
-    path: 'doorbell', sab, ctl: KTHREAD_CTL, qid: 0, regs, log2size, basePa: MMIO_BYTES, baseIpa: 0, vmid: 1, features,
-  };
-  return { q: GuestQueue.attach(handle), i32: new Int32Array(sab), ring: new Uint32Array(sab, MMIO_BYTES, 4 << log2size), regs };
-}
 
 const LOG2 = 8;
 const asWords = (u: Uint32Array, at: number): [bigint, bigint] =>
