@@ -25,7 +25,7 @@ import { CS, F, FIELD_COUNT, OP } from '../src/fields.ts';
 import {
   CONFIG_EN, CONS_ERR_SHIFT, CTL_KICKED_AT, CTL_CRASH, CTL_CRASH_AFTER, CTL_CTRL, CTL_HEARTBEAT, CTL_HEARTBEAT_MS, CTL_INJECT_DELAY_US, CTL_PENDING,
   CTL_PENDING_WORDS, CTL_SLOWDOWN_NS, CTL_SPIN_US, CTL_STAT_PASSES, KTHREAD_OP, CTL_STAT_SLEEPS, CTL_STATE, ERR_KIND, GERROR_CMDQ_ERR, GERROR_MSI_CMDQ_ABT,
-  IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_PEND, Q_PROD,
+  IDLE_HINT_SET, MB_ARG0, MB_RES0, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_LOG2SIZE, Q_NO_NOTIFY, Q_PEND, Q_PROD,
   Q_STAT_CMDS, Q_STAT_ERRORS, Q_WAITERS, Q_STAT_PASSES, Q_STAT_SLOT_READS, Q_STAT_SYNCS, Q_STATUS, Q_VINTF, SERVER_STATE,
   STATUS_ENABLED, clockUsAt, notifyQueueWaiters, readWord, pendingBit, pendingWord, queueRegs, sleepUnlessWork, storeRelease,
 } from '../src/layout.ts';
@@ -36,6 +36,16 @@ import { VCMDQ_CMDSETS, type VcmdqCmdset, type VSmmu } from '../src/vsmmu.ts';
 import { readVintf } from '../src/vintf.ts';
 import { calibrateWork, work } from './slowdown.ts';
 import { SPIN_CLOCK_EVERY } from '../src/waiter.ts';
+
+/**
+ * The polled set's size (layout.ts, "Polled queues"): every poll peeks each
+ * member's PROD, ~1 ns for an idle one's cached line, so 8 cost a poll
+ * little, and a thread kept busy by more queues than that is seldom idle
+ * long enough for the bitmap's extra line to matter.
+ */
+export const POLLED_QUEUES = 8;
+/** Passes a polled queue may go without commands before a newcomer may take its place. */
+export const POLLED_IDLE_PASSES = 64;
 
 /** Add a pass's slot reads and commands to the queue at `r`'s statistics (before the CONS publish that completes them). */
 function countTaken(i32: Int32Array, r: number, reads: number, cmds: number): void {
@@ -85,6 +95,12 @@ class QueueEntry {
   gerror = 0;
   /** wrap|index bits of PROD; the rest of the register is RES0 and ignored (QEMU masks it the same way). */
   readonly posMask: number;
+  /** In the thread's polled set (its NO_NOTIFY is set). */
+  polled = false;
+  /** The thread's pass count when this queue last had commands (the polled set's idle test). */
+  workPass = 0;
+  /** The pass count when a taken bit last had this queue served (a polled queue is then not served twice in that pass). */
+  servedPass = -1;
   constructor(
     readonly qid: number,
     readonly regs: number,
@@ -116,6 +132,10 @@ export class Consumer {
   private queues: QueueEntry[] = [];
   /** Hardware VCMDQs (Q_VINTF set): while one is enabled the thread polls and never sleeps. */
   private hwQueues: QueueEntry[] = [];
+  /** Doorbell queues whose PROD the thread reads itself while it polls (layout.ts, "Polled queues"); at most POLLED_QUEUES. */
+  private polled: QueueEntry[] = [];
+  /** Passes made, the clock of the polled set's idle test (wraps harmlessly: only differences are compared). */
+  private passCount = 0;
   /** Queue by pending slot (null: no queue of this thread), filled to whole pending words so a taken bit always indexes inside it. */
   private bySlot: (QueueEntry | null)[] = [];
   /** The pending words holding this thread's queues' bits, ascending: all a pass polls for queue work. */
@@ -232,12 +252,16 @@ export class Consumer {
     }
     Atomics.store(this.i32, r + Q_STATUS, STATUS_ENABLED); // publish: STATUS.ENABLED (the queue is served)
     // A new (or restarted) thread looks at each queue once: PROD may have moved before it was served.
-    if (vintf === 0) Atomics.or(this.i32, q.pendWord, q.pendBit); // publish: PENDING (its own bit, for its next pass)
+    if (vintf === 0) {
+      // A dead thread's polled set must not silence this queue's producers: clear, then mark (layout.ts, "Polled queues").
+      Atomics.store(this.i32, r + Q_NO_NOTIFY, 0); // publish: NO_NOTIFY cleared, before the mark below
+      Atomics.or(this.i32, q.pendWord, q.pendBit); // publish: PENDING (its own bit, for its next pass)
+    }
   }
 
   /** Does a pending bit, a stopped queue's ack, a mailbox or a control word want service? (the sleep re-check; see layout.ts) */
   hasWork(): boolean {
-    return this.controlWork(false) || this.pendingSet(false) || this.otherWork(false);
+    return this.controlWork(false) || this.pendingSet(false) || this.polledWork(false) || this.otherWork(false);
   }
 
   /**
@@ -246,7 +270,55 @@ export class Consumer {
    * sleep: the re-check before Atomics.wait is hasWork().
    */
   private pollWork(): boolean {
-    return this.controlWork(true) || this.pendingSet(true) || this.otherWork(true);
+    return this.controlWork(true) || this.pendingSet(true) || this.polledWork(true) || this.otherWork(true);
+  }
+
+  /** Has a polled queue's PROD moved past the thread's CONS? `peek` as pendingSet (a pass loads PROD before it consumes). */
+  private polledWork(peek: boolean): boolean {
+    const p = this.polled;
+    for (let k = 0; k < p.length; k++) {
+      const q = p[k]!;
+      if ((readWord(this.i32, q.regs + Q_PROD, peek) & q.posMask) !== q.cons) return true;
+    }
+    return false;
+  }
+
+  /**
+   * `q`, announced by its bit, just had commands: keep reading its PROD
+   * directly. A full set takes it only in place of a queue idle for
+   * POLLED_IDLE_PASSES passes, so queues that take turns never churn it.
+   */
+  private notePolled(q: QueueEntry): void {
+    q.workPass = this.passCount;
+    if (q.polled || errorActive(q.gerror, this.i32[q.regs + Q_GERRORN]!)) return;
+    const p = this.polled;
+    if (p.length === POLLED_QUEUES) {
+      let k = 0;
+      while (k < p.length && this.passCount - p[k]!.workPass <= POLLED_IDLE_PASSES) k++;
+      if (k === p.length) return;
+      this.unpoll(k, true);
+    }
+    q.polled = true;
+    p.push(q);
+    Atomics.store(this.i32, q.regs + Q_NO_NOTIFY, 1); // publish: NO_NOTIFY (a producer that reads it sets no bit)
+  }
+
+  /**
+   * Take polled[k] out of the set: clear NO_NOTIFY, then (`mark`) re-read
+   * PROD and set the queue's bit if it moved (layout.ts, "Polled queues").
+   * No mark for a queue that stopped on an error or was disabled: what
+   * resumes it (the ack, seen through the stopped list; the enable's bit)
+   * loads PROD anyway.
+   */
+  private unpoll(k: number, mark: boolean): void {
+    const p = this.polled;
+    const q = p[k]!;
+    p[k] = p[p.length - 1]!;
+    p.pop();
+    q.polled = false;
+    const r = q.regs;
+    Atomics.store(this.i32, r + Q_NO_NOTIFY, 0); // publish: NO_NOTIFY cleared, before the PROD re-read
+    if (mark && (Atomics.load(this.i32, r + Q_PROD) & q.posMask) !== q.cons) Atomics.or(this.i32, q.pendWord, q.pendBit); // publish: PENDING (its own bit)
   }
 
   /**
@@ -378,7 +450,7 @@ export class Consumer {
       const idleAt = performance.now();
       this.polledAt = idleAt;
       const budgetNs = policy.idle(idleAt * 1e6, policy.usesGuestHint && this.guestsIdle());
-      if ((budgetNs > 0 && this.spin(idleAt, budgetNs)) || !sleepUnlessWork(i32, ctl, this.hasWorkFn, i32[ctl + CTL_HEARTBEAT_MS]!)) {
+      if ((budgetNs > 0 && this.spin(idleAt, budgetNs)) || !this.sleep()) {
         // Seen while polling (or by the sleep's re-check): the arrival is the last clock read, no new one.
         policy.arrived(this.polledAt * 1e6, false);
         continue;
@@ -395,6 +467,17 @@ export class Consumer {
         policy.arrived((wokeAt - ago) * 1e6, true);
       }
     }
+  }
+
+  /**
+   * The run loop's sleep: empty the polled set (the sleep argument covers
+   * bits only; layout.ts, "Polled queues"), then sleepUnlessWork. False
+   * when work came instead; true after a wake-up or heartbeatMs. Public for
+   * the tests of that hand-over.
+   */
+  sleep(): boolean {
+    while (this.polled.length !== 0) this.unpoll(this.polled.length - 1, true);
+    return sleepUnlessWork(this.i32, this.ctl, this.hasWorkFn, this.i32[this.ctl + CTL_HEARTBEAT_MS]!);
   }
 
   /**
@@ -445,9 +528,27 @@ export class Consumer {
         bits &= bits - 1;
         const q = this.bySlot[first + b];
         // null: a bit no queue of this thread owns (a guest may write any in its own words); dropped.
-        if (q != null) work += this.serve(q, delayUs);
+        if (q == null) continue;
+        q.servedPass = this.passCount;
+        const n = this.serve(q, delayUs);
+        if (n !== 0) this.notePolled(q);
+        work += n;
       }
     }
+    const p = this.polled;
+    for (let k = p.length - 1; k >= 0; k--) {
+      const q = p[k]!;
+      if (q.servedPass === this.passCount) continue;
+      const prod = this.serviceProd(q);
+      if (prod >= 0) {
+        q.workPass = this.passCount;
+        work += this.consume(q, prod, delayUs);
+      } else if ((i32[q.regs + Q_CONFIG]! & CONFIG_EN) === 0) {
+        // Disabled: back to its bit, which whoever enables it sets (writeConfig), and that pass loads PROD.
+        this.unpoll(k, false);
+      }
+    }
+    this.passCount = (this.passCount + 1) | 0;
     const hq = this.hwQueues;
     for (let k = 0; k < hq.length; k++) work += this.serve(hq[k]!, delayUs);
     return work;
@@ -631,6 +732,8 @@ export class Consumer {
     this.raiseGerror(q, GERROR_CMDQ_ERR);
     // consume() runs only on a queue not stopped, so the queue is not on the list yet.
     this.stopped.push(q);
+    // Stopped, it waits for GERRORN, not PROD: its producers go back to bits until the ack resumes it (no mark needed).
+    if (q.polled) this.unpoll(this.polled.indexOf(q), false);
     notifyQueueWaiters(i32, q.qid);
   }
 

@@ -122,6 +122,37 @@
 //    host enables a new queue before the thread is given it, which marks it).
 //    The argument above holds with CONFIG in place of PROD: the pass that
 //    takes the bit loads CONFIG after the take.
+//  - Polled queues (virtio's VRING_USED_F_NO_NOTIFY; io_uring's SQPOLL
+//    thread, which reads the SQ tail itself while awake). The bit is one
+//    line more per publish than a thread that reads PROD: the guest's OR
+//    takes the pend line back from the poller, and the poller's peek and
+//    take bring it over again. So a thread that is polling anyway reads
+//    the PROD of the queues that keep it busy directly and tells their
+//    producers so:
+//      - a pass that consumed commands from a queue announced by its bit
+//        puts it in the thread's polled set (at most POLLED_QUEUES,
+//        consumer.ts) with `Atomics.store(NO_NOTIFY, 1)`; while there, every
+//        poll peeks its PROD and every pass serves it (PROD loaded with
+//        Atomics.load, as above), as a hw queue is served;
+//      - a producer loads NO_NOTIFY after its PROD store (publish: PROD
+//        release, then the load); when set, the store was the whole publish:
+//        no OR, no kick;
+//      - the thread takes a queue out (before it sleeps, all of them; when
+//        the queue is disabled or stopped; when it sat idle for
+//        POLLED_IDLE_PASSES passes and another queue wants its place) with
+//        `Atomics.store(NO_NOTIFY, 0)`, then `Atomics.load(PROD)`, and sets
+//        the queue's bit itself if PROD is ahead of its CONS.
+//    Why a published PROD is still always consumed: take a PROD store S
+//    whose producer's load L of NO_NOTIFY read 1, so L precedes the store
+//    of 0 (C) that ends that stay in the set. S precedes L precedes C,
+//    which precedes the thread's PROD load R after it: R sees S (or a later
+//    PROD), and the thread sets the bit, which the bitmap argument above
+//    then covers. Until C the thread reads PROD itself, on every poll and
+//    every pass, and it never sleeps with a queue in the set (it empties
+//    the set first), so the sleep argument below needs only the bits. A
+//    thread that starts (or restarts) clears NO_NOTIFY of every queue it is
+//    given before it sets the queue's bit: a dead thread's set must not
+//    silence producers, and the same argument applies to that clear.
 //  - Hardware VCMDQs (Q_VINTF, the 'hw' path, src/hw.ts) have no bit: the
 //    guest's PROD store is its whole publish, as on Tegra241 where the SMMU
 //    polls the VCMDQ page and no doorbell exists. The thread keeps them on a
@@ -168,20 +199,24 @@
 // away, as the qid-numbered words of 32 queues did). The slot (q.2's Q_PEND)
 // is read once, when the transport is built and when the thread adds the
 // queue, never per round trip.
-//  Guest (submitWords, kick, its wait):
+//  Guest (submitWords, kick, its wait), the queue in the polled set (as it
+//  is from its second round trip while the thread polls; before that, and
+//  after the thread slept, the publish also ORs the pend line and reads
+//  ctl.1's SLEEPING in kick):
 //    reads  ctl.2 (EPOCH in Liveness.begin, SPIN_US: written at setup only),
 //           q.4 (RESV, PUB, TURN_WAITERS: its own driver line),
 //           q.1 (CONS, GERROR: every poll of the wait; the space check
 //           only when the CONS it last saw shows too little room, so a
 //           batch without a sync reads no line the kernel thread writes),
-//           q.0 (GERRORN, in every poll's error check: its own line),
-//           ctl.1 (SLEEPING, in kick: written only when the thread sleeps);
+//           q.0 (GERRORN, in every poll's error check, and NO_NOTIFY after
+//           the publish: its own line);
 //    writes the slot line(s) of the ring (plain stores; a pair of slots
 //           shares one line unless it straddles two), q.4 (CAS RESV, PUB),
-//           q.0 (PROD, the publish), pend (the OR of its bit, after PROD);
+//           q.0 (PROD, the publish);
 //    no clock read unless its wait outlasts SPIN_CLOCK_EVERY polls.
 //  Kernel thread (a pass, its spin):
-//    reads  pend (peeked; its own bits taken with an Atomics.and when set),
+//    reads  pend (peeked; its own bits taken with an Atomics.and when set:
+//           idle for a polled queue),
 //           ctl.0 (CTRL, CRASH; WAKE is written only by a kick of a sleeper),
 //           ctl.1 (STATE), ctl.2 (config, plain reads), q.0 (CONFIG,
 //           GERRORN, PROD, and WAITERS after each publish), the slot line(s)
@@ -192,18 +227,18 @@
 //           ctl.3 (HEARTBEAT per pass, pass statistics);
 //    per command, nothing shared but its slot (the line-budget test checks
 //           that 1 and 60 commands make the same Atomics accesses).
-// So four lines cross per round trip: the slot line, q.0 and pend to the
-// kernel thread, q.1 back; pend also comes back with the guest's next OR.
-// pend is the one line more than a pass that polls PROD itself (the price
-// of the bitmap); in exchange an idle queue costs a pass no line at all (an
-// idle pending word stays in the poller's cache). A pass loads one word per
+// So three lines cross per round trip: the slot line and q.0 to the kernel
+// thread, q.1 back. A queue outside the polled set adds pend both ways (the
+// price of the bitmap); in exchange an idle queue costs a pass no line at
+// all (an idle pending word stays in the poller's cache). A pass loads one word per
 // VM it serves (one per 32 queues of a VM), LINE_WORDS of them to a line:
 // with words per VM, a thread of 1024 single-queue VMs polls 1024 words
 // (64 lines, all cached while idle) where bit = qid polled 32. Every other line a side
 // reads is written by nobody per round trip (ctl.0, ctl.1, ctl.2), or only by
-// that side itself (q.4, and q.0 for the guest), and the lines written per
+// that side itself (q.4, and q.0 for the guest, which the kernel thread
+// writes only when the queue enters or leaves its polled set), and the lines written per
 // pass or per command are read only by slow paths (ctl.3 by a wait slice's
-// liveness check, q.3 by state()). The floor is therefore the 4-line ping-pong plus the work:
+// liveness check, q.3 by state()). The floor is therefore the 3-line ping-pong plus the work:
 // bench/scenario-anatomy.ts measures both and the residual beside them.
 //
 // Liveness: the kernel thread bumps HEARTBEAT at least once per heartbeatMs
@@ -354,6 +389,15 @@ export const Q_WAITERS = 3;
  */
 export const Q_IDLE_HINT = 4;
 export const IDLE_HINT_SET = 1 << 31;
+/**
+ * Line 0, written by the kernel thread (only when the queue enters or leaves
+ * its polled set): NO_NOTIFY, virtio's VRING_USED_F_NO_NOTIFY. Non-zero: the
+ * thread reads this queue's PROD itself on every poll and pass, so a publish
+ * needs no pending bit and no kick ("Polled queues" above). On the guest's
+ * own line on purpose: the producer loads it right after its PROD store, a
+ * line it then holds, so the check costs no line crossing.
+ */
+export const Q_NO_NOTIFY = 5;
 /** Line 1 (kernel-thread-written): CONS: RD_WRAP at bit LOG2SIZE, ERR[30:24]. */
 export const Q_CONS = 16;
 /** Line 1: GERROR (CMDQ_ERR bit 0, MSI_CMDQ_ABT bit 4). */
