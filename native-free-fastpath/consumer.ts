@@ -469,6 +469,11 @@ export class Consumer {
     }
   }
 
+  /** Empty the polled set, each queue marked if its PROD moved (unpoll): before a sleep, here or in the simulator's thread. */
+  unpollAll(): void {
+    while (this.polled.length !== 0) this.unpoll(this.polled.length - 1, true);
+  }
+
   /**
    * The run loop's sleep: empty the polled set (the sleep argument covers
    * bits only; layout.ts, "Polled queues"), then sleepUnlessWork. False
@@ -476,7 +481,7 @@ export class Consumer {
    * the tests of that hand-over.
    */
   sleep(): boolean {
-    while (this.polled.length !== 0) this.unpoll(this.polled.length - 1, true);
+    this.unpollAll();
     return sleepUnlessWork(this.i32, this.ctl, this.hasWorkFn, this.i32[this.ctl + CTL_HEARTBEAT_MS]!);
   }
 

@@ -26,9 +26,9 @@
 // before it (arm_smmu_cmdq_issue_cmdlist's owner gathering); the others
 // poll for their CMD_SYNC.
 
-import type { Consumer } from '../../native-free-fastpath/consumer.ts';
+import { POLLED_QUEUES, type Consumer } from '../../native-free-fastpath/consumer.ts';
 import { StaleTranslationError } from '../errors.ts';
-import { Q_STAT_SYNCS } from '../layout.ts';
+import { Q_NO_NOTIFY, Q_STAT_SYNCS } from '../layout.ts';
 import type { TrapCmdq } from '../trap/cmdq.ts';
 import type { HwptInvalidate } from '../trap/iommufd.ts';
 import type { Actor, Sim } from './engine.ts';
@@ -421,6 +421,8 @@ interface ServedQueue {
   ring: SimRing;
   consumer: Consumer;
   waiters: Vcpu[];
+  /** In the thread's polled set (layout.ts, "Polled queues"), counted against POLLED_QUEUES. */
+  polled?: boolean;
 }
 
 /**
@@ -443,6 +445,8 @@ export class KernelThread implements Actor, Server {
   private consAfter = 0;
   private syncs = 0;
   private cmds = 0;
+  /** Queues in the polled set. Each queue has a consumer of its own, so the thread holds the set to POLLED_QUEUES itself. */
+  private polled = 0;
   /** CPU held, ns (spinning included), and spinning alone. */
   cpuNs = 0;
   spinNs = 0;
@@ -456,7 +460,7 @@ export class KernelThread implements Actor, Server {
     this.queues.push(q);
   }
 
-  published(): number {
+  published(v: Vcpu): number {
     const env = this.env;
     const c = env.costs;
     switch (this.state) {
@@ -474,11 +478,11 @@ export class KernelThread implements Actor, Server {
         // SLEEPING stays set until the thread runs (layout.ts: only the sleeper clears it): the guest rings again.
         return c.draw(S.exit_kernel);
       case 'spin':
-        // The poll sees the queue's pending bit (one line), then reads PROD and the slots behind it:
-        // layout.ts's line budget (pend, q.0 and the slot line to the kernel thread). The guest
-        // takes PROD's line back from the poller (publish_line).
+        // The poll sees the queue's pending bit (one line), then reads PROD and the slots behind it, or,
+        // the queue polled, PROD itself: layout.ts's line budget (pend unless polled, q.0 and the slot
+        // line to the kernel thread). The guest takes PROD's line back from the poller (publish_line).
         this.state = 'noticing';
-        env.sim.after(this.lines(c), this, K.NOTICE);
+        env.sim.after(this.lines(c, v.ring), this, K.NOTICE);
         return c.draw(S.publish_line);
       default:
         // Noticing or in a pass: that pass or the next one sees the new PROD; the thread reads PROD's line as the guest writes it.
@@ -524,9 +528,15 @@ export class KernelThread implements Actor, Server {
     }
   }
 
-  /** The lines a publish moves to the thread: the pending bitmap's (polled), then PROD's and the slots' behind it (layout.ts's line budget). */
-  private lines(c: Costs): number {
-    return c.draw(S.notice) + c.drawN(S.slot_lines, 2);
+  /**
+   * The lines a publish to `ring` moves to the thread (layout.ts's line
+   * budget): the pending bitmap's (polled), then PROD's and the slots'
+   * behind it; PROD's, polled, and the slots' when the queue is in the
+   * thread's polled set (its NO_NOTIFY, set by the real consume step).
+   */
+  private lines(c: Costs, ring: SimRing): number {
+    const polled = this.env.world.i32[ring.regs + Q_NO_NOTIFY] !== 0;
+    return c.draw(S.notice) + c.drawN(S.slot_lines, polled ? 1 : 2);
   }
 
   /** `seen`: the pass starts on a PROD it has just read (noticed while polling, or the wake-up's re-check). */
@@ -548,13 +558,21 @@ export class KernelThread implements Actor, Server {
       const i32 = env.world.i32;
       const syncs0 = i32[q.ring.regs + Q_STAT_SYNCS]!;
       this.cmds = q.consumer.pass();
+      if (q.polled !== true && i32[q.ring.regs + Q_NO_NOTIFY] !== 0) {
+        // Consumer.notePolled in one thread's set: a full set takes no newcomer (none of the simulated
+        // queues idles 64 passes while the others work, the real set's only way in when full).
+        if (this.polled < POLLED_QUEUES) {
+          q.polled = true;
+          this.polled++;
+        } else q.consumer.unpollAll();
+      }
       this.syncs = syncsSince(q.ring, i32, syncs0);
       this.consAfter = q.ring.cons();
       this.passWork += this.cmds;
       // Consumer.consume: PROD's line and the slots' (unless this pass began by reading them), the
       // queue's fixed work (kthread_pass), then each command.
       const c = env.costs;
-      const lines = this.linesSeen ? 0 : this.lines(c);
+      const lines = this.linesSeen ? 0 : this.lines(c, q.ring);
       this.linesSeen = false;
       env.sim.after(lines + c.draw(S.kthread_pass) + c.drawN(S.kthread_cmd, this.cmds), this, K.ISSUED);
       return;
@@ -576,6 +594,12 @@ export class KernelThread implements Actor, Server {
   }
 
   private sleep(): void {
+    // Consumer.sleep: the polled sets are emptied before the thread sleeps (its producers ring again).
+    for (const q of this.queues) {
+      q.consumer.unpollAll();
+      q.polled = false;
+    }
+    this.polled = 0;
     this.state = 'sleep';
     this.cpuNs += this.env.sim.now - this.cpuFrom;
     this.env.hostCpus.release();

@@ -59,7 +59,8 @@ export const STEP_NAMES = [
    * A consumer that saw the line it polls move reads a further line behind
    * it, paid per line (the 3-line round trip over the 2-line one): the SW
    * vCMDQ's kernel thread reads two (PROD's behind its pending bitmap's, then
-   * the slots'; layout.ts's line budget), a poller of PROD itself one.
+   * the slots'; layout.ts's line budget), a poller of PROD itself one (the
+   * hw SMMU, and the kernel thread for the queues in its polled set).
    */
   'slot_lines',
   /** The guest's PROD write to its hardware VCMDQ page reaching the SMMU (no exit). */

@@ -15,7 +15,7 @@ import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import { tlbInvRange } from '../invalidate.ts';
 import {
   CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, initMmio, markPending, mmioBytes, PendingSlots, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
-  Q_PEND, Q_PROD, SERVER_STATE, queueRegs,
+  Q_NO_NOTIFY, Q_PEND, Q_PROD, SERVER_STATE, queueRegs,
 } from '../layout.ts';
 import { ACCESS, FAULT, SmmuModel, T_OUT, TRANSLATE_OUT_LEN } from '../model/smmu.ts';
 import { GuestMemory, PhysLayout } from '../model/mem.ts';
@@ -125,7 +125,8 @@ export class SimRing {
   /** PROD as a vCMDQ guest publishes it (layout.ts: publish: PROD release). */
   publish(): void {
     Atomics.store(this.i32, this.regs + Q_PROD, this.prod); // publish: PROD release (the slots before it are written)
-    markPending(this.i32, KTHREAD_CTL, this.qid); // the pending bit after PROD, as the doorbell transport (layout.ts)
+    // The pending bit after PROD unless the kernel thread polls the queue (NO_NOTIFY), as the doorbell transport (layout.ts).
+    if (Atomics.load(this.i32, this.regs + Q_NO_NOTIFY) === 0) markPending(this.i32, KTHREAD_CTL, this.qid);
   }
 
   /** CONS position as the consumer published it (wrap|index, ERR stripped). */
