@@ -8,7 +8,7 @@ import { Consumer } from '../native-free-fastpath/consumer.ts';
 import { buildCfgiSte, buildCmdSync } from '../src/codec.ts';
 import { CS } from '../src/fields.ts';
 import {
-  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_PENDING, CTL_STATE, KTHREAD_CTL, MAILBOX_STATE, MB_STATE, Q_CONFIG, Q_CONS, Q_GERROR, Q_GERRORN, Q_PROD,
+  CONFIG_EN, CTL_CRASH, CTL_CTRL, CTL_PENDING, CTL_STATE, KTHREAD_CTL, MAILBOX_STATE, MB_STATE, Q_CONFIG, Q_CONS, Q_GERROR, Q_GERRORN, Q_NO_NOTIFY, Q_PROD,
   Q_STAT_CMDS, Q_STAT_SLOT_READS, mailboxWords, markPending, pendingBit, pendingSlot, pendingWord,
 } from '../src/layout.ts';
 import { VINTF_WORDS, writeVintf } from '../src/vintf.ts';
@@ -61,27 +61,33 @@ describe('the pending bitmap', () => {
     expect(Atomics.load(rig.i32, word)).toBe(pendingBit(stray));
   });
 
-  it('a queue stopped on an error resumes on its GERRORN ack alone, even though its bit was taken while it was stopped', () => {
-    const { rig, qs } = rigN(1);
-    const q = qs[0]!;
-    const bad = new Uint32Array(4);
-    buildCfgiSte(bad, 0, 1); // refused on a vCMDQ: CERROR_ILL
-    submit(rig, q, [asid(1), bad]);
-    expect(rig.consumer.pass()).toBe(2);
-    expect(Atomics.load(rig.i32, q.regs + Q_GERROR)).not.toBe(Atomics.load(rig.i32, q.regs + Q_GERRORN));
-    // The guest publishes more while stopped: the bit is taken, nothing runs.
-    submit(rig, q, [asid(3)]);
-    expect(rig.consumer.pass()).toBe(0);
-    expect(pendingOf(rig, q)).toBe(false);
-    expect(rig.consumer.hasWork()).toBe(false);
-    // Linux skip_err: the faulting slot becomes something legal, then GERRORN = GERROR, with no PROD write and no bit.
-    q.ring.set(asid(2), 4);
-    Atomics.store(rig.i32, q.regs + Q_GERRORN, Atomics.load(rig.i32, q.regs + Q_GERROR));
-    expect(rig.consumer.hasWork()).toBe(true);
-    expect(rig.consumer.pass()).toBe(2);
-    expect(consPos(rig, q)).toBe(3);
-    expect(rig.consumer.hasWork()).toBe(false);
-  });
+  for (const polled of [false, true]) {
+    it(`a queue stopped on an error resumes on its GERRORN ack alone, even though its bit was taken while it was stopped${polled ? ' (polled, the bad command published unmarked: it leaves the polled set at the error, layout.ts "Polled queues")' : ''}`, () => {
+      const { rig, qs } = rigN(1);
+      const q = qs[0]!;
+      const bad = new Uint32Array(4);
+      buildCfgiSte(bad, 0, 1); // refused on a vCMDQ: CERROR_ILL
+      submit(rig, q, [asid(1)]);
+      expect(rig.consumer.pass()).toBe(1);
+      expect(Atomics.load(rig.i32, q.regs + Q_NO_NOTIFY)).toBe(1);
+      submit(rig, q, [bad], !polled);
+      expect(rig.consumer.pass()).toBe(1);
+      expect(Atomics.load(rig.i32, q.regs + Q_GERROR)).not.toBe(Atomics.load(rig.i32, q.regs + Q_GERRORN));
+      expect(Atomics.load(rig.i32, q.regs + Q_NO_NOTIFY)).toBe(0);
+      // The guest publishes more while stopped: the bit is taken, nothing runs.
+      submit(rig, q, [asid(3)]);
+      expect(rig.consumer.pass()).toBe(0);
+      expect(pendingOf(rig, q)).toBe(false);
+      expect(rig.consumer.hasWork()).toBe(false);
+      // Linux skip_err: the faulting slot becomes something legal, then GERRORN = GERROR, with no PROD write and no bit.
+      q.ring.set(asid(2), 4);
+      Atomics.store(rig.i32, q.regs + Q_GERRORN, Atomics.load(rig.i32, q.regs + Q_GERROR));
+      expect(rig.consumer.hasWork()).toBe(true);
+      expect(rig.consumer.pass()).toBe(2);
+      expect(consPos(rig, q)).toBe(3);
+      expect(rig.consumer.hasWork()).toBe(false);
+    });
+  }
 
   it('while CMDQ_ERR is active nothing is consumed (spec 7.1): a queue stopped past slot 1 whose bit is taken runs nothing, and CONS, GERROR and its counters stay', () => {
     // Past slot 1 on purpose: a stopped queue must not be consumed up to any position, whatever it stopped at.
@@ -141,20 +147,28 @@ describe('the pending bitmap', () => {
     expect(rig.consumer.hasWork()).toBe(false);
   });
 
-  it('a queue disabled while its PROD moved: the pass drops its bit; re-enabling marks it again and the commands run', () => {
-    const { rig, qs } = rigN(2);
-    const q = qs[1]!;
-    Atomics.store(rig.i32, q.regs + Q_CONFIG, 0);
-    submit(rig, q, [asid(1), asid(2)]);
-    expect(rig.consumer.pass()).toBe(0);
-    expect(pendingOf(rig, q)).toBe(false);
-    expect(rig.consumer.hasWork()).toBe(false);
-    // What DoorbellTransport.writeConfig does: CONFIG, then the bit (the pass reads CONFIG after taking it).
-    Atomics.store(rig.i32, q.regs + Q_CONFIG, CONFIG_EN);
-    markPending(rig.i32, KTHREAD_CTL, q.qid);
-    expect(rig.consumer.pass()).toBe(2);
-    expect(consPos(rig, q)).toBe(2);
-  });
+  for (const polled of [false, true]) {
+    it(`a queue disabled while its PROD moved${polled ? ' (published unmarked, the queue polled: it leaves the polled set, layout.ts "Polled queues")' : ''}: the pass drops its bit; re-enabling marks it again and the commands run`, () => {
+      const { rig, qs } = rigN(2);
+      const q = qs[1]!;
+      if (polled) {
+        submit(rig, q, [asid(9)]);
+        expect(rig.consumer.pass()).toBe(1);
+        expect(Atomics.load(rig.i32, q.regs + Q_NO_NOTIFY)).toBe(1);
+      }
+      Atomics.store(rig.i32, q.regs + Q_CONFIG, 0);
+      submit(rig, q, [asid(1), asid(2)], !polled);
+      expect(rig.consumer.pass()).toBe(0);
+      expect(Atomics.load(rig.i32, q.regs + Q_NO_NOTIFY)).toBe(0);
+      expect(pendingOf(rig, q)).toBe(false);
+      expect(rig.consumer.hasWork()).toBe(false);
+      // What DoorbellTransport.writeConfig does: CONFIG, then the bit (the pass reads CONFIG after taking it).
+      Atomics.store(rig.i32, q.regs + Q_CONFIG, CONFIG_EN);
+      markPending(rig.i32, KTHREAD_CTL, q.qid);
+      expect(rig.consumer.pass()).toBe(2);
+      expect(consPos(rig, q)).toBe(q.prod);
+    });
+  }
 
   it('peeks and the sleep re-check: a pass and the idle poll read the words plainly, the re-check before Atomics.wait loads each one atomically; a pass takes (an RMW) only a word with a bit of its own (layout.ts, "Peeks")', () => {
     const { rig, qs } = rigN(40);

@@ -5,13 +5,13 @@
 // store alone; the set is bounded and never churns; the thread empties it
 // before it sleeps, re-reading each PROD after clearing NO_NOTIFY, so a
 // producer that saw NO_NOTIFY set just before is never lost; a disabled or
-// stopped queue leaves it; a (re)started thread clears what a dead one left.
+// stopped queue leaves it (both in test/consumer-pending.test.ts); a
+// (re)started thread clears what a dead one left.
 // Driven in-thread; test/doorbell-hammer.test.ts races the same on threads.
 import { describe, expect, it } from 'vitest';
 import { Consumer, POLLED_IDLE_PASSES, POLLED_QUEUES } from '../native-free-fastpath/consumer.ts';
-import { buildCfgiSte } from '../src/codec.ts';
 import {
-  CONFIG_EN, CTL_HEARTBEAT_MS, CTL_SLEEPING, KTHREAD_CTL, Q_CONFIG, Q_GERROR, Q_GERRORN, Q_NO_NOTIFY, Q_PROD, markPending, pendingBit, pendingSlot,
+  CTL_HEARTBEAT_MS, CTL_SLEEPING, KTHREAD_CTL, Q_NO_NOTIFY, Q_PROD, markPending, pendingBit, pendingSlot,
   pendingWord,
 } from '../src/layout.ts';
 import { addQueue, consPos, makeRig, submit, tlbiAsid as asid, type Rig, type RigQueue } from './consumer-rig.ts';
@@ -22,14 +22,7 @@ const pendingOf = (rig: Rig, q: RigQueue): boolean =>
 const noNotify = (rig: Rig, q: RigQueue): number => Atomics.load(rig.i32, q.regs + Q_NO_NOTIFY);
 
 /** What DoorbellTransport.publishProd does when it loads NO_NOTIFY set: the slots, then PROD, and no bit. */
-function publishPolled(rig: Rig, q: RigQueue, cmds: Uint32Array[]): void {
-  const posMask = (2 << q.log2) - 1;
-  for (const c of cmds) {
-    q.ring.set(c, (q.prod & ((1 << q.log2) - 1)) * 4);
-    q.prod = (q.prod + 1) & posMask;
-  }
-  Atomics.store(rig.i32, q.regs + Q_PROD, q.prod);
-}
+const publishPolled = (rig: Rig, q: RigQueue, cmds: Uint32Array[]): void => submit(rig, q, cmds, false);
 
 /** A rig with `n` queues of 16 slots, each already looked at once (addQueue marks a new queue pending). */
 function rigN(n: number): { rig: Rig; qs: RigQueue[] } {
@@ -110,37 +103,6 @@ describe('the polled set (layout.ts, "Polled queues")', () => {
     expect(noNotify(rig, q)).toBe(0);
     expect(pendingOf(rig, q)).toBe(false);
     expect(Atomics.load(rig.i32, KTHREAD_CTL + CTL_SLEEPING)).toBe(0);
-  });
-
-  it('a polled queue that is disabled leaves the set without a mark; the enable\'s bit brings its commands', () => {
-    const { rig, q } = polledRig();
-    Atomics.store(rig.i32, q.regs + Q_CONFIG, 0);
-    publishPolled(rig, q, [asid(2)]);
-    expect(rig.consumer.pass()).toBe(0);
-    expect(noNotify(rig, q)).toBe(0);
-    expect(pendingOf(rig, q)).toBe(false);
-    expect(rig.consumer.hasWork()).toBe(false);
-    // DoorbellTransport.writeConfig: CONFIG, then the bit.
-    Atomics.store(rig.i32, q.regs + Q_CONFIG, CONFIG_EN);
-    markPending(rig.i32, KTHREAD_CTL, q.qid);
-    expect(rig.consumer.pass()).toBe(1);
-    expect(consPos(rig, q)).toBe(2);
-  });
-
-  it('a polled queue that stops on an error leaves the set at once (no work while stopped); the ack resumes it with what was published unmarked', () => {
-    const { rig, q } = polledRig();
-    const bad = new Uint32Array(4);
-    buildCfgiSte(bad, 0, 1); // refused on a vCMDQ: CERROR_ILL
-    publishPolled(rig, q, [bad, asid(3)]);
-    expect(rig.consumer.pass()).toBe(1);
-    expect(noNotify(rig, q)).toBe(0);
-    expect(rig.consumer.hasWork()).toBe(false);
-    // Linux skip_err: the faulting slot becomes a legal command, then GERRORN = GERROR.
-    q.ring.set(asid(2), 4);
-    Atomics.store(rig.i32, q.regs + Q_GERRORN, Atomics.load(rig.i32, q.regs + Q_GERROR));
-    expect(rig.consumer.hasWork()).toBe(true);
-    expect(rig.consumer.pass()).toBe(2);
-    expect(consPos(rig, q)).toBe(3);
   });
 
   it('a thread given a queue a dead thread left polled clears NO_NOTIFY before it marks the queue, and consumes what came unmarked', () => {

@@ -130,14 +130,15 @@ export function addQueue(rig: Rig, vmid: number, log2: number, vintf = 0): RigQu
 }
 
 /** Guest side: write `cmds` (4 u32 each) at PROD and publish PROD (no space check: callers stay within the queue). */
-export function submit(rig: Rig, q: RigQueue, cmds: Uint32Array[]): void {
+export function submit(rig: Rig, q: RigQueue, cmds: Uint32Array[], mark = true): void {
   const posMask = (2 << q.log2) - 1;
   for (const c of cmds) {
     q.ring.set(c, (q.prod & ((1 << q.log2) - 1)) * 4);
     q.prod = (q.prod + 1) & posMask;
   }
   Atomics.store(rig.i32, q.regs + Q_PROD, q.prod);
-  markPending(rig.i32, KTHREAD_CTL, q.qid);
+  // mark false: what DoorbellTransport.publishProd does when it loads NO_NOTIFY set (layout.ts, "Polled queues").
+  if (mark) markPending(rig.i32, KTHREAD_CTL, q.qid);
 }
 
 /** A TLBI_NH_ASID of ASID `a`: a command any VM's queue may carry, told apart by its ASID. */
