@@ -270,7 +270,7 @@ export class Consumer {
    * sleep: the re-check before Atomics.wait is hasWork().
    */
   private pollWork(): boolean {
-    return this.controlWork(true) || this.pendingSet(true) || this.polledWork(true) || this.otherWork(true);
+    return this.controlWork(true) || this.polledWork(true) || this.pendingSet(true) || this.otherWork(true);
   }
 
   /** Has a polled queue's PROD moved past the thread's CONS? `peek` as pendingSet (a pass loads PROD before it consumes). */
@@ -518,6 +518,21 @@ export class Consumer {
     // Requests first: a translation racing an unsynced invalidation may then
     // see the old entry, as on hardware; only a CMD_SYNC orders them.
     let work = this.mailboxes.poll();
+    // The polled queues next: they are the busy ones, and the bitmap's scan (a word per VM) then runs after their
+    // CONS publish, not before it.
+    const p = this.polled;
+    for (let k = p.length - 1; k >= 0; k--) {
+      const q = p[k]!;
+      q.servedPass = this.passCount;
+      const prod = this.serviceProd(q);
+      if (prod >= 0) {
+        q.workPass = this.passCount;
+        work += this.consume(q, prod, delayUs);
+      } else if ((i32[q.regs + Q_CONFIG]! & CONFIG_EN) === 0) {
+        // Disabled: back to its bit, which whoever enables it sets (writeConfig), and that pass loads PROD.
+        this.unpoll(k, false);
+      }
+    }
     if (this.stopped.length !== 0) work += this.resumeAcked(delayUs);
     const words = this.pendWords;
     const masks = this.pendMasks;
@@ -533,24 +548,14 @@ export class Consumer {
         bits &= bits - 1;
         const q = this.bySlot[first + b];
         // null: a bit no queue of this thread owns (a guest may write any in its own words); dropped.
-        if (q == null) continue;
+        // Served above as a polled queue: dropped too. A publisher sets the bit only after loading NO_NOTIFY clear,
+        // before the store that made the queue polled, so its PROD precedes that store, which precedes the PROD
+        // load above (layout.ts, "Polled queues"); the thread's own marks are made only as a queue leaves the set.
+        if (q == null || q.servedPass === this.passCount) continue;
         q.servedPass = this.passCount;
         const n = this.serve(q, delayUs);
         if (n !== 0) this.notePolled(q);
         work += n;
-      }
-    }
-    const p = this.polled;
-    for (let k = p.length - 1; k >= 0; k--) {
-      const q = p[k]!;
-      if (q.servedPass === this.passCount) continue;
-      const prod = this.serviceProd(q);
-      if (prod >= 0) {
-        q.workPass = this.passCount;
-        work += this.consume(q, prod, delayUs);
-      } else if ((i32[q.regs + Q_CONFIG]! & CONFIG_EN) === 0) {
-        // Disabled: back to its bit, which whoever enables it sets (writeConfig), and that pass loads PROD.
-        this.unpoll(k, false);
       }
     }
     this.passCount = (this.passCount + 1) | 0;

@@ -132,8 +132,12 @@
 //      - a pass that consumed commands from a queue announced by its bit
 //        puts it in the thread's polled set (at most POLLED_QUEUES,
 //        consumer.ts) with `Atomics.store(NO_NOTIFY, 1)`; while there, every
-//        poll peeks its PROD and every pass serves it (PROD loaded with
-//        Atomics.load, as above), as a hw queue is served;
+//        poll peeks its PROD (before the pending words) and every pass
+//        serves it first (PROD loaded with Atomics.load, as above), so the
+//        bitmap's scan of a word per VM runs after its CONS publish; a bit
+//        taken for a queue that pass already served is dropped (its
+//        publisher loaded NO_NOTIFY clear, so its PROD store came before
+//        the queue joined the set, before that PROD load);
 //      - a producer loads NO_NOTIFY after its PROD store (publish: PROD
 //        release, then the load); when set, the store was the whole publish:
 //        no OR, no kick;
