@@ -316,6 +316,8 @@ export class Consumer {
     p[k] = p[p.length - 1]!;
     p.pop();
     q.polled = false;
+    // Its mark below may land in a word this pass has yet to take: that bit must be served, not dropped as served.
+    q.servedPass = (this.passCount - 1) | 0;
     const r = q.regs;
     Atomics.store(this.i32, r + Q_NO_NOTIFY, 0); // publish: NO_NOTIFY cleared, before the PROD re-read
     if (mark && (Atomics.load(this.i32, r + Q_PROD) & q.posMask) !== q.cons) Atomics.or(this.i32, q.pendWord, q.pendBit); // publish: PENDING (its own bit)
@@ -550,7 +552,8 @@ export class Consumer {
         // null: a bit no queue of this thread owns (a guest may write any in its own words); dropped.
         // Served above as a polled queue: dropped too. A publisher sets the bit only after loading NO_NOTIFY clear,
         // before the store that made the queue polled, so its PROD precedes that store, which precedes the PROD
-        // load above (layout.ts, "Polled queues"); the thread's own marks are made only as a queue leaves the set.
+        // load above (layout.ts, "Polled queues"); the thread marks a queue only as it leaves the set, which
+        // forgets that it was served.
         if (q == null || q.servedPass === this.passCount) continue;
         q.servedPass = this.passCount;
         const n = this.serve(q, delayUs);

@@ -14,6 +14,7 @@ import {
   CTL_HEARTBEAT_MS, CTL_SLEEPING, KTHREAD_CTL, Q_NO_NOTIFY, Q_PROD, markPending, pendingBit, pendingSlot,
   pendingWord,
 } from '../src/layout.ts';
+import { F } from '../src/fields.ts';
 import { addQueue, consPos, makeRig, submit, tlbiAsid as asid, type Rig, type RigQueue } from './consumer-rig.ts';
 
 const VMID = 5;
@@ -84,6 +85,43 @@ describe('the polled set (layout.ts, "Polled queues")', () => {
     // Its PROD never moved, so leaving marks nothing; everything published was consumed once.
     expect(pendingOf(rig, idle)).toBe(false);
     for (const q of qs) expect(consPos(rig, q)).toBe(q.prod);
+  });
+
+  it('a member replaced in the pass that served it, whose producer published since, is marked and served in that pass (its bit in a word the pass takes later)', () => {
+    // The newcomer's VM first, so its pending word comes before the members' in the pass's scan.
+    const rig = makeRig([{ vmid: VMID, psids: [1], asid: 2 }, { vmid: VMID + 1, psids: [2], asid: 3 }]);
+    const newcomer = addQueue(rig, VMID, 4);
+    const members = Array.from({ length: POLLED_QUEUES }, () => addQueue(rig, VMID + 1, 4));
+    const idle = members[0]!;
+    expect(rig.consumer.pass()).toBe(0);
+    for (const q of members) submit(rig, q, [asid(1)]);
+    expect(rig.consumer.pass()).toBe(POLLED_QUEUES);
+    const round = (): void => {
+      for (const q of members) if (q !== idle) publishPolled(rig, q, [asid(1)]);
+      submit(rig, newcomer, [asid(7)]);
+    };
+    for (let pass = 1; pass <= POLLED_IDLE_PASSES; pass++) {
+      round();
+      expect(rig.consumer.pass()).toBe(POLLED_QUEUES);
+    }
+    expect(noNotify(rig, newcomer)).toBe(0);
+    // The next pass replaces `idle` by the newcomer. While it executes the newcomer's command, idle's producer
+    // publishes, having loaded NO_NOTIFY set (no bit): the replacement's PROD re-read must mark it, and the
+    // bit, taken later in the same pass, must be served, not dropped as a queue the pass already served.
+    const execute = rig.model.execute.bind(rig.model);
+    let published = false;
+    rig.model.execute = (f) => {
+      if (!published && f[F.ASID] === 7) {
+        published = true;
+        publishPolled(rig, idle, [asid(8)]);
+      }
+      return execute(f);
+    };
+    round();
+    expect(rig.consumer.pass()).toBe(POLLED_QUEUES + 1);
+    expect(published).toBe(true);
+    expect([noNotify(rig, newcomer), noNotify(rig, idle)]).toEqual([1, 0]);
+    expect(consPos(rig, idle)).toBe(idle.prod);
   });
 
   it('before sleeping the thread empties the set: NO_NOTIFY cleared, then PROD re-read, so a producer that saw NO_NOTIFY set just before is marked and the sleep is refused', () => {
