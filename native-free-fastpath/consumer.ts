@@ -99,7 +99,11 @@ class QueueEntry {
   polled = false;
   /** The thread's pass count when this queue last had commands (the polled set's idle test). */
   workPass = 0;
-  /** The pass count when a taken bit last had this queue served (a polled queue is then not served twice in that pass). */
+  /**
+   * The pass count when a pass last served this queue, polled or by its bit:
+   * a bit taken later in that pass is dropped (pass()); reset when the queue
+   * leaves the polled set (unpoll).
+   */
   servedPass = -1;
   constructor(
     readonly qid: number,
