@@ -294,7 +294,7 @@ export class Consumer {
    */
   private notePolled(q: QueueEntry): void {
     q.workPass = this.passCount;
-    if (q.polled || errorActive(q.gerror, this.i32[q.regs + Q_GERRORN]!)) return;
+    if (q.polled || this.stoppedOnError(q, true)) return;
     const p = this.polled;
     if (p.length === POLLED_QUEUES) {
       let k = 0;

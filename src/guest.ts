@@ -22,8 +22,8 @@ import { CS } from './fields.ts';
 import { tlbInvRangeAsid } from './invalidate.ts';
 import {
   CONFIG_EN, CONS_ERR_MASK, CONS_ERR_SHIFT, CTL_PENDING, CTL_SPIN_US, GERROR_CMDQ_ERR, IDLE_HINT_SET, Q_CONFIG, Q_CONS, Q_DRV_PUB, Q_DRV_RESV,
-  Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_NO_NOTIFY, Q_PEND, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
-  Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick, pendingBit, pendingWord, storeRelease,
+  Q_DRV_TURN_WAITERS, Q_ERR_REASON, Q_GERROR, Q_GERRORN, Q_IDLE_HINT, Q_PEND, Q_PROD, Q_WAITERS, Q_STAT_CMDS, Q_STAT_ERRORS,
+  Q_STAT_SLOT_READS, Q_STAT_SYNCS, kick, pendingBit, pendingWord, publishDoorbellProd, storeRelease,
 } from './layout.ts';
 import { queueFree, queueIdx, queuePosMask } from './queue.ts';
 import { errReasonText } from './reason.ts';
@@ -142,11 +142,8 @@ class DoorbellTransport implements QueueTransport {
     this.pendBit = pendingBit(slot);
   }
   publishProd(prod: number): void {
-    storeRelease(this.i32, this.h.regs + Q_PROD, prod); // publish: PROD release
-    // Polled: the kernel thread reads this PROD itself until it stores 0 here and re-reads PROD (layout.ts, "Polled queues").
-    if (Atomics.load(this.i32, this.h.regs + Q_NO_NOTIFY) !== 0) return;
-    Atomics.or(this.i32, this.pendWord, this.pendBit); // publish: PENDING, after PROD (layout.ts markPending)
-    kick(this.i32, this.h.ctl);
+    // Polled (no bit set): the kernel thread reads this PROD itself until it clears NO_NOTIFY and re-reads PROD.
+    if (publishDoorbellProd(this.i32, this.h.regs, prod, this.pendWord, this.pendBit)) kick(this.i32, this.h.ctl);
   }
   ackGerror(gerror: number): void {
     Atomics.store(this.i32, this.h.regs + Q_GERRORN, gerror); // publish: GERRORN release

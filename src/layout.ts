@@ -689,6 +689,19 @@ export function markPending(i32: Int32Array, ctl: number, qid: number): void {
   Atomics.or(i32, pendingWord(i32, ctl, slot), pendingBit(slot)); // publish: PENDING bit, after PROD
 }
 
+/**
+ * A doorbell producer's publish of PROD (the guest's DoorbellTransport and
+ * the simulator's ring): PROD, then its pending bit unless the kernel thread
+ * polls the queue ("Polled queues" above). True when it set the bit: the
+ * caller then kicks.
+ */
+export function publishDoorbellProd(i32: Int32Array, regs: number, prod: number, pendWord: number, pendBit: number): boolean {
+  storeRelease(i32, regs + Q_PROD, prod); // publish: PROD release
+  if (Atomics.load(i32, regs + Q_NO_NOTIFY) !== 0) return false;
+  Atomics.or(i32, pendWord, pendBit); // publish: PENDING, after PROD
+  return true;
+}
+
 // ── The wake-up protocol, in one place for every producer and every server ──
 
 /**

@@ -421,8 +421,6 @@ interface ServedQueue {
   ring: SimRing;
   consumer: Consumer;
   waiters: Vcpu[];
-  /** In the thread's polled set (layout.ts, "Polled queues"), counted against POLLED_QUEUES. */
-  polled?: boolean;
 }
 
 /**
@@ -557,14 +555,14 @@ export class KernelThread implements Actor, Server {
       const q = qs[this.k]!;
       const i32 = env.world.i32;
       const syncs0 = i32[q.ring.regs + Q_STAT_SYNCS]!;
+      const wasPolled = i32[q.ring.regs + Q_NO_NOTIFY] !== 0;
       this.cmds = q.consumer.pass();
-      if (q.polled !== true && i32[q.ring.regs + Q_NO_NOTIFY] !== 0) {
-        // Consumer.notePolled in one thread's set: a full set takes no newcomer (none of the simulated
-        // queues idles 64 passes while the others work, the real set's only way in when full).
-        if (this.polled < POLLED_QUEUES) {
-          q.polled = true;
-          this.polled++;
-        } else q.consumer.unpollAll();
+      // Consumer.notePolled in one thread's set (its NO_NOTIFY says whether a queue is in): a full set takes no
+      // newcomer (none of the simulated queues idles 64 passes while the others work, the real set's only way in).
+      this.polled += Number(i32[q.ring.regs + Q_NO_NOTIFY] !== 0) - Number(wasPolled);
+      if (this.polled > POLLED_QUEUES) {
+        q.consumer.unpollAll();
+        this.polled--;
       }
       this.syncs = syncsSince(q.ring, i32, syncs0);
       this.consAfter = q.ring.cons();
@@ -595,10 +593,7 @@ export class KernelThread implements Actor, Server {
 
   private sleep(): void {
     // Consumer.sleep: the polled sets are emptied before the thread sleeps (its producers ring again).
-    for (const q of this.queues) {
-      q.consumer.unpollAll();
-      q.polled = false;
-    }
+    for (const q of this.queues) q.consumer.unpollAll();
     this.polled = 0;
     this.state = 'sleep';
     this.cpuNs += this.env.sim.now - this.cpuFrom;

@@ -14,8 +14,8 @@ import { makeFeatures, type SmmuFeatures } from '../features.ts';
 import { CS, F, FIELD_COUNT, OP } from '../fields.ts';
 import { tlbInvRange } from '../invalidate.ts';
 import {
-  CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, initMmio, markPending, mmioBytes, PendingSlots, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
-  Q_NO_NOTIFY, Q_PEND, Q_PROD, SERVER_STATE, queueRegs,
+  CONFIG_EN, CTL_STATE, KTHREAD_CTL, MB_PAYLOAD_BYTES, initMmio, mmioBytes, PendingSlots, Q_BASE, Q_CMDSET, Q_CONFIG, Q_CONS, Q_LOG2SIZE,
+  Q_PEND, SERVER_STATE, pendingBit, pendingSlot, pendingWord, publishDoorbellProd, queueRegs,
 } from '../layout.ts';
 import { ACCESS, FAULT, SmmuModel, T_OUT, TRANSLATE_OUT_LEN } from '../model/smmu.ts';
 import { GuestMemory, PhysLayout } from '../model/mem.ts';
@@ -124,9 +124,9 @@ export class SimRing {
 
   /** PROD as a vCMDQ guest publishes it (layout.ts: publish: PROD release). */
   publish(): void {
-    Atomics.store(this.i32, this.regs + Q_PROD, this.prod); // publish: PROD release (the slots before it are written)
-    // The pending bit after PROD unless the kernel thread polls the queue (NO_NOTIFY), as the doorbell transport (layout.ts).
-    if (Atomics.load(this.i32, this.regs + Q_NO_NOTIFY) === 0) markPending(this.i32, KTHREAD_CTL, this.qid);
+    // As the doorbell transport: PROD (the slots before it are written), then the bit unless the queue is polled.
+    const slot = pendingSlot(this.i32, this.qid);
+    publishDoorbellProd(this.i32, this.regs, this.prod, pendingWord(this.i32, KTHREAD_CTL, slot), pendingBit(slot));
   }
 
   /** CONS position as the consumer published it (wrap|index, ERR stripped). */
